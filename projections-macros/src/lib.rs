@@ -1,0 +1,41 @@
+//! Procedural macros of the `projections` crate. Use them through `projections`, which
+//! re-exports them and everything their expansion names.
+
+mod errors;
+mod event;
+mod projection;
+
+use proc_macro::TokenStream;
+
+/// Declares a projection: the `#[handles(E)]` methods of the impl block become its dispatch
+/// table. See the `projections` crate documentation.
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
+    projection::expand(args.into(), item.into()).into()
+}
+
+/// Marks a method of a `#[projection]` impl block as the handler of one event type.
+///
+/// On its own (outside a `#[projection]` impl block) it is a compile error: `#[projection]`
+/// reads and removes these attributes before this macro could run.
+#[proc_macro_attribute]
+pub fn handles(_args: TokenStream, item: TokenStream) -> TokenStream {
+    let error = syn::Error::new(
+        proc_macro2::Span::call_site(),
+        "`#[handles]` only works on a method inside an impl block marked `#[projection]`\n\
+         help: add `#[projection]` to the impl block that holds this method",
+    );
+    let mut out = error.to_compile_error();
+    out.extend(proc_macro2::TokenStream::from(item));
+    out.into()
+}
+
+/// Declares an event: implements `projections::Event` and registers the type so stored
+/// events decode to it by wire name.
+///
+/// `#[event(name = "order.created", aggregate = "Order", version = 1)]`, every argument
+/// optional: the name defaults to the type name, the aggregate to `""`, the version to 1.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    event::expand(input.into()).into()
+}

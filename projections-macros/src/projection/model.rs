@@ -1,0 +1,70 @@
+//! The typed model of one `#[projection]` impl block.
+
+use syn::{Ident, LitStr, ReturnType, Type};
+
+/// What to do with an event that has no handler.
+#[derive(Clone, Copy, Default)]
+pub enum Policy {
+    #[default]
+    Ignore,
+    Warn,
+    Error,
+}
+
+/// The attribute's arguments, as written.
+#[derive(Default)]
+pub struct Args {
+    pub name: Option<LitStr>,
+    pub policy: Policy,
+    pub sync: bool,
+}
+
+/// A method carrying `#[handles(..)]` or `#[reset]`, before its signature is checked.
+pub struct MarkedMethod {
+    pub sig: syn::Signature,
+    pub role: Role,
+}
+
+pub enum Role {
+    /// `#[handles(E)]`.
+    Handles {
+        event: Type,
+    },
+    Reset,
+}
+
+/// A validated handler.
+pub struct Handler {
+    pub method: Ident,
+    pub event: Type,
+    /// The connection type `C` of a `conn: &mut C` parameter.
+    pub connection: Option<Type>,
+    pub output: ReturnType,
+}
+
+/// A validated `#[reset]` method.
+pub struct Reset {
+    pub method: Ident,
+    pub connection: Option<Type>,
+    pub output: ReturnType,
+}
+
+/// A validated projection.
+pub struct Model {
+    pub name: String,
+    pub policy: Policy,
+    pub sync: bool,
+    pub handlers: Vec<Handler>,
+    pub reset: Option<Reset>,
+}
+
+impl Model {
+    /// The connection type of the first handler that takes one.
+    pub fn connection(&self) -> Option<&Type> {
+        self.handlers
+            .iter()
+            .filter_map(|h| h.connection.as_ref())
+            .chain(self.reset.as_ref().and_then(|r| r.connection.as_ref()))
+            .next()
+    }
+}

@@ -1,0 +1,205 @@
+//! Syntax: the attribute's arguments, the impl block and its marked methods.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Attribute, ImplItem, Item, ItemImpl, LitStr, Meta, Token, Type};
+
+use super::model::{Args, MarkedMethod, Policy, Role};
+use crate::errors::Errors;
+
+const ARGS_HELP: &str =
+    "expected `name = \"...\"`, `unregistered = ignore | warn | error` or `sync`";
+
+pub fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
+    let mut args = Args::default();
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("name") {
+            let lit: LitStr = meta.value()?.parse()?;
+            if lit.value().trim().is_empty() {
+                errors.at(&lit, "the projection name cannot be empty");
+            }
+            args.name = Some(lit);
+        } else if meta.path.is_ident("unregistered") {
+            let value = meta.value()?;
+            let (text, span) = if value.peek(LitStr) {
+                let lit: LitStr = value.parse()?;
+                (lit.value(), lit.span())
+            } else {
+                let ident: syn::Ident = value.parse()?;
+                (ident.to_string(), ident.span())
+            };
+            args.policy = match text.as_str() {
+                "ignore" => Policy::Ignore,
+                "warn" => Policy::Warn,
+                "error" => Policy::Error,
+                other => {
+                    errors.push(syn::Error::new(
+                        span,
+                        format!(
+                            "unknown unregistered-event policy `{other}`; expected `ignore`, `warn` or `error`"
+                        ),
+                    ));
+                    Policy::default()
+                }
+            };
+        } else if meta.path.is_ident("sync") {
+            args.sync = true;
+        } else {
+            let name = meta
+                .path
+                .get_ident()
+                .map_or_else(|| "?".to_owned(), ToString::to_string);
+            errors.at(
+                &meta.path,
+                format!("unknown `projection` argument `{name}`; {ARGS_HELP}"),
+            );
+            // Skip the value so the remaining arguments are still read.
+            if meta.input.peek(Token![=]) {
+                meta.value()?.parse::<syn::Expr>()?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(error) = parser.parse2(tokens) {
+        errors.push(error);
+    }
+    args
+}
+
+pub fn impl_block(tokens: TokenStream, errors: &mut Errors) -> Option<ItemImpl> {
+    const HELP: &str =
+        "`#[projection]` goes on an inherent impl block: `#[projection] impl MyProjection { ... }`";
+    let item: Item = match syn::parse2(tokens.clone()) {
+        Ok(item) => item,
+        Err(error) => {
+            errors.push(error);
+            return None;
+        }
+    };
+    match item {
+        Item::Impl(block) => {
+            if let Some((_, path, _)) = &block.trait_ {
+                errors.at(path, format!("{HELP}, not on a trait impl"));
+            }
+            Some(block)
+        }
+        Item::Struct(s) => {
+            let (keyword, ident) = (s.struct_token, &s.ident);
+            errors.at(quote!(#keyword #ident), HELP);
+            None
+        }
+        Item::Enum(e) => {
+            let (keyword, ident) = (e.enum_token, &e.ident);
+            errors.at(quote!(#keyword #ident), HELP);
+            None
+        }
+        Item::Fn(f) => {
+            errors.at(&f.sig, HELP);
+            None
+        }
+        Item::Trait(t) => {
+            let (keyword, ident) = (t.trait_token, &t.ident);
+            errors.at(quote!(#keyword #ident), HELP);
+            None
+        }
+        other => {
+            errors.at(other, HELP);
+            None
+        }
+    }
+}
+
+/// Removes `#[handles]` and `#[reset]` from the block's methods and returns those methods.
+pub fn take_marked_methods(block: &mut ItemImpl, errors: &mut Errors) -> Vec<MarkedMethod> {
+    let mut marked = Vec::new();
+    for item in &mut block.items {
+        let ImplItem::Fn(method) = item else {
+            // A stray helper on another item kind would otherwise reach the standalone
+            // `#[handles]` macro; report it here instead.
+            strip_from_other(item, errors);
+            continue;
+        };
+        let (helpers, kept): (Vec<Attribute>, Vec<Attribute>) = method
+            .attrs
+            .drain(..)
+            .partition(|a| a.path().is_ident("handles") || a.path().is_ident("reset"));
+        method.attrs = kept;
+
+        let mut role = None;
+        for attr in helpers {
+            let this = if attr.path().is_ident("reset") {
+                if !matches!(attr.meta, Meta::Path(_)) {
+                    errors.at(&attr, "`#[reset]` takes no arguments");
+                }
+                Some(Role::Reset)
+            } else {
+                handles_event(&attr, errors).map(|event| Role::Handles { event })
+            };
+            match (&role, this) {
+                (_, None) => {}
+                (None, Some(this)) => role = Some(this),
+                (Some(_), Some(_)) => errors.at(
+                    &attr,
+                    "a method has one role: it handles one event type, or resets the read model",
+                ),
+            }
+        }
+        if let Some(role) = role {
+            marked.push(MarkedMethod {
+                sig: method.sig.clone(),
+                role,
+            });
+        }
+    }
+    marked
+}
+
+fn strip_from_other(item: &mut ImplItem, errors: &mut Errors) {
+    let attrs = match item {
+        ImplItem::Const(c) => &mut c.attrs,
+        ImplItem::Type(t) => &mut t.attrs,
+        _ => return,
+    };
+    attrs.retain(|a| {
+        let helper = a.path().is_ident("handles") || a.path().is_ident("reset");
+        if helper {
+            errors.at(a, "`#[handles]` and `#[reset]` go on methods");
+        }
+        !helper
+    });
+}
+
+/// The single type of `#[handles(Type)]`.
+fn handles_event(attr: &Attribute, errors: &mut Errors) -> Option<Type> {
+    const USAGE: &str = "name the event type this method handles: `#[handles(OrderCreated)]`";
+    let list = match &attr.meta {
+        Meta::List(list) => list,
+        _ => {
+            errors.at(attr, format!("`#[handles]` needs an event type; {USAGE}"));
+            return None;
+        }
+    };
+    let types = match Punctuated::<Type, Token![,]>::parse_terminated.parse2(list.tokens.clone()) {
+        Ok(types) => types,
+        Err(error) => {
+            errors.push(error);
+            return None;
+        }
+    };
+    let mut types = types.into_iter();
+    let Some(first) = types.next() else {
+        errors.at(attr, format!("`#[handles]` needs an event type; {USAGE}"));
+        return None;
+    };
+    let extra: Vec<Type> = types.collect();
+    if let Some(second) = extra.first() {
+        errors.at(
+            second,
+            "a handler handles exactly one event type; write one method per event type",
+        );
+        return None;
+    }
+    Some(first)
+}

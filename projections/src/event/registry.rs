@@ -1,0 +1,251 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::OnceLock;
+
+use super::{AnyEvent, Envelope, Event, EventMetadata};
+
+/// How one event type decodes; `#[derive(Event)]` submits one per type.
+#[derive(Clone, Copy)]
+pub struct EventRegistration {
+    /// The wire name.
+    pub event_type: &'static str,
+    /// The Rust path of the type, for error messages.
+    pub type_name: &'static str,
+    decode_value: fn(EventMetadata, &serde_json::Value) -> Result<AnyEvent, serde_json::Error>,
+    decode_str: fn(EventMetadata, &str) -> Result<AnyEvent, serde_json::Error>,
+}
+
+impl EventRegistration {
+    /// The registration of `E`, named `type_name` in error messages.
+    pub const fn of<E: Event>(type_name: &'static str) -> Self {
+        Self {
+            event_type: E::EVENT_TYPE,
+            type_name,
+            decode_value: decode_value::<E>,
+            decode_str: decode_str::<E>,
+        }
+    }
+}
+
+impl fmt::Debug for EventRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventRegistration")
+            .field("event_type", &self.event_type)
+            .field("type_name", &self.type_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode_value<E: Event>(
+    metadata: EventMetadata,
+    payload: &serde_json::Value,
+) -> Result<AnyEvent, serde_json::Error> {
+    let payload = E::deserialize(payload)?;
+    Ok(AnyEvent::new(Envelope::from_parts(metadata, payload)))
+}
+
+fn decode_str<E: Event>(
+    metadata: EventMetadata,
+    payload: &str,
+) -> Result<AnyEvent, serde_json::Error> {
+    let payload: E = serde_json::from_str(payload)?;
+    Ok(AnyEvent::new(Envelope::from_parts(metadata, payload)))
+}
+
+inventory::collect!(EventRegistration);
+
+/// Two Rust types claim one wire name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event type `{event_type}` is claimed by several types: {}", types.join(", "))]
+#[non_exhaustive]
+pub struct RegistryError {
+    /// The contested wire name.
+    pub event_type: String,
+    /// The Rust types that claim it.
+    pub types: Vec<&'static str>,
+}
+
+/// A stored event could not be decoded to its Rust type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No type is registered under this wire name.
+    #[error("unknown event type `{event_type}`; known event types: {}", known.join(", "))]
+    UnknownEventType {
+        /// The wire name found in the store.
+        event_type: String,
+        /// Every registered wire name, sorted.
+        known: Vec<&'static str>,
+    },
+    /// Several types claim this wire name, so which one to decode to is undecidable.
+    #[error(transparent)]
+    Ambiguous(#[from] RegistryError),
+    /// The payload does not match the registered type.
+    #[error("payload of `{event_type}` does not decode as {type_name}: {source}")]
+    Payload {
+        /// The wire name.
+        event_type: String,
+        /// The Rust type it should decode to.
+        type_name: &'static str,
+        /// What serde reported.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Maps wire names to decoders.
+///
+/// [`EventRegistry::global`] holds every type declared with `#[derive(Event)]` in the program;
+/// [`EventRegistry::new`] plus [`EventRegistry::register`] builds a registry by hand, for tests
+/// or to restrict what a reader accepts.
+///
+/// ```
+/// # use projections::{Event, EventMetadata, EventRegistry};
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Clone, Serialize, Deserialize, Event)]
+/// struct AccountOpened { owner: String }
+///
+/// let registry = EventRegistry::global();
+/// let metadata = EventMetadata::new("AccountOpened", 1, uuid::Uuid::nil(), "Account");
+/// let event = registry
+///     .decode(metadata, &serde_json::json!({ "owner": "ada" }))
+///     .unwrap();
+/// assert_eq!(event.downcast::<AccountOpened>().unwrap().owner, "ada");
+/// ```
+#[derive(Debug, Default)]
+pub struct EventRegistry {
+    by_name: HashMap<&'static str, EventRegistration>,
+    conflicts: HashMap<&'static str, Vec<&'static str>>,
+}
+
+impl EventRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every event type of the program, collected from `#[derive(Event)]`.
+    pub fn global() -> &'static EventRegistry {
+        static GLOBAL: OnceLock<EventRegistry> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let mut registry = EventRegistry::new();
+            for registration in inventory::iter::<EventRegistration> {
+                registry.insert(*registration);
+            }
+            registry
+        })
+    }
+
+    /// Registers `E`. Registering one type twice is harmless; a second type under a taken
+    /// wire name is an error, and the name stays unusable until the conflict is fixed.
+    pub fn register<E: Event>(&mut self) -> Result<(), RegistryError> {
+        self.insert(EventRegistration::of::<E>(std::any::type_name::<E>()));
+        self.check_name(E::EVENT_TYPE)
+    }
+
+    fn insert(&mut self, registration: EventRegistration) {
+        let name = registration.event_type;
+        if let Some(types) = self.conflicts.get_mut(name) {
+            if !types.contains(&registration.type_name) {
+                types.push(registration.type_name);
+            }
+            return;
+        }
+        match self.by_name.get(name) {
+            Some(existing) if existing.type_name != registration.type_name => {
+                let mut types = vec![existing.type_name, registration.type_name];
+                types.sort_unstable();
+                self.by_name.remove(name);
+                self.conflicts.insert(name, types);
+            }
+            Some(_) => {}
+            None => {
+                self.by_name.insert(name, registration);
+            }
+        }
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), RegistryError> {
+        match self.conflicts.get(name) {
+            Some(types) => Err(RegistryError {
+                event_type: name.to_owned(),
+                types: types.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails with the first wire name claimed by several types; call it at start-up to
+    /// refuse to run with an ambiguous registry.
+    pub fn check(&self) -> Result<(), RegistryError> {
+        let mut names: Vec<_> = self.conflicts.keys().collect();
+        names.sort_unstable();
+        match names.first() {
+            Some(name) => self.check_name(name),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `event_type` decodes.
+    pub fn contains(&self, event_type: &str) -> bool {
+        self.by_name.contains_key(event_type)
+    }
+
+    /// The registered wire names, sorted.
+    pub fn event_types(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.by_name.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The number of usable wire names.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether no wire name is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    fn lookup(&self, event_type: &str) -> Result<&EventRegistration, DecodeError> {
+        if let Some(registration) = self.by_name.get(event_type) {
+            return Ok(registration);
+        }
+        self.check_name(event_type)?;
+        Err(DecodeError::UnknownEventType {
+            event_type: event_type.to_owned(),
+            known: self.event_types(),
+        })
+    }
+
+    /// Decodes a payload held as a JSON value; the wire name is `metadata.event_type`.
+    pub fn decode(
+        &self,
+        metadata: EventMetadata,
+        payload: &serde_json::Value,
+    ) -> Result<AnyEvent, DecodeError> {
+        let registration = self.lookup(&metadata.event_type)?;
+        let event_type = metadata.event_type.clone();
+        (registration.decode_value)(metadata, payload).map_err(|source| DecodeError::Payload {
+            event_type,
+            type_name: registration.type_name,
+            source,
+        })
+    }
+
+    /// Decodes a payload held as JSON text; the wire name is `metadata.event_type`.
+    pub fn decode_str(
+        &self,
+        metadata: EventMetadata,
+        payload: &str,
+    ) -> Result<AnyEvent, DecodeError> {
+        let registration = self.lookup(&metadata.event_type)?;
+        let event_type = metadata.event_type.clone();
+        (registration.decode_str)(metadata, payload).map_err(|source| DecodeError::Payload {
+            event_type,
+            type_name: registration.type_name,
+            source,
+        })
+    }
+}

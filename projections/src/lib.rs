@@ -1,0 +1,35 @@
+#![doc = include_str!("../../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod event;
+pub mod projection;
+
+pub use event::{
+    AnyEvent, DecodeError, Envelope, Event, EventMetadata, EventRegistry, RegistryError,
+};
+pub use projection::{
+    AsyncEventHandler, BoxError, DatabaseProjection, EventHandler, EventSubscriber, HandlerError,
+    HandlerInfo, Injectable, IntoHandlerResult, NoConnection, Projection, SyncEventHandler,
+    SyncProjection, UnhandledEventError, UnregisteredEventPolicy,
+};
+pub use projections_macros::{Event, handles, projection};
+
+#[cfg(feature = "postgres")]
+pub use sqlx::PgConnection;
+
+/// What generated code names. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::event::EventRegistration;
+    pub use crate::projection::IntoHandlerResult;
+    pub use inventory;
+
+    /// Checks, where the user wrote the type, that it is an event.
+    pub const fn assert_event<E: crate::Event>() {}
+
+    /// Checks, where the user wrote the type, that it may be injected.
+    pub const fn assert_injectable<C: crate::Injectable + ?Sized>() {}
+
+    /// Checks, where the user wrote the return type, that it is a handler result.
+    pub const fn assert_handler_result<R: crate::IntoHandlerResult>() {}
+}

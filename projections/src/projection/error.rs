@@ -1,0 +1,86 @@
+use uuid::Uuid;
+
+/// Any error, boxed; what handler errors are converted to.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a projection did not apply an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The handler returned an error.
+    #[error("{0}")]
+    Failed(#[source] BoxError),
+    /// The projection has no handler for the event and its policy is `error`.
+    #[error(transparent)]
+    Unhandled(#[from] UnhandledEventError),
+}
+
+impl HandlerError {
+    /// Wraps any error.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self::Failed(error.into())
+    }
+
+    /// Whether this error, or one in its source chain, is an `E`.
+    pub fn is<E: std::error::Error + 'static>(&self) -> bool {
+        self.find::<E>().is_some()
+    }
+
+    /// The first error of type `E` in this error's chain.
+    pub fn find<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = match self {
+            Self::Failed(inner) => Some(inner.as_ref()),
+            Self::Unhandled(inner) => Some(inner),
+        };
+        while let Some(error) = current {
+            if let Some(found) = error.downcast_ref::<E>() {
+                return Some(found);
+            }
+            current = error.source();
+        }
+        None
+    }
+}
+
+/// An event reached a projection that has no handler for it, under the `error` policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "projection `{projection}` has no handler for event `{event_type}` ({event_id}); it handles {handled_types:?}"
+)]
+#[non_exhaustive]
+pub struct UnhandledEventError {
+    /// The wire name of the event.
+    pub event_type: String,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The projection's name.
+    pub projection: String,
+    /// The wire names the projection handles.
+    pub handled_types: Vec<&'static str>,
+}
+
+/// What a handler may return: `()` or `Result<(), E>` for any error `E` that converts into a
+/// [`BoxError`] (every `std::error::Error + Send + Sync`, `anyhow::Error`, `String`, ...).
+#[diagnostic::on_unimplemented(
+    message = "a projection handler must return `()` or `Result<(), E>`, not `{Self}`",
+    label = "unsupported return type",
+    note = "`E` may be any error that converts into `Box<dyn std::error::Error + Send + Sync>`"
+)]
+pub trait IntoHandlerResult {
+    /// Converts into the runner's result.
+    fn into_handler_result(self) -> Result<(), HandlerError>;
+}
+
+impl IntoHandlerResult for () {
+    #[inline]
+    fn into_handler_result(self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError>> IntoHandlerResult for Result<(), E> {
+    #[inline]
+    fn into_handler_result(self) -> Result<(), HandlerError> {
+        self.map_err(|error| HandlerError::Failed(error.into()))
+    }
+}

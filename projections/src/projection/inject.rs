@@ -1,0 +1,19 @@
+/// A type that a `#[handles]` method may take as its connection parameter
+/// (`conn: &mut PgConnection`). The runner passes the connection of the transaction it holds
+/// for the current batch.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be injected into a projection handler",
+    label = "not injectable",
+    note = "a handler takes `(&mut self, event: &Envelope<E>)` or `(&mut self, conn: &mut C, event: &Envelope<E>)`",
+    note = "`C` is a database connection such as `projections::PgConnection` (cargo feature `postgres`)"
+)]
+pub trait Injectable: Send {}
+
+/// The connection of projections whose handlers take none.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NoConnection;
+
+impl Injectable for NoConnection {}
+
+#[cfg(feature = "postgres")]
+impl Injectable for sqlx::PgConnection {}
