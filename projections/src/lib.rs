@@ -1,8 +1,15 @@
 #![doc = include_str!("../../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod checkpoint;
+pub mod dlq;
 pub mod event;
+pub mod memory;
 pub mod projection;
+pub mod retry;
+pub mod runner;
+pub mod storage;
+pub mod store;
 
 pub use event::{
     AnyEvent, DecodeError, Envelope, Event, EventMetadata, EventRegistry, RegistryError,
@@ -12,7 +19,16 @@ pub use projection::{
     HandlerInfo, Injectable, IntoHandlerResult, NoConnection, Projection, SyncEventHandler,
     SyncProjection, UnhandledEventError, UnregisteredEventPolicy,
 };
+pub use checkpoint::{CheckpointData, CheckpointRepository, LagMetrics};
+pub use dlq::{DLQEntry, DLQRepository, DLQStats, DLQStatus};
+pub use memory::{InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore};
 pub use projections_macros::{Event, handles, projection};
+pub use retry::{
+    ExponentialBackoffRetryPolicy, FilteredRetryPolicy, NoRetryPolicy, RetryConfig, RetryPolicy,
+};
+pub use runner::{FailurePolicy, ProjectionRunner};
+pub use storage::StorageError;
+pub use store::{EventStore, ExpectedVersion, StoredEvent};
 
 #[cfg(feature = "postgres")]
 pub use sqlx::PgConnection;

@@ -1,0 +1,72 @@
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::lock;
+use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate};
+use crate::storage::{BoxFuture, StorageError};
+
+/// Checkpoints in a map.
+#[derive(Debug, Default)]
+pub struct InMemoryCheckpointRepository {
+    checkpoints: Mutex<BTreeMap<String, CheckpointData>>,
+}
+
+impl InMemoryCheckpointRepository {
+    /// An empty repository.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl CheckpointRepository for InMemoryCheckpointRepository {
+    fn get_checkpoint<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        let position = lock(&self.checkpoints).get(projection).map(|c| c.position);
+        Box::pin(std::future::ready(Ok(position)))
+    }
+
+    fn get_checkpoint_data<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CheckpointData>, StorageError>> {
+        let data = lock(&self.checkpoints).get(projection).cloned();
+        Box::pin(std::future::ready(Ok(data)))
+    }
+
+    fn update_checkpoint<'a>(
+        &'a self,
+        projection: &'a str,
+        update: CheckpointUpdate,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        let mut checkpoints = lock(&self.checkpoints);
+        let entry = checkpoints
+            .entry(projection.to_owned())
+            .or_insert_with(|| CheckpointData {
+                projection_name: projection.to_owned(),
+                last_event_id: None,
+                last_event_type: None,
+                position: 0,
+                last_processed_at: None,
+                events_processed: 0,
+            });
+        entry.events_processed += update.events_applied;
+        if update.position > entry.position {
+            entry.position = update.position;
+            entry.last_event_id = update.event_id;
+            entry.last_event_type = update.event_type;
+            entry.last_processed_at = Some(update.at);
+        } else if update.events_applied > 0 {
+            entry.last_processed_at = Some(update.at);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn reset_checkpoint<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        lock(&self.checkpoints).remove(projection);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>> {
+        let all = lock(&self.checkpoints).values().cloned().collect();
+        Box::pin(std::future::ready(Ok(all)))
+    }
+}

@@ -1,0 +1,489 @@
+//! Checkpoint tracking around a projection: skip what is done, retry what fails, dead-letter
+//! or stop when the retry policy gives up, record progress.
+
+mod builder;
+mod item;
+mod outcome;
+
+pub use builder::RunnerBuilder;
+pub use item::BatchItem;
+pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, LagMetrics};
+use crate::dlq::{DLQFilter, DLQRepository, DLQStatus, FailedEvent};
+use crate::event::{AnyEvent, EventMetadata, EventRegistry};
+use crate::projection::{HandlerError, Projection};
+use crate::retry::RetryPolicy;
+use crate::storage::StorageError;
+use crate::store::{EventStore, UndecodableEvent};
+
+/// What the runner does when the retry policy gives up on an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Record the event in the dead-letter queue and move the checkpoint past it (default).
+    #[default]
+    DeadLetter,
+    /// Return the error and apply nothing further until [`ProjectionRunner::resume`]; the
+    /// checkpoint stays before the event.
+    Stop,
+}
+
+/// Progress not yet written to the checkpoint repository.
+#[derive(Debug, Default)]
+struct Pending {
+    position: Option<u64>,
+    event: Option<(Uuid, String)>,
+    applied: u64,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.position.is_none() && self.applied == 0
+    }
+}
+
+/// Checkpoint tracking around a projection (the seed's `CheckpointTrackingProjection`).
+///
+/// For each event:
+/// - at or below the checkpoint: skipped, nothing runs;
+/// - of a type the projection does not subscribe to: passed over;
+/// - otherwise the handler runs under the retry policy, sleeping its backoff between attempts;
+///   on success the checkpoint moves forward (never backwards);
+/// - when the policy gives up, the [`FailurePolicy`] decides.
+///
+/// Progress is written once per batch. A checkpoint write that fails is returned as
+/// [`RunnerError::Checkpoint`]; the handler is not run again and nothing is dead-lettered.
+///
+/// A runner drives one projection from one ordered loop; it takes `&mut self` and no lock.
+pub struct ProjectionRunner<P> {
+    projection: P,
+    name: String,
+    checkpoints: Arc<dyn CheckpointRepository>,
+    dead_letters: Arc<dyn DLQRepository>,
+    retry: Arc<dyn RetryPolicy>,
+    on_failure: FailurePolicy,
+    tracing: bool,
+    /// The checkpoint as this runner knows it, ahead of the repository by `pending`.
+    position: Option<u64>,
+    loaded: bool,
+    pending: Pending,
+    stopped: Option<StoppedAt>,
+}
+
+impl<P: Projection> From<P> for ProjectionRunner<P> {
+    fn from(projection: P) -> Self {
+        Self::new(projection)
+    }
+}
+
+impl<P: Projection> ProjectionRunner<P> {
+    /// A runner with every default (see [`RunnerBuilder`]).
+    pub fn new(projection: P) -> Self {
+        Self::builder(projection).build()
+    }
+
+    /// Configures a runner.
+    pub fn builder(projection: P) -> RunnerBuilder<P> {
+        RunnerBuilder::new(projection)
+    }
+
+    /// The projection's stable name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The projection (its read model).
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// The projection, mutably.
+    pub fn projection_mut(&mut self) -> &mut P {
+        &mut self.projection
+    }
+
+    /// The projection, giving up the runner.
+    pub fn into_inner(self) -> P {
+        self.projection
+    }
+
+    /// The wire names the projection subscribes to.
+    pub fn subscribed_to(&self) -> &[&'static str] {
+        self.projection.subscribed_to()
+    }
+
+    /// The checkpoint repository.
+    pub fn checkpoints(&self) -> &Arc<dyn CheckpointRepository> {
+        &self.checkpoints
+    }
+
+    /// The dead-letter repository.
+    pub fn dead_letters(&self) -> &Arc<dyn DLQRepository> {
+        &self.dead_letters
+    }
+
+    /// Where the projection stopped, under the stop policy.
+    pub fn stopped(&self) -> Option<&StoppedAt> {
+        self.stopped.as_ref()
+    }
+
+    /// Lets a stopped projection go on: the next batch tries the failed event again.
+    pub fn resume(&mut self) {
+        self.stopped = None;
+    }
+
+    fn storage_error(&self, source: StorageError) -> RunnerError {
+        RunnerError::Storage {
+            projection: self.name.clone(),
+            source,
+        }
+    }
+
+    async fn ensure_loaded(&mut self) -> Result<(), RunnerError> {
+        if !self.loaded {
+            let stored = self.checkpoints.get_checkpoint(&self.name).await;
+            self.position = stored.map_err(|e| self.storage_error(e))?;
+            self.loaded = true;
+        }
+        Ok(())
+    }
+
+    /// The current checkpoint position, including progress not yet written.
+    pub async fn checkpoint(&mut self) -> Result<Option<u64>, RunnerError> {
+        self.ensure_loaded().await?;
+        Ok(self.position)
+    }
+
+    /// The stored checkpoint.
+    pub async fn checkpoint_data(&self) -> Result<Option<CheckpointData>, RunnerError> {
+        let data = self.checkpoints.get_checkpoint_data(&self.name).await;
+        data.map_err(|e| self.storage_error(e))
+    }
+
+    /// How far the projection is behind `store`; see [`LagMetrics`] for the definitions.
+    pub async fn lag_metrics(&self, store: &dyn EventStore) -> Result<LagMetrics, RunnerError> {
+        let checkpoint = self.checkpoint_data().await?;
+        let after = checkpoint.as_ref().map_or(0, |c| c.position);
+        let backlog = store
+            .backlog(after, self.projection.subscribed_to())
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        Ok(LagMetrics::compute(&self.name, checkpoint.as_ref(), &backlog, Utc::now()))
+    }
+
+    /// Handles one event (a batch of one).
+    pub async fn handle(&mut self, event: &AnyEvent) -> Result<EventOutcome, RunnerError> {
+        let outcome = self.handle_batch(std::slice::from_ref(event)).await?;
+        Ok(outcome.single())
+    }
+
+    /// Handles events in order and writes the checkpoint once at the end.
+    ///
+    /// On an error, the progress made before the failing event is written first, so nothing
+    /// applied is applied again and nothing unapplied is passed over.
+    pub async fn handle_batch<T: BatchItem>(&mut self, events: &[T]) -> Result<BatchOutcome, RunnerError> {
+        self.ensure_loaded().await?;
+        if let Some(at) = &self.stopped {
+            return Err(RunnerError::Stopped {
+                projection: self.name.clone(),
+                at: at.clone(),
+                source: None,
+            });
+        }
+        let mut outcome = BatchOutcome::default();
+        for item in events {
+            match self.handle_one(item).await {
+                Ok(event_outcome) => outcome.record(event_outcome),
+                Err(error) => {
+                    // Keep what was done before the failure; report the failure itself.
+                    if let Err(flush_error) = self.flush().await {
+                        tracing::error!(projection = %self.name, error = %flush_error, "could not record progress after a failure");
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        self.flush().await?;
+        outcome.checkpoint = self.position;
+        Ok(outcome)
+    }
+
+    async fn handle_one<T: BatchItem>(&mut self, item: &T) -> Result<EventOutcome, RunnerError> {
+        let (position, event_id, event_type) = match item.decoded() {
+            Ok(event) => (event.position(), event.event_id(), event.event_type()),
+            Err(raw) => (Some(raw.position), raw.event_id, raw.event_type.as_str()),
+        };
+        if let (Some(position), Some(checkpoint)) = (position, self.position) {
+            if position <= checkpoint {
+                return Ok(EventOutcome::Skipped);
+            }
+        }
+        let subscribed = self.projection.subscribed_to().contains(&event_type);
+        let event = match item.decoded() {
+            Ok(event) if subscribed => event,
+            Ok(event) => {
+                self.advance(event.position(), event.event_id(), event.event_type(), false);
+                return Ok(EventOutcome::NotSubscribed);
+            }
+            // A payload that does not decode for a type this projection does not handle is
+            // not its business; an unknown type might be, so it is never passed over silently.
+            Err(raw) if !subscribed && EventRegistry::global().contains(&raw.event_type) => {
+                self.advance(Some(raw.position), raw.event_id, &raw.event_type, false);
+                return Ok(EventOutcome::NotSubscribed);
+            }
+            Err(raw) => return self.undecodable(raw).await,
+        };
+        match self.apply_with_retry(event).await {
+            Ok(()) => {
+                self.advance(position, event_id, event.event_type(), true);
+                Ok(EventOutcome::Applied)
+            }
+            Err((error, attempts)) => {
+                let data = event.to_json().unwrap_or_else(|e| {
+                    serde_json::json!({ "metadata": event.metadata(), "unserialisable_payload": e.to_string() })
+                });
+                self.give_up(position, event_id, event.event_type(), data, error, attempts)
+                    .await
+            }
+        }
+    }
+
+    async fn undecodable(&mut self, raw: &UndecodableEvent) -> Result<EventOutcome, RunnerError> {
+        let error = HandlerError::new(DecodeFailure(raw.error.to_string()));
+        self.give_up(Some(raw.position), raw.event_id, &raw.event_type, raw.raw.clone(), error, 1)
+            .await
+    }
+
+    fn advance(&mut self, position: Option<u64>, event_id: Uuid, event_type: &str, applied: bool) {
+        if let Some(position) = position {
+            if self.position.is_none_or(|p| position > p) {
+                self.position = Some(position);
+                self.pending.position = Some(position);
+                self.pending.event = Some((event_id, event_type.to_owned()));
+            }
+        }
+        if applied {
+            self.pending.applied += 1;
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), RunnerError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let position = self.pending.position.or(self.position).unwrap_or(0);
+        let mut update = CheckpointUpdate::new(position).with_events_applied(self.pending.applied);
+        if let Some((event_id, event_type)) = &self.pending.event {
+            update = update.with_event(*event_id, event_type.clone());
+        }
+        match self.checkpoints.update_checkpoint(&self.name, update).await {
+            Ok(()) => {
+                self.pending = Pending::default();
+                Ok(())
+            }
+            Err(source) => Err(RunnerError::Checkpoint {
+                projection: self.name.clone(),
+                position: self.pending.position,
+                source,
+            }),
+        }
+    }
+
+    /// Runs the handler under the retry policy; on failure returns the last error and the
+    /// number of attempts made.
+    async fn apply_with_retry(&mut self, event: &AnyEvent) -> Result<(), (HandlerError, u32)> {
+        let max_retries = self.retry.max_retries();
+        let mut attempt: u32 = 0;
+        loop {
+            let result = if self.tracing {
+                let span = tracing::debug_span!(
+                    "projection.handle",
+                    projection = %self.name,
+                    event_type = event.event_type(),
+                    event_id = %event.event_id(),
+                    position = event.position(),
+                    attempt = attempt + 1,
+                );
+                self.projection.handle(event).instrument(span).await
+            } else {
+                self.projection.handle(event).await
+            };
+            let error = match result {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            tracing::warn!(
+                projection = %self.name,
+                event_type = event.event_type(),
+                event_id = %event.event_id(),
+                attempt = attempt + 1,
+                max_attempts = max_retries + 1,
+                %error,
+                "projection handler failed",
+            );
+            // The cap holds even for a policy that always answers "retry".
+            if attempt >= max_retries || !self.retry.should_retry(attempt, &error) {
+                return Err((error, attempt + 1));
+            }
+            tokio::time::sleep(self.retry.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn give_up(
+        &mut self,
+        position: Option<u64>,
+        event_id: Uuid,
+        event_type: &str,
+        event_data: serde_json::Value,
+        error: HandlerError,
+        attempts: u32,
+    ) -> Result<EventOutcome, RunnerError> {
+        match self.on_failure {
+            FailurePolicy::DeadLetter => {
+                let failure = FailedEvent::new(event_id, &self.name, event_type, event_data, &error, attempts)
+                    .with_position(position);
+                match self.dead_letters.add_failed_event(failure).await {
+                    Ok(entry_id) => {
+                        tracing::error!(
+                            projection = %self.name, %event_id, event_type, attempts, entry_id, %error,
+                            "event sent to the dead-letter queue",
+                        );
+                        self.advance(position, event_id, event_type, false);
+                        Ok(EventOutcome::DeadLettered { entry_id })
+                    }
+                    Err(source) => Err(RunnerError::DeadLetter {
+                        projection: self.name.clone(),
+                        event_id,
+                        handler_error: error.to_string(),
+                        source,
+                    }),
+                }
+            }
+            FailurePolicy::Stop => {
+                let at = StoppedAt {
+                    position,
+                    event_id,
+                    event_type: event_type.to_owned(),
+                    error: error.to_string(),
+                    attempts,
+                };
+                tracing::error!(projection = %self.name, stopped_at = %at, "projection stopped");
+                self.stopped = Some(at.clone());
+                Err(RunnerError::Stopped {
+                    projection: self.name.clone(),
+                    at,
+                    source: Some(error),
+                })
+            }
+        }
+    }
+
+    /// Clears the checkpoint, then the read model.
+    ///
+    /// The checkpoint goes first: if the process dies in between, the projection restarts from
+    /// the beginning over a stale read model, which the next `reset` (or rebuild) repairs; the
+    /// other order would leave an empty read model behind a checkpoint that claims it is full.
+    pub async fn reset(&mut self) -> Result<(), RunnerError> {
+        self.checkpoints
+            .reset_checkpoint(&self.name)
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        self.position = None;
+        self.loaded = true;
+        self.pending = Pending::default();
+        self.stopped = None;
+        self.projection
+            .reset()
+            .await
+            .map_err(|source| RunnerError::Reset {
+                projection: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Runs dead-letter entry `entry_id` through the projection again (under the retry
+    /// policy) and marks it resolved by `"replay"` on success. On failure the entry goes back
+    /// to `failed` with the attempts added, and the error is returned.
+    pub async fn replay_dead_letter(&mut self, entry_id: i64) -> Result<(), RunnerError> {
+        let name = self.name.clone();
+        let replay_error = move |reason: String| RunnerError::Replay {
+            projection: name.clone(),
+            entry_id,
+            reason,
+        };
+        let entry = self
+            .dead_letters
+            .get_by_id(entry_id)
+            .await
+            .map_err(|e| self.storage_error(e))?
+            .ok_or_else(|| replay_error("no such entry".into()))?;
+        if entry.projection_name != self.name {
+            return Err(replay_error(format!("it belongs to projection `{}`", entry.projection_name)));
+        }
+        if entry.status == DLQStatus::Resolved {
+            return Err(replay_error("it is already resolved".into()));
+        }
+        let event = decode_dead_letter(&entry.event_data).map_err(&replay_error)?;
+        self.dead_letters
+            .mark_retrying(entry_id)
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        match self.apply_with_retry(&event).await {
+            Ok(()) => self
+                .dead_letters
+                .mark_resolved(entry_id, "replay")
+                .await
+                .map_err(|e| self.storage_error(e)),
+            Err((error, attempts)) => {
+                let failure = FailedEvent::new(
+                    entry.event_id,
+                    &self.name,
+                    &entry.event_type,
+                    entry.event_data.clone(),
+                    &error,
+                    attempts,
+                )
+                .with_position(entry.position);
+                self.dead_letters
+                    .add_failed_event(failure)
+                    .await
+                    .map_err(|e| self.storage_error(e))?;
+                Err(replay_error(error.to_string()))
+            }
+        }
+    }
+
+    /// The failed dead-letter entries of this projection, oldest first.
+    pub async fn failed_events(&self) -> Result<Vec<crate::dlq::DLQEntry>, RunnerError> {
+        self.dead_letters
+            .get_failed_events(DLQFilter::failed_in(&self.name))
+            .await
+            .map_err(|e| self.storage_error(e))
+    }
+}
+
+/// A stored event's payload does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("stored event does not decode: {0}")]
+struct DecodeFailure(String);
+
+fn decode_dead_letter(data: &serde_json::Value) -> Result<AnyEvent, String> {
+    let metadata = data
+        .get("metadata")
+        .ok_or("its event data has no metadata (the stored event never decoded)")?;
+    let payload = data
+        .get("payload")
+        .ok_or("its event data has no payload (the stored event never decoded)")?;
+    let metadata: EventMetadata =
+        serde_json::from_value(metadata.clone()).map_err(|e| format!("its metadata does not decode: {e}"))?;
+    EventRegistry::global()
+        .decode(metadata, payload)
+        .map_err(|e| e.to_string())
+}

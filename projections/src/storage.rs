@@ -1,0 +1,50 @@
+//! What every storage trait shares: boxed futures (so the traits can be used as trait objects)
+//! and the storage error.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::projection::BoxError;
+
+/// A boxed, sendable future: what the storage traits return, so they can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The entry does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// A dead-letter entry cannot move to the requested status from its current one.
+    #[error("dead-letter entry {id} cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The entry.
+        id: i64,
+        /// Its current status.
+        from: &'static str,
+        /// The requested status.
+        to: &'static str,
+    },
+    /// A value from configuration is not acceptable (an identifier, a limit).
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was rejected.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The backend (database, network) failed.
+    #[error("storage backend failed: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl StorageError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl Into<BoxError>) -> Self {
+        Self::Backend(error.into())
+    }
+}

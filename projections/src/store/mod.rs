@@ -1,0 +1,175 @@
+//! The event store a coordinator reads from.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::event::{AnyEvent, DecodeError};
+use crate::storage::{BoxFuture, StorageError};
+
+/// What the appender expects the aggregate's version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Whatever it is.
+    Any,
+    /// The aggregate has no events yet.
+    NoStream,
+    /// Exactly this version (the number of its events).
+    Exact(u64),
+}
+
+/// An append did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// Another writer got there first; nothing was written.
+    #[error("aggregate {aggregate_id} is at version {actual}, expected {expected:?}; nothing was written")]
+    Conflict {
+        /// The aggregate.
+        aggregate_id: Uuid,
+        /// What the appender expected.
+        expected: ExpectedVersion,
+        /// What it was.
+        actual: u64,
+    },
+    /// An event does not belong to the aggregate it was appended to.
+    #[error("event {event_id} names aggregate {event_aggregate}, not {aggregate_id}")]
+    WrongAggregate {
+        /// The aggregate appended to.
+        aggregate_id: Uuid,
+        /// The event.
+        event_id: Uuid,
+        /// The aggregate the event names.
+        event_aggregate: Uuid,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppendResult {
+    /// Position of the first appended event (0 for an empty append).
+    pub first_position: u64,
+    /// Position of the last appended event (0 for an empty append).
+    pub last_position: u64,
+    /// The aggregate's version after the append.
+    pub version: u64,
+}
+
+/// A stored event whose type is unknown or whose payload does not decode. It goes through the
+/// runner's terminal-failure policy like any failed event.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct UndecodableEvent {
+    /// Its position.
+    pub position: u64,
+    /// Its id.
+    pub event_id: Uuid,
+    /// Its wire name as stored.
+    pub event_type: String,
+    /// The whole stored row as JSON, kept in the dead-letter entry.
+    pub raw: serde_json::Value,
+    /// Why it does not decode.
+    pub error: DecodeError,
+}
+
+/// One event read from the store.
+#[derive(Debug)]
+pub enum StoredEvent {
+    /// Decoded.
+    Event(AnyEvent),
+    /// Could not be decoded.
+    Undecodable(UndecodableEvent),
+}
+
+impl StoredEvent {
+    /// Its global position.
+    pub fn position(&self) -> Option<u64> {
+        match self {
+            Self::Event(event) => event.position(),
+            Self::Undecodable(raw) => Some(raw.position),
+        }
+    }
+
+    /// Its wire name.
+    pub fn event_type(&self) -> &str {
+        match self {
+            Self::Event(event) => event.event_type(),
+            Self::Undecodable(raw) => &raw.event_type,
+        }
+    }
+
+    /// The decoded event, if it decoded.
+    pub fn event(&self) -> Option<&AnyEvent> {
+        match self {
+            Self::Event(event) => Some(event),
+            Self::Undecodable(_) => None,
+        }
+    }
+}
+
+impl From<AnyEvent> for StoredEvent {
+    fn from(event: AnyEvent) -> Self {
+        Self::Event(event)
+    }
+}
+
+/// The relevant events after a position, for lag metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backlog {
+    /// The store's last position.
+    pub head_position: u64,
+    /// Relevant events after the position.
+    pub events: u64,
+    /// When the store recorded the oldest of them.
+    pub oldest_stored_at: Option<DateTime<Utc>>,
+}
+
+impl Backlog {
+    /// A backlog.
+    pub fn new(head_position: u64, events: u64, oldest_stored_at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            head_position,
+            events,
+            oldest_stored_at,
+        }
+    }
+}
+
+/// An append-only log of events with gap-free global positions from 1.
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `aggregate_id` if its version is as `expected`, all or nothing.
+    /// The store assigns positions and aggregate versions.
+    fn append(
+        &self,
+        aggregate_id: Uuid,
+        expected: ExpectedVersion,
+        events: Vec<AnyEvent>,
+    ) -> BoxFuture<'_, Result<AppendResult, AppendError>>;
+
+    /// Every event of one aggregate, in version order.
+    fn read_stream(&self, aggregate_id: Uuid) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>>;
+
+    /// Up to `limit` events with a position above `after`, in position order. Never returns
+    /// a position that an unfinished append could still precede.
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>>;
+
+    /// The last readable position (0 when empty).
+    fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>>;
+
+    /// The events of `event_types` after `after` (all types if empty), for lag metrics.
+    fn backlog<'a>(
+        &'a self,
+        after: u64,
+        event_types: &'a [&'static str],
+    ) -> BoxFuture<'a, Result<Backlog, StorageError>>;
+
+    /// A receiver that changes whenever events are appended (carrying the new head), for
+    /// live tailing; `None` if the store cannot notify, in which case readers poll.
+    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
