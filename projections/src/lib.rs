@@ -2,27 +2,34 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod checkpoint;
+pub mod coordinator;
 pub mod dlq;
 pub mod event;
+mod join;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod projection;
+pub mod registry;
 pub mod retry;
 pub mod runner;
 pub mod storage;
 pub mod store;
 
+pub use checkpoint::{CheckpointData, CheckpointRepository, LagMetrics};
+pub use coordinator::ProjectionCoordinator;
+pub use dlq::{DLQEntry, DLQRepository, DLQStats, DLQStatus};
 pub use event::{
     AnyEvent, DecodeError, Envelope, Event, EventMetadata, EventRegistry, RegistryError,
 };
+pub use memory::{InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore};
 pub use projection::{
     AsyncEventHandler, BoxError, DatabaseProjection, EventHandler, EventSubscriber, HandlerError,
     HandlerInfo, Injectable, IntoHandlerResult, NoConnection, Projection, SyncEventHandler,
     SyncProjection, UnhandledEventError, UnregisteredEventPolicy,
 };
-pub use checkpoint::{CheckpointData, CheckpointRepository, LagMetrics};
-pub use dlq::{DLQEntry, DLQRepository, DLQStats, DLQStatus};
-pub use memory::{InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore};
 pub use projections_macros::{Event, handles, projection};
+pub use registry::{ProjectionRegistry, SubscriberRegistry};
 pub use retry::{
     ExponentialBackoffRetryPolicy, FilteredRetryPolicy, NoRetryPolicy, RetryConfig, RetryPolicy,
 };

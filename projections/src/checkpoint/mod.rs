@@ -76,7 +76,10 @@ impl CheckpointUpdate {
 /// conformance suite.
 pub trait CheckpointRepository: Send + Sync {
     /// The position of `projection`, if it has a checkpoint.
-    fn get_checkpoint<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Option<u64>, StorageError>>;
+    fn get_checkpoint<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>>;
 
     /// Everything known about the checkpoint of `projection`.
     fn get_checkpoint_data<'a>(
@@ -93,7 +96,10 @@ pub trait CheckpointRepository: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StorageError>>;
 
     /// Deletes the checkpoint of `projection`.
-    fn reset_checkpoint<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<(), StorageError>>;
+    fn reset_checkpoint<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
 
     /// Every checkpoint, sorted by projection name.
     fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>>;

@@ -230,7 +230,10 @@ pub trait DLQRepository: Send + Sync {
     fn add_failed_event(&self, failure: FailedEvent) -> BoxFuture<'_, Result<i64, StorageError>>;
 
     /// Entries matching `filter`, oldest first.
-    fn get_failed_events(&self, filter: DLQFilter) -> BoxFuture<'_, Result<Vec<DLQEntry>, StorageError>>;
+    fn get_failed_events(
+        &self,
+        filter: DLQFilter,
+    ) -> BoxFuture<'_, Result<Vec<DLQEntry>, StorageError>>;
 
     /// One entry.
     fn get_by_id(&self, id: i64) -> BoxFuture<'_, Result<Option<DLQEntry>, StorageError>>;
@@ -239,7 +242,11 @@ pub trait DLQRepository: Send + Sync {
     fn mark_retrying(&self, id: i64) -> BoxFuture<'_, Result<(), StorageError>>;
 
     /// Marks an entry as done with, by `resolved_by`.
-    fn mark_resolved<'a>(&'a self, id: i64, resolved_by: &'a str) -> BoxFuture<'a, Result<(), StorageError>>;
+    fn mark_resolved<'a>(
+        &'a self,
+        id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
 
     /// Counts over the whole queue.
     fn get_stats(&self) -> BoxFuture<'_, Result<DLQStats, StorageError>>;

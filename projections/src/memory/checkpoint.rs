@@ -19,7 +19,10 @@ impl InMemoryCheckpointRepository {
 }
 
 impl CheckpointRepository for InMemoryCheckpointRepository {
-    fn get_checkpoint<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+    fn get_checkpoint<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
         let position = lock(&self.checkpoints).get(projection).map(|c| c.position);
         Box::pin(std::future::ready(Ok(position)))
     }
@@ -60,7 +63,10 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn reset_checkpoint<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+    fn reset_checkpoint<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
         lock(&self.checkpoints).remove(projection);
         Box::pin(std::future::ready(Ok(())))
     }

@@ -25,11 +25,19 @@ impl InMemoryDLQRepository {
         Self::default()
     }
 
-    fn transition(&self, id: i64, to: DLQStatus, resolved_by: Option<&str>) -> Result<(), StorageError> {
+    fn transition(
+        &self,
+        id: i64,
+        to: DLQStatus,
+        resolved_by: Option<&str>,
+    ) -> Result<(), StorageError> {
         let mut state = lock(&self.state);
-        let entry = state.entries.get_mut(&id).ok_or_else(|| StorageError::NotFound {
-            what: format!("dead-letter entry {id}"),
-        })?;
+        let entry = state
+            .entries
+            .get_mut(&id)
+            .ok_or_else(|| StorageError::NotFound {
+                what: format!("dead-letter entry {id}"),
+            })?;
         if !entry.status.can_become(to) {
             return Err(StorageError::InvalidTransition {
                 id,
@@ -49,10 +57,9 @@ impl InMemoryDLQRepository {
 impl DLQRepository for InMemoryDLQRepository {
     fn add_failed_event(&self, failure: FailedEvent) -> BoxFuture<'_, Result<i64, StorageError>> {
         let mut state = lock(&self.state);
-        let existing = state
-            .entries
-            .values_mut()
-            .find(|e| e.event_id == failure.event_id && e.projection_name == failure.projection_name);
+        let existing = state.entries.values_mut().find(|e| {
+            e.event_id == failure.event_id && e.projection_name == failure.projection_name
+        });
         let id = match existing {
             Some(entry) => {
                 entry.attempts = entry.attempts.saturating_add(failure.attempts);
@@ -96,16 +103,28 @@ impl DLQRepository for InMemoryDLQRepository {
         Box::pin(std::future::ready(Ok(id)))
     }
 
-    fn get_failed_events(&self, filter: DLQFilter) -> BoxFuture<'_, Result<Vec<DLQEntry>, StorageError>> {
+    fn get_failed_events(
+        &self,
+        filter: DLQFilter,
+    ) -> BoxFuture<'_, Result<Vec<DLQEntry>, StorageError>> {
         let state = lock(&self.state);
         let mut entries: Vec<DLQEntry> = state
             .entries
             .values()
-            .filter(|e| filter.projection_name.as_deref().is_none_or(|p| e.projection_name == p))
+            .filter(|e| {
+                filter
+                    .projection_name
+                    .as_deref()
+                    .is_none_or(|p| e.projection_name == p)
+            })
             .filter(|e| filter.status.is_none_or(|s| e.status == s))
             .cloned()
             .collect();
-        entries.sort_by(|a, b| a.first_failed_at.cmp(&b.first_failed_at).then(a.id.cmp(&b.id)));
+        entries.sort_by(|a, b| {
+            a.first_failed_at
+                .cmp(&b.first_failed_at)
+                .then(a.id.cmp(&b.id))
+        });
         if let Some(limit) = filter.limit {
             entries.truncate(limit);
         }
@@ -118,11 +137,23 @@ impl DLQRepository for InMemoryDLQRepository {
     }
 
     fn mark_retrying(&self, id: i64) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(std::future::ready(self.transition(id, DLQStatus::Retrying, None)))
+        Box::pin(std::future::ready(self.transition(
+            id,
+            DLQStatus::Retrying,
+            None,
+        )))
     }
 
-    fn mark_resolved<'a>(&'a self, id: i64, resolved_by: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(std::future::ready(self.transition(id, DLQStatus::Resolved, Some(resolved_by))))
+    fn mark_resolved<'a>(
+        &'a self,
+        id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(std::future::ready(self.transition(
+            id,
+            DLQStatus::Resolved,
+            Some(resolved_by),
+        )))
     }
 
     fn get_stats(&self) -> BoxFuture<'_, Result<DLQStats, StorageError>> {
@@ -150,7 +181,11 @@ impl DLQRepository for InMemoryDLQRepository {
     fn get_projection_counts(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StorageError>> {
         let state = lock(&self.state);
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        for entry in state.entries.values().filter(|e| e.status != DLQStatus::Resolved) {
+        for entry in state
+            .entries
+            .values()
+            .filter(|e| e.status != DLQStatus::Resolved)
+        {
             *counts.entry(entry.projection_name.clone()).or_default() += 1;
         }
         Box::pin(std::future::ready(Ok(counts.into_iter().collect())))

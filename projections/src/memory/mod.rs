@@ -13,5 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 /// Locks `mutex`, carrying on with the data if a panicking thread poisoned it: every
 /// operation here leaves the data consistent before anything that could panic.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

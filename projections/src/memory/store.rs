@@ -48,7 +48,10 @@ impl InMemoryEventStore {
         events: Vec<AnyEvent>,
     ) -> Result<AppendResult, AppendError> {
         let mut state = lock(&self.state);
-        let actual = state.streams.get(&aggregate_id).map_or(0, |s| s.len() as u64);
+        let actual = state
+            .streams
+            .get(&aggregate_id)
+            .map_or(0, |s| s.len() as u64);
         let conflict = match expected {
             ExpectedVersion::Any => false,
             ExpectedVersion::NoStream => actual != 0,
@@ -61,7 +64,10 @@ impl InMemoryEventStore {
                 actual,
             });
         }
-        if let Some(stranger) = events.iter().find(|e| e.metadata().aggregate_id != aggregate_id) {
+        if let Some(stranger) = events
+            .iter()
+            .find(|e| e.metadata().aggregate_id != aggregate_id)
+        {
             return Err(AppendError::WrongAggregate {
                 aggregate_id,
                 event_id: stranger.event_id(),
@@ -84,7 +90,11 @@ impl InMemoryEventStore {
         }
         let last_position = state.events.len() as u64;
         let appended = !positions.is_empty();
-        state.streams.entry(aggregate_id).or_default().extend(positions);
+        state
+            .streams
+            .entry(aggregate_id)
+            .or_default()
+            .extend(positions);
         drop(state);
         if appended {
             self.head.send_replace(last_position);
@@ -99,7 +109,9 @@ impl InMemoryEventStore {
     /// Reads synchronously; see [`EventStore::read_all`].
     pub fn read_all_now(&self, after: u64, limit: usize) -> Vec<AnyEvent> {
         let state = lock(&self.state);
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.events.len());
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(state.events.len());
         state.events[start..]
             .iter()
             .take(limit)
@@ -125,10 +137,17 @@ impl EventStore for InMemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<AnyEvent>,
     ) -> BoxFuture<'_, Result<AppendResult, AppendError>> {
-        Box::pin(std::future::ready(self.append_now(aggregate_id, expected, events)))
+        Box::pin(std::future::ready(self.append_now(
+            aggregate_id,
+            expected,
+            events,
+        )))
     }
 
-    fn read_stream(&self, aggregate_id: Uuid) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
+    fn read_stream(
+        &self,
+        aggregate_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
         let state = lock(&self.state);
         let events = state
             .streams
@@ -141,7 +160,11 @@ impl EventStore for InMemoryEventStore {
         Box::pin(std::future::ready(Ok(events)))
     }
 
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
         let events = self
             .read_all_now(after, limit)
             .into_iter()
@@ -162,7 +185,9 @@ impl EventStore for InMemoryEventStore {
     ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
         let state = lock(&self.state);
         let head = state.events.len() as u64;
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.events.len());
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(state.events.len());
         let mut events = 0;
         let mut oldest = None;
         for (event, stored_at) in &state.events[start..] {

@@ -71,6 +71,10 @@ pub trait IntoHandlerResult {
     fn into_handler_result(self) -> Result<(), HandlerError>;
 }
 
+// `do_not_recommend` on both impls: a wrong return type is reported with the trait's own
+// message, at the user's return type, instead of a list of these impls or a note about
+// `Into<BoxError>` that points into this file.
+#[diagnostic::do_not_recommend]
 impl IntoHandlerResult for () {
     #[inline]
     fn into_handler_result(self) -> Result<(), HandlerError> {
@@ -78,6 +82,7 @@ impl IntoHandlerResult for () {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<E: Into<BoxError>> IntoHandlerResult for Result<(), E> {
     #[inline]
     fn into_handler_result(self) -> Result<(), HandlerError> {

@@ -13,7 +13,11 @@ pub trait Injectable: Send {}
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct NoConnection;
 
+// `do_not_recommend`: a type that is not injectable is reported with the trait's own message,
+// not with a pointer to this impl.
+#[diagnostic::do_not_recommend]
 impl Injectable for NoConnection {}
 
 #[cfg(feature = "postgres")]
+#[diagnostic::do_not_recommend]
 impl Injectable for sqlx::PgConnection {}

@@ -142,7 +142,9 @@ impl RetryConfig {
 
     /// The wait before retry `attempt` (0-based) without jitter.
     pub fn base_delay(&self, attempt: u32) -> Duration {
-        let factor = self.exponential_base.powi(attempt.min(i32::MAX as u32) as i32);
+        let factor = self
+            .exponential_base
+            .powi(attempt.min(i32::MAX as u32) as i32);
         let seconds = self.initial_delay.as_secs_f64() * factor;
         if !seconds.is_finite() || seconds >= self.max_delay.as_secs_f64() {
             self.max_delay
@@ -207,6 +209,12 @@ impl RetryConfigBuilder {
         let retries = u32::try_from(self.max_retries)
             .map_err(|_| RetryConfigError::NegativeRetries(self.max_retries))?;
         let c = self.config;
-        RetryConfig::new(retries, c.initial_delay, c.max_delay, c.exponential_base, c.jitter)
+        RetryConfig::new(
+            retries,
+            c.initial_delay,
+            c.max_delay,
+            c.exponential_base,
+            c.jitter,
+        )
     }
 }

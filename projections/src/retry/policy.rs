@@ -116,7 +116,10 @@ impl<P: RetryPolicy> FilteredRetryPolicy<P> {
 
     /// Also retries errors that `predicate` accepts.
     #[must_use]
-    pub fn retry_if(mut self, predicate: impl Fn(&HandlerError) -> bool + Send + Sync + 'static) -> Self {
+    pub fn retry_if(
+        mut self,
+        predicate: impl Fn(&HandlerError) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.predicates.push(Arc::new(predicate));
         self
     }

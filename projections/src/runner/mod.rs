@@ -9,6 +9,7 @@ pub use builder::RunnerBuilder;
 pub use item::BatchItem;
 pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
 
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -161,20 +162,47 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     /// The stored checkpoint.
-    pub async fn checkpoint_data(&self) -> Result<Option<CheckpointData>, RunnerError> {
-        let data = self.checkpoints.get_checkpoint_data(&self.name).await;
-        data.map_err(|e| self.storage_error(e))
+    pub fn checkpoint_data(
+        &self,
+    ) -> impl Future<Output = Result<Option<CheckpointData>, RunnerError>> + Send + 'static {
+        let (repository, name) = (Arc::clone(&self.checkpoints), self.name.clone());
+        async move {
+            repository
+                .get_checkpoint_data(&name)
+                .await
+                .map_err(|source| RunnerError::Storage {
+                    projection: name.clone(),
+                    source,
+                })
+        }
     }
 
     /// How far the projection is behind `store`; see [`LagMetrics`] for the definitions.
-    pub async fn lag_metrics(&self, store: &dyn EventStore) -> Result<LagMetrics, RunnerError> {
-        let checkpoint = self.checkpoint_data().await?;
-        let after = checkpoint.as_ref().map_or(0, |c| c.position);
-        let backlog = store
-            .backlog(after, self.projection.subscribed_to())
-            .await
-            .map_err(|e| self.storage_error(e))?;
-        Ok(LagMetrics::compute(&self.name, checkpoint.as_ref(), &backlog, Utc::now()))
+    pub fn lag_metrics<'a>(
+        &self,
+        store: &'a dyn EventStore,
+    ) -> impl Future<Output = Result<LagMetrics, RunnerError>> + Send + 'a {
+        let checkpoint = self.checkpoint_data();
+        let name = self.name.clone();
+        let subscribed: Vec<&'static str> = self.projection.subscribed_to().to_vec();
+        async move {
+            let checkpoint = checkpoint.await?;
+            let after = checkpoint.as_ref().map_or(0, |c| c.position);
+            let backlog =
+                store
+                    .backlog(after, &subscribed)
+                    .await
+                    .map_err(|source| RunnerError::Storage {
+                        projection: name.clone(),
+                        source,
+                    })?;
+            Ok(LagMetrics::compute(
+                &name,
+                checkpoint.as_ref(),
+                &backlog,
+                Utc::now(),
+            ))
+        }
     }
 
     /// Handles one event (a batch of one).
@@ -187,7 +215,10 @@ impl<P: Projection> ProjectionRunner<P> {
     ///
     /// On an error, the progress made before the failing event is written first, so nothing
     /// applied is applied again and nothing unapplied is passed over.
-    pub async fn handle_batch<T: BatchItem>(&mut self, events: &[T]) -> Result<BatchOutcome, RunnerError> {
+    pub async fn handle_batch<T: BatchItem>(
+        &mut self,
+        events: &[T],
+    ) -> Result<BatchOutcome, RunnerError> {
         self.ensure_loaded().await?;
         if let Some(at) = &self.stopped {
             return Err(RunnerError::Stopped {
@@ -228,7 +259,12 @@ impl<P: Projection> ProjectionRunner<P> {
         let event = match item.decoded() {
             Ok(event) if subscribed => event,
             Ok(event) => {
-                self.advance(event.position(), event.event_id(), event.event_type(), false);
+                self.advance(
+                    event.position(),
+                    event.event_id(),
+                    event.event_type(),
+                    false,
+                );
                 return Ok(EventOutcome::NotSubscribed);
             }
             // A payload that does not decode for a type this projection does not handle is
@@ -248,16 +284,30 @@ impl<P: Projection> ProjectionRunner<P> {
                 let data = event.to_json().unwrap_or_else(|e| {
                     serde_json::json!({ "metadata": event.metadata(), "unserialisable_payload": e.to_string() })
                 });
-                self.give_up(position, event_id, event.event_type(), data, error, attempts)
-                    .await
+                self.give_up(
+                    position,
+                    event_id,
+                    event.event_type(),
+                    data,
+                    error,
+                    attempts,
+                )
+                .await
             }
         }
     }
 
     async fn undecodable(&mut self, raw: &UndecodableEvent) -> Result<EventOutcome, RunnerError> {
         let error = HandlerError::new(DecodeFailure(raw.error.to_string()));
-        self.give_up(Some(raw.position), raw.event_id, &raw.event_type, raw.raw.clone(), error, 1)
-            .await
+        self.give_up(
+            Some(raw.position),
+            raw.event_id,
+            &raw.event_type,
+            raw.raw.clone(),
+            error,
+            1,
+        )
+        .await
     }
 
     fn advance(&mut self, position: Option<u64>, event_id: Uuid, event_type: &str, applied: bool) {
@@ -347,8 +397,10 @@ impl<P: Projection> ProjectionRunner<P> {
     ) -> Result<EventOutcome, RunnerError> {
         match self.on_failure {
             FailurePolicy::DeadLetter => {
-                let failure = FailedEvent::new(event_id, &self.name, event_type, event_data, &error, attempts)
-                    .with_position(position);
+                let failure = FailedEvent::new(
+                    event_id, &self.name, event_type, event_data, &error, attempts,
+                )
+                .with_position(position);
                 match self.dead_letters.add_failed_event(failure).await {
                     Ok(entry_id) => {
                         tracing::error!(
@@ -425,7 +477,10 @@ impl<P: Projection> ProjectionRunner<P> {
             .map_err(|e| self.storage_error(e))?
             .ok_or_else(|| replay_error("no such entry".into()))?;
         if entry.projection_name != self.name {
-            return Err(replay_error(format!("it belongs to projection `{}`", entry.projection_name)));
+            return Err(replay_error(format!(
+                "it belongs to projection `{}`",
+                entry.projection_name
+            )));
         }
         if entry.status == DLQStatus::Resolved {
             return Err(replay_error("it is already resolved".into()));
@@ -461,11 +516,19 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     /// The failed dead-letter entries of this projection, oldest first.
-    pub async fn failed_events(&self) -> Result<Vec<crate::dlq::DLQEntry>, RunnerError> {
-        self.dead_letters
-            .get_failed_events(DLQFilter::failed_in(&self.name))
-            .await
-            .map_err(|e| self.storage_error(e))
+    pub fn failed_events(
+        &self,
+    ) -> impl Future<Output = Result<Vec<crate::dlq::DLQEntry>, RunnerError>> + Send + 'static {
+        let (repository, name) = (Arc::clone(&self.dead_letters), self.name.clone());
+        async move {
+            repository
+                .get_failed_events(DLQFilter::failed_in(&name))
+                .await
+                .map_err(|source| RunnerError::Storage {
+                    projection: name.clone(),
+                    source,
+                })
+        }
     }
 }
 
@@ -481,8 +544,8 @@ fn decode_dead_letter(data: &serde_json::Value) -> Result<AnyEvent, String> {
     let payload = data
         .get("payload")
         .ok_or("its event data has no payload (the stored event never decoded)")?;
-    let metadata: EventMetadata =
-        serde_json::from_value(metadata.clone()).map_err(|e| format!("its metadata does not decode: {e}"))?;
+    let metadata: EventMetadata = serde_json::from_value(metadata.clone())
+        .map_err(|e| format!("its metadata does not decode: {e}"))?;
     EventRegistry::global()
         .decode(metadata, payload)
         .map_err(|e| e.to_string())

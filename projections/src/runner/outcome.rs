@@ -85,7 +85,11 @@ impl fmt::Display for StoppedAt {
         if let Some(position) = self.position {
             write!(f, " at position {position}")?;
         }
-        write!(f, " failed after {} attempt(s): {}", self.attempts, self.error)
+        write!(
+            f,
+            " failed after {} attempt(s): {}",
+            self.attempts, self.error
+        )
     }
 }
 
@@ -107,7 +111,9 @@ pub enum RunnerError {
     },
     /// Events were applied but the checkpoint could not be written; the handler is not run
     /// again and nothing was dead-lettered.
-    #[error("projection `{projection}` applied events up to position {position:?} but could not record its checkpoint")]
+    #[error(
+        "projection `{projection}` applied events up to position {position:?} but could not record its checkpoint"
+    )]
     Checkpoint {
         /// The projection.
         projection: String,
@@ -119,7 +125,9 @@ pub enum RunnerError {
     },
     /// The retry policy gave up on an event and the dead-letter write failed; the checkpoint
     /// stays before the event.
-    #[error("projection `{projection}` gave up on event {event_id} ({handler_error}) and could not dead-letter it")]
+    #[error(
+        "projection `{projection}` gave up on event {event_id} ({handler_error}) and could not dead-letter it"
+    )]
     DeadLetter {
         /// The projection.
         projection: String,
@@ -141,7 +149,9 @@ pub enum RunnerError {
         source: StorageError,
     },
     /// A dead-letter entry could not be replayed.
-    #[error("dead-letter entry {entry_id} cannot be replayed by projection `{projection}`: {reason}")]
+    #[error(
+        "dead-letter entry {entry_id} cannot be replayed by projection `{projection}`: {reason}"
+    )]
     Replay {
         /// The projection.
         projection: String,

@@ -22,7 +22,9 @@ pub enum ExpectedVersion {
 #[non_exhaustive]
 pub enum AppendError {
     /// Another writer got there first; nothing was written.
-    #[error("aggregate {aggregate_id} is at version {actual}, expected {expected:?}; nothing was written")]
+    #[error(
+        "aggregate {aggregate_id} is at version {actual}, expected {expected:?}; nothing was written"
+    )]
     Conflict {
         /// The aggregate.
         aggregate_id: Uuid,
@@ -151,11 +153,18 @@ pub trait EventStore: Send + Sync {
     ) -> BoxFuture<'_, Result<AppendResult, AppendError>>;
 
     /// Every event of one aggregate, in version order.
-    fn read_stream(&self, aggregate_id: Uuid) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>>;
+    fn read_stream(
+        &self,
+        aggregate_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>>;
 
     /// Up to `limit` events with a position above `after`, in position order. Never returns
     /// a position that an unfinished append could still precede.
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>>;
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>>;
 
     /// The last readable position (0 when empty).
     fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>>;

@@ -1,0 +1,249 @@
+//! Registries: where projections and handlers are gathered and events fanned out to them.
+
+mod erased;
+mod report;
+mod subscriber;
+
+pub use erased::RegisteredProjection;
+pub use report::{DispatchReport, HandlerDispatch, ProjectionDispatch};
+pub use subscriber::{SubscriberId, SubscriberRegistry};
+
+use tracing::Instrument;
+
+use crate::event::AnyEvent;
+use crate::join::join_all;
+use crate::projection::{EventHandler, Projection};
+use crate::runner::{ProjectionRunner, RunnerError};
+use crate::storage::BoxFuture;
+use erased::{HandlerBox, RegisteredHandler};
+
+/// Identifies a registered handler, for [`ProjectionRegistry::unregister_handler`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandlerId(u64);
+
+/// A second projection under a name already taken (they would share a checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a projection named `{0}` is already registered; give one of them another `#[projection(name = \"...\")]`"
+)]
+pub struct DuplicateProjection(pub String);
+
+/// Projections (each behind its [`ProjectionRunner`]) and event handlers, with concurrent
+/// fan-out.
+///
+/// Each projection only receives the events it subscribes to; handlers receive those their
+/// `can_handle` accepts. Projections run concurrently; one failing never stops the others, and
+/// every outcome is returned in a [`DispatchReport`].
+#[derive(Default)]
+pub struct ProjectionRegistry {
+    projections: Vec<Box<dyn RegisteredProjection>>,
+    handlers: Vec<(HandlerId, Box<dyn RegisteredHandler>)>,
+    next_handler: u64,
+    concurrency: Option<usize>,
+    tracing: bool,
+}
+
+impl ProjectionRegistry {
+    /// An empty registry, tracing on.
+    pub fn new() -> Self {
+        Self {
+            tracing: true,
+            ..Self::default()
+        }
+    }
+
+    /// Runs at most `limit` projections and handlers at once.
+    #[must_use]
+    pub fn with_concurrency_limit(mut self, limit: usize) -> Self {
+        self.concurrency = Some(limit.max(1));
+        self
+    }
+
+    /// Whether dispatch opens `tracing` spans.
+    #[must_use]
+    pub fn with_tracing(mut self, enabled: bool) -> Self {
+        self.tracing = enabled;
+        self
+    }
+
+    /// Registers a projection: a configured [`ProjectionRunner`], or a bare projection that
+    /// gets a runner with every default.
+    pub fn register_projection<P: Projection + 'static>(
+        &mut self,
+        projection: impl Into<ProjectionRunner<P>>,
+    ) -> Result<(), DuplicateProjection> {
+        let runner = projection.into();
+        if self.projections.iter().any(|p| p.name() == runner.name()) {
+            return Err(DuplicateProjection(runner.name().to_owned()));
+        }
+        self.projections.push(Box::new(runner));
+        Ok(())
+    }
+
+    /// Removes the projection named `name` and returns it.
+    pub fn unregister_projection(&mut self, name: &str) -> Option<Box<dyn RegisteredProjection>> {
+        let index = self.projections.iter().position(|p| p.name() == name)?;
+        Some(self.projections.remove(index))
+    }
+
+    /// Registers a handler.
+    pub fn register_handler<H: EventHandler + 'static>(&mut self, handler: H) -> HandlerId {
+        self.next_handler += 1;
+        let id = HandlerId(self.next_handler);
+        self.handlers.push((id, Box::new(HandlerBox(handler))));
+        id
+    }
+
+    /// Removes a handler; whether it was registered.
+    pub fn unregister_handler(&mut self, id: HandlerId) -> bool {
+        let before = self.handlers.len();
+        self.handlers.retain(|(h, _)| *h != id);
+        self.handlers.len() != before
+    }
+
+    /// The number of projections.
+    pub fn projection_count(&self) -> usize {
+        self.projections.len()
+    }
+
+    /// The number of handlers.
+    pub fn handler_count(&self) -> usize {
+        self.handlers.len()
+    }
+
+    /// The projections' names, in registration order.
+    pub fn projection_names(&self) -> Vec<&str> {
+        self.projections.iter().map(|p| p.name()).collect()
+    }
+
+    /// The registered projections.
+    pub fn projections(&self) -> impl Iterator<Item = &dyn RegisteredProjection> {
+        self.projections.iter().map(|p| &**p)
+    }
+
+    /// The registered projections, mutably.
+    pub fn projections_mut(&mut self) -> impl Iterator<Item = &mut Box<dyn RegisteredProjection>> {
+        self.projections.iter_mut()
+    }
+
+    /// The projection named `name`.
+    pub fn get(&self, name: &str) -> Option<&dyn RegisteredProjection> {
+        self.projections
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| &**p)
+    }
+
+    /// The projection named `name`, mutably.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Box<dyn RegisteredProjection>> {
+        self.projections.iter_mut().find(|p| p.name() == name)
+    }
+
+    /// The runner of the first projection of type `P`.
+    pub fn runner<P: Projection + 'static>(&self) -> Option<&ProjectionRunner<P>> {
+        self.projections
+            .iter()
+            .find_map(|p| p.as_any().downcast_ref::<ProjectionRunner<P>>())
+    }
+
+    /// The first projection of type `P` (its read model).
+    pub fn projection<P: Projection + 'static>(&self) -> Option<&P> {
+        self.runner::<P>().map(ProjectionRunner::projection)
+    }
+
+    /// Delivers one event to the projections subscribed to its type and to the handlers that
+    /// accept it, concurrently.
+    pub async fn dispatch(&mut self, event: &AnyEvent) -> DispatchReport {
+        let span = self.tracing.then(|| {
+            tracing::debug_span!(
+                "projection.registry.dispatch",
+                event_type = event.event_type(),
+                event_id = %event.event_id(),
+                position = event.position(),
+            )
+        });
+        let work = self.fan_out(std::slice::from_ref(event), true);
+        match span {
+            Some(span) => work.instrument(span).await,
+            None => work.await,
+        }
+    }
+
+    /// Delivers events in order: each projection and handler sees them in the order given,
+    /// and projections progress independently of each other.
+    pub async fn dispatch_many(&mut self, events: &[AnyEvent]) -> DispatchReport {
+        let span = self.tracing.then(|| {
+            tracing::debug_span!("projection.registry.dispatch", event_count = events.len())
+        });
+        let work = self.fan_out(events, false);
+        match span {
+            Some(span) => work.instrument(span).await,
+            None => work.await,
+        }
+    }
+
+    async fn fan_out(&mut self, events: &[AnyEvent], only_subscribed: bool) -> DispatchReport {
+        enum Done {
+            Projection(ProjectionDispatch),
+            Handlers(Vec<HandlerDispatch>),
+        }
+        let mut work: Vec<BoxFuture<'_, Done>> = Vec::new();
+        for projection in &mut self.projections {
+            if only_subscribed
+                && !events
+                    .iter()
+                    .any(|e| projection.subscribed_to().contains(&e.event_type()))
+            {
+                continue;
+            }
+            work.push(Box::pin(async move {
+                let result = projection.handle_events(events).await;
+                Done::Projection(ProjectionDispatch {
+                    name: projection.name().to_owned(),
+                    result,
+                })
+            }));
+        }
+        for (_, handler) in &mut self.handlers {
+            if !events.iter().any(|e| handler.can_handle(e)) {
+                continue;
+            }
+            work.push(Box::pin(async move {
+                let mut results = Vec::new();
+                for event in events {
+                    if !handler.can_handle(event) {
+                        continue;
+                    }
+                    let result = handler.handle(event).await;
+                    results.push(HandlerDispatch {
+                        handler: handler.type_name(),
+                        event_id: event.event_id(),
+                        result,
+                    });
+                }
+                Done::Handlers(results)
+            }));
+        }
+        let mut report = DispatchReport::default();
+        for done in join_all(work, self.concurrency).await {
+            match done {
+                Done::Projection(p) => report.projections.push(p),
+                Done::Handlers(h) => report.handlers.extend(h),
+            }
+        }
+        for failure in report.failures() {
+            tracing::warn!(%failure, "dispatch failure");
+        }
+        report
+    }
+
+    /// Resets every projection (checkpoint, then read model); returns each outcome.
+    pub async fn reset_all(&mut self) -> Vec<(String, Result<(), RunnerError>)> {
+        let mut results = Vec::with_capacity(self.projections.len());
+        for projection in &mut self.projections {
+            let result = projection.reset().await;
+            results.push((projection.name().to_owned(), result));
+        }
+        results
+    }
+}
