@@ -77,6 +77,25 @@ pub struct UndecodableEvent {
     pub error: DecodeError,
 }
 
+impl UndecodableEvent {
+    /// A stored event at `position` that failed to decode with `error`.
+    pub fn new(
+        position: u64,
+        event_id: Uuid,
+        event_type: impl Into<String>,
+        raw: serde_json::Value,
+        error: DecodeError,
+    ) -> Self {
+        Self {
+            position,
+            event_id,
+            event_type: event_type.into(),
+            raw,
+            error,
+        }
+    }
+}
+
 /// One event read from the store.
 #[derive(Debug)]
 pub enum StoredEvent {
