@@ -15,6 +15,8 @@ pub mod retry;
 pub mod runner;
 pub mod storage;
 pub mod store;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 
 pub use checkpoint::{CheckpointData, CheckpointRepository, LagMetrics};
 pub use coordinator::ProjectionCoordinator;

@@ -348,24 +348,56 @@ impl<P: Projection> ProjectionRunner<P> {
     /// Runs the handler under the retry policy; on failure returns the last error and the
     /// number of attempts made.
     async fn apply_with_retry(&mut self, event: &AnyEvent) -> Result<(), (HandlerError, u32)> {
+        if !self.tracing {
+            return self.attempts(event, None).await;
+        }
+        let span = tracing::info_span!(
+            "projection.handle",
+            projection = %self.name,
+            event_type = event.event_type(),
+            event_id = %event.event_id(),
+            position = event.position(),
+            attempts = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let result = self
+            .attempts(event, Some(&span))
+            .instrument(span.clone())
+            .await;
+        let (attempts, outcome) = match &result {
+            Ok(()) => (None, "applied"),
+            Err((_, attempts)) => (Some(*attempts), "failed"),
+        };
+        if let Some(attempts) = attempts {
+            span.record("attempts", attempts);
+        }
+        span.record("outcome", outcome);
+        result
+    }
+
+    /// The attempts themselves; `span` is the event's span, when tracing.
+    async fn attempts(
+        &mut self,
+        event: &AnyEvent,
+        span: Option<&tracing::Span>,
+    ) -> Result<(), (HandlerError, u32)> {
         let max_retries = self.retry.max_retries();
         let mut attempt: u32 = 0;
         loop {
-            let result = if self.tracing {
-                let span = tracing::debug_span!(
-                    "projection.handle",
-                    projection = %self.name,
-                    event_type = event.event_type(),
-                    event_id = %event.event_id(),
-                    position = event.position(),
-                    attempt = attempt + 1,
-                );
-                self.projection.handle(event).instrument(span).await
-            } else {
-                self.projection.handle(event).await
+            let result = match span {
+                Some(_) => {
+                    let handler = tracing::debug_span!("projection.handler", attempt = attempt + 1);
+                    self.projection.handle(event).instrument(handler).await
+                }
+                None => self.projection.handle(event).await,
             };
             let error = match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(span) = span {
+                        span.record("attempts", attempt + 1);
+                    }
+                    return Ok(());
+                }
                 Err(error) => error,
             };
             tracing::warn!(
