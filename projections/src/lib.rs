@@ -17,6 +17,7 @@ pub mod storage;
 pub mod store;
 #[cfg(feature = "otel")]
 pub mod telemetry;
+pub mod transactional;
 
 pub use checkpoint::{CheckpointData, CheckpointRepository, LagMetrics};
 pub use coordinator::ProjectionCoordinator;

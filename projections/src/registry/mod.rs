@@ -72,12 +72,34 @@ impl ProjectionRegistry {
         &mut self,
         projection: impl Into<ProjectionRunner<P>>,
     ) -> Result<(), DuplicateProjection> {
-        let runner = projection.into();
+        self.register(projection.into())
+    }
+
+    /// Registers any runner, for example a
+    /// [`TransactionalRunner`](crate::transactional::TransactionalRunner).
+    pub fn register<R: RegisteredProjection>(
+        &mut self,
+        runner: R,
+    ) -> Result<(), DuplicateProjection> {
         if self.projections.iter().any(|p| p.name() == runner.name()) {
             return Err(DuplicateProjection(runner.name().to_owned()));
         }
         self.projections.push(Box::new(runner));
         Ok(())
+    }
+
+    /// The first registered runner of type `R`, mutably.
+    pub fn runner_mut<R: RegisteredProjection>(&mut self) -> Option<&mut R> {
+        self.projections
+            .iter_mut()
+            .find_map(|p| p.as_any_mut().downcast_mut::<R>())
+    }
+
+    /// The first registered runner of type `R`.
+    pub fn runner_of<R: RegisteredProjection>(&self) -> Option<&R> {
+        self.projections
+            .iter()
+            .find_map(|p| p.as_any().downcast_ref::<R>())
     }
 
     /// Removes the projection named `name` and returns it.

@@ -4,6 +4,7 @@
 mod builder;
 mod item;
 mod outcome;
+pub(crate) mod step;
 
 pub use builder::RunnerBuilder;
 pub use item::BatchItem;
@@ -22,7 +23,8 @@ use crate::event::{AnyEvent, EventMetadata, EventRegistry};
 use crate::projection::{HandlerError, Projection};
 use crate::retry::RetryPolicy;
 use crate::storage::StorageError;
-use crate::store::{EventStore, UndecodableEvent};
+use crate::store::EventStore;
+use step::{DecodeFailure, Step, classify, event_data};
 
 /// What the runner does when the retry policy gives up on an event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -246,68 +248,46 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     async fn handle_one<T: BatchItem>(&mut self, item: &T) -> Result<EventOutcome, RunnerError> {
-        let (position, event_id, event_type) = match item.decoded() {
-            Ok(event) => (event.position(), event.event_id(), event.event_type()),
-            Err(raw) => (Some(raw.position), raw.event_id, raw.event_type.as_str()),
-        };
-        if let (Some(position), Some(checkpoint)) = (position, self.position) {
-            if position <= checkpoint {
-                return Ok(EventOutcome::Skipped);
+        match classify(item, self.position, self.projection.subscribed_to()) {
+            Step::Skip => Ok(EventOutcome::Skipped),
+            Step::PassOver {
+                position,
+                event_id,
+                event_type,
+            } => {
+                self.advance(position, event_id, event_type, false);
+                Ok(EventOutcome::NotSubscribed)
             }
-        }
-        let subscribed = self.projection.subscribed_to().contains(&event_type);
-        let event = match item.decoded() {
-            Ok(event) if subscribed => event,
-            Ok(event) => {
-                self.advance(
-                    event.position(),
-                    event.event_id(),
-                    event.event_type(),
-                    false,
-                );
-                return Ok(EventOutcome::NotSubscribed);
-            }
-            // A payload that does not decode for a type this projection does not handle is
-            // not its business; an unknown type might be, so it is never passed over silently.
-            Err(raw) if !subscribed && EventRegistry::global().contains(&raw.event_type) => {
-                self.advance(Some(raw.position), raw.event_id, &raw.event_type, false);
-                return Ok(EventOutcome::NotSubscribed);
-            }
-            Err(raw) => return self.undecodable(raw).await,
-        };
-        match self.apply_with_retry(event).await {
-            Ok(()) => {
-                self.advance(position, event_id, event.event_type(), true);
-                Ok(EventOutcome::Applied)
-            }
-            Err((error, attempts)) => {
-                let data = event.to_json().unwrap_or_else(|e| {
-                    serde_json::json!({ "metadata": event.metadata(), "unserialisable_payload": e.to_string() })
-                });
+            Step::Undecodable(raw) => {
+                let error = HandlerError::new(DecodeFailure(raw.error.to_string()));
                 self.give_up(
-                    position,
-                    event_id,
-                    event.event_type(),
-                    data,
+                    Some(raw.position),
+                    raw.event_id,
+                    &raw.event_type,
+                    raw.raw.clone(),
                     error,
-                    attempts,
+                    1,
                 )
                 .await
             }
+            Step::Apply(event) => match self.apply_with_retry(event).await {
+                Ok(()) => {
+                    self.advance(event.position(), event.event_id(), event.event_type(), true);
+                    Ok(EventOutcome::Applied)
+                }
+                Err((error, attempts)) => {
+                    self.give_up(
+                        event.position(),
+                        event.event_id(),
+                        event.event_type(),
+                        event_data(event),
+                        error,
+                        attempts,
+                    )
+                    .await
+                }
+            },
         }
-    }
-
-    async fn undecodable(&mut self, raw: &UndecodableEvent) -> Result<EventOutcome, RunnerError> {
-        let error = HandlerError::new(DecodeFailure(raw.error.to_string()));
-        self.give_up(
-            Some(raw.position),
-            raw.event_id,
-            &raw.event_type,
-            raw.raw.clone(),
-            error,
-            1,
-        )
-        .await
     }
 
     fn advance(&mut self, position: Option<u64>, event_id: Uuid, event_type: &str, applied: bool) {
@@ -564,12 +544,8 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 }
 
-/// A stored event's payload does not decode.
-#[derive(Debug, thiserror::Error)]
-#[error("stored event does not decode: {0}")]
-struct DecodeFailure(String);
-
-fn decode_dead_letter(data: &serde_json::Value) -> Result<AnyEvent, String> {
+/// Decodes the `{"metadata", "payload"}` JSON of a dead-letter entry.
+pub(crate) fn decode_dead_letter(data: &serde_json::Value) -> Result<AnyEvent, String> {
     let metadata = data
         .get("metadata")
         .ok_or("its event data has no metadata (the stored event never decoded)")?;
