@@ -1,0 +1,383 @@
+//! The transactional runner's algorithm over an in-memory transactional database: one
+//! transaction per batch, isolation of a failing event, retries in fresh transactions, dead
+//! letter and checkpoint committed together, and recovery from a failure at every step.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{Deposited, deposit, positioned};
+use projections::checkpoint::CheckpointUpdate;
+use projections::dlq::FailedEvent;
+use projections::runner::RunnerError;
+use projections::storage::BoxFuture;
+use projections::transactional::{TransactionUnit, TransactionalRunner};
+use projections::{
+    AnyEvent, CheckpointRepository, DLQRepository, DLQStatus, Envelope,
+    ExponentialBackoffRetryPolicy, FailurePolicy, InMemoryCheckpointRepository,
+    InMemoryDLQRepository, Injectable, NoRetryPolicy, RetryConfig, StorageError, projection,
+};
+use uuid::Uuid;
+
+/// A transaction's buffered writes; applied on commit, dropped on rollback.
+#[derive(Default)]
+pub struct FakeConn {
+    balances: Vec<(Uuid, i64)>,
+    checkpoint: Option<(String, CheckpointUpdate)>,
+    reset: Option<String>,
+    dead: Vec<FailedEvent>,
+    resolved: Vec<(i64, String)>,
+}
+
+impl Injectable for FakeConn {}
+
+pub struct FakeTx(FakeConn);
+
+impl Deref for FakeTx {
+    type Target = FakeConn;
+    fn deref(&self) -> &FakeConn {
+        &self.0
+    }
+}
+
+impl DerefMut for FakeTx {
+    fn deref_mut(&mut self) -> &mut FakeConn {
+        &mut self.0
+    }
+}
+
+/// Where an injected failure strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Begin,
+    Lock,
+    WriteCheckpoint,
+    Commit,
+}
+
+#[derive(Default)]
+struct FakeDb {
+    balances: Mutex<BTreeMap<Uuid, i64>>,
+    checkpoints: Arc<InMemoryCheckpointRepository>,
+    dead_letters: Arc<InMemoryDLQRepository>,
+    begins: AtomicU32,
+    commits: AtomicU32,
+    /// Fail at the n-th occurrence (1-based) of a step.
+    fault: Mutex<Option<(Fault, u32)>>,
+    seen: Mutex<BTreeMap<String, u32>>,
+}
+
+impl FakeDb {
+    fn trip(&self, step: Fault) -> Result<(), StorageError> {
+        let mut seen = self.seen.lock().unwrap();
+        let count = seen.entry(format!("{step:?}")).or_default();
+        *count += 1;
+        match *self.fault.lock().unwrap() {
+            Some((fault, n)) if fault == step && n == *count => {
+                Err(StorageError::backend(format!("injected {step:?}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn balances(&self) -> BTreeMap<Uuid, i64> {
+        self.balances.lock().unwrap().clone()
+    }
+}
+
+impl TransactionUnit for FakeDb {
+    type Connection = FakeConn;
+    type Transaction = FakeTx;
+
+    fn begin(&self) -> BoxFuture<'_, Result<FakeTx, StorageError>> {
+        Box::pin(async move {
+            self.trip(Fault::Begin)?;
+            self.begins.fetch_add(1, Ordering::SeqCst);
+            Ok(FakeTx(FakeConn::default()))
+        })
+    }
+
+    fn commit(&self, tx: FakeTx) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.trip(Fault::Commit)?;
+            let conn = tx.0;
+            if let Some(name) = conn.reset {
+                self.balances.lock().unwrap().clear();
+                self.checkpoints.reset_checkpoint(&name).await?;
+            }
+            for (account, delta) in conn.balances {
+                *self.balances.lock().unwrap().entry(account).or_default() += delta;
+            }
+            for failure in conn.dead {
+                self.dead_letters.add_failed_event(failure).await?;
+            }
+            for (id, by) in conn.resolved {
+                self.dead_letters.mark_resolved(id, &by).await?;
+            }
+            if let Some((name, update)) = conn.checkpoint {
+                self.checkpoints.update_checkpoint(&name, update).await?;
+            }
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn rollback(&self, _tx: FakeTx) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn lock_checkpoint<'a>(
+        &'a self,
+        _tx: &'a mut FakeTx,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        Box::pin(async move {
+            self.trip(Fault::Lock)?;
+            self.checkpoints.get_checkpoint(projection).await
+        })
+    }
+
+    fn write_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut FakeTx,
+        projection: &'a str,
+        update: &'a CheckpointUpdate,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.trip(Fault::WriteCheckpoint)?;
+            tx.checkpoint = Some((projection.to_owned(), update.clone()));
+            Ok(())
+        })
+    }
+
+    fn reset_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut FakeTx,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        tx.reset = Some(projection.to_owned());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        tx: &'a mut FakeTx,
+        failure: &'a FailedEvent,
+    ) -> BoxFuture<'a, Result<i64, StorageError>> {
+        tx.dead.push(failure.clone());
+        Box::pin(async { Ok(0) })
+    }
+
+    fn resolve_dead_letter<'a>(
+        &'a self,
+        tx: &'a mut FakeTx,
+        entry_id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        tx.resolved.push((entry_id, resolved_by.to_owned()));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn checkpoints(&self) -> Arc<dyn CheckpointRepository> {
+        self.checkpoints.clone()
+    }
+
+    fn dead_letters(&self) -> Arc<dyn DLQRepository> {
+        self.dead_letters.clone()
+    }
+}
+
+/// Writes two statements per deposit; a deposit of 13 fails between them, and `flaky` makes
+/// the next N calls fail after the first statement.
+#[derive(Default)]
+struct Ledger {
+    calls: Arc<AtomicU32>,
+    flaky: u32,
+}
+
+#[projection(name = "ledger")]
+impl Ledger {
+    #[handles(Deposited)]
+    async fn deposited(
+        &mut self,
+        conn: &mut FakeConn,
+        event: &Envelope<Deposited>,
+    ) -> Result<(), String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        conn.balances.push((event.aggregate_id(), event.amount));
+        if self.flaky > 0 {
+            self.flaky -= 1;
+            return Err("flaky".into());
+        }
+        if event.amount == 13 {
+            return Err(format!("refusing 13 on {}", event.aggregate_id()));
+        }
+        conn.balances.push((event.aggregate_id(), 1000));
+        Ok(())
+    }
+
+    #[reset]
+    async fn clear(&mut self, conn: &mut FakeConn) {
+        let _ = conn;
+    }
+}
+
+fn runner(db: &Arc<FakeDb>, ledger: Ledger) -> TransactionalRunner<Ledger, FakeDb> {
+    TransactionalRunner::new(ledger, db.clone()).retry_policy(NoRetryPolicy)
+}
+
+fn deposits(account: Uuid, amounts: &[i64]) -> Vec<AnyEvent> {
+    positioned(amounts.iter().map(|&a| deposit(account, a)).collect(), 1)
+}
+
+#[tokio::test]
+async fn a_batch_is_one_transaction_with_its_checkpoint() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    let outcome = runner(&db, Ledger::default())
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, 10);
+    assert_eq!(db.begins.load(Ordering::SeqCst), 1);
+    assert_eq!(db.commits.load(Ordering::SeqCst), 1);
+    assert_eq!(db.balances()[&account], 55 + 10_000);
+    let data = db
+        .checkpoints
+        .get_checkpoint_data("ledger")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((data.position, data.events_processed), (10, 10));
+}
+
+#[tokio::test]
+async fn a_failing_event_is_isolated_and_dead_lettered_with_the_checkpoint() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[1, 2, 13, 4]);
+    let mut runner = runner(&db, Ledger::default());
+    let outcome = runner.handle_batch(&events).await.unwrap();
+
+    assert_eq!(outcome.applied, 3);
+    assert_eq!(outcome.dead_lettered.len(), 1);
+    // The failing event's first statement was rolled back; the others applied exactly once
+    // although the events before it ran twice (once in the rolled-back transaction).
+    assert_eq!(db.balances()[&account], 1 + 2 + 4 + 3_000);
+    let entries = db
+        .dead_letters
+        .get_failed_events(Default::default())
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].position, Some(3));
+    assert_eq!(entries[0].status, DLQStatus::Failed);
+    assert!(entries[0].error_message.contains("refusing 13"));
+    let data = db
+        .checkpoints
+        .get_checkpoint_data("ledger")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((data.position, data.events_processed), (4, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_retry_runs_in_a_fresh_transaction() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[5]);
+    let retry = RetryConfig::new(
+        3,
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(10),
+        2.0,
+        0.0,
+    )
+    .unwrap();
+    let ledger = Ledger {
+        flaky: 2,
+        ..Ledger::default()
+    };
+    let calls = ledger.calls.clone();
+    let mut runner = TransactionalRunner::new(ledger, db.clone())
+        .retry_policy(ExponentialBackoffRetryPolicy::new(retry));
+    let outcome = runner.handle_batch(&events).await.unwrap();
+    assert_eq!(outcome.applied, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // The two failed attempts left nothing behind.
+    assert_eq!(db.balances()[&account], 1005);
+    assert_eq!(db.begins.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn the_stop_policy_commits_what_came_before_and_stops() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[1, 13, 4]);
+    let mut runner = runner(&db, Ledger::default()).on_failure(FailurePolicy::Stop);
+    let error = runner.handle_batch(&events).await.unwrap_err();
+    assert!(matches!(error, RunnerError::Stopped { .. }));
+    assert_eq!(db.balances()[&account], 1001);
+    assert_eq!(
+        db.checkpoints.get_checkpoint("ledger").await.unwrap(),
+        Some(1)
+    );
+    assert!(
+        db.dead_letters
+            .get_failed_events(Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// For every step of a batch and every occurrence of it, a failure there followed by a
+/// restart gives the read model of an uninterrupted run: nothing lost, nothing twice.
+#[tokio::test]
+async fn a_failure_at_any_step_then_a_restart_gives_the_uninterrupted_result() {
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[1, 2, 13, 4, 5]);
+    let clean = Arc::new(FakeDb::default());
+    runner(&clean, Ledger::default())
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    let expected = clean.balances();
+
+    for fault in [
+        Fault::Begin,
+        Fault::Lock,
+        Fault::WriteCheckpoint,
+        Fault::Commit,
+    ] {
+        for occurrence in 1..=4 {
+            let db = Arc::new(FakeDb::default());
+            *db.fault.lock().unwrap() = Some((fault, occurrence));
+            let first = runner(&db, Ledger::default()).handle_batch(&events).await;
+            *db.fault.lock().unwrap() = None;
+            // A new process: a new runner over the same database.
+            runner(&db, Ledger::default())
+                .handle_batch(&events)
+                .await
+                .unwrap();
+            assert_eq!(
+                db.balances(),
+                expected,
+                "fault {fault:?} #{occurrence}, first run: {first:?}"
+            );
+            let dead = db
+                .dead_letters
+                .get_failed_events(Default::default())
+                .await
+                .unwrap();
+            assert_eq!(dead.len(), 1, "fault {fault:?} #{occurrence}");
+        }
+    }
+}
