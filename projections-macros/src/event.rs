@@ -24,12 +24,30 @@ pub fn expand(input: TokenStream) -> TokenStream {
             &input.generics,
             "an event type cannot be generic: its wire name must name exactly one type",
         );
+        return errors.into_compile_errors();
     }
     if !errors.is_empty() {
-        return errors.into_compile_errors();
+        // Fail soft: the type still implements `Event` (with the arguments that were valid),
+        // so its uses elsewhere report nothing more than the errors above.
+        let mut out = event_impl(&input.ident, args);
+        out.extend(errors.into_compile_errors());
+        return out;
     }
 
     let ident = &input.ident;
+    let ident_text = ident.to_string();
+    let mut out = event_impl(ident, args);
+    out.extend(quote! {
+        ::projections::__private::inventory::submit! {
+            ::projections::__private::EventRegistration::of::<#ident>(
+                ::core::concat!(::core::module_path!(), "::", #ident_text)
+            )
+        }
+    });
+    out
+}
+
+fn event_impl(ident: &syn::Ident, args: EventArgs) -> TokenStream {
     let ident_text = ident.to_string();
     let name = args
         .name
@@ -45,12 +63,6 @@ pub fn expand(input: TokenStream) -> TokenStream {
             const AGGREGATE_TYPE: &'static str = #aggregate;
             const EVENT_VERSION: u32 = #version;
         }
-
-        ::projections::__private::inventory::submit! {
-            ::projections::__private::EventRegistration::of::<#ident>(
-                ::core::concat!(::core::module_path!(), "::", #ident_text)
-            )
-        }
     }
 }
 
@@ -60,12 +72,21 @@ fn parse_args(input: &DeriveInput, errors: &mut Errors) -> EventArgs {
         aggregate: None,
         version: None,
     };
+    let mut given: Vec<String> = Vec::new();
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
         let result = attr.parse_nested_meta(|meta| {
+            if let Some(ident) = meta.path.get_ident() {
+                let key = ident.to_string();
+                if given.contains(&key) {
+                    errors.at(ident, format!("`{key}` is given twice"));
+                } else {
+                    given.push(key);
+                }
+            }
             if meta.path.is_ident("name") {
                 let lit: LitStr = meta.value()?.parse()?;
                 if lit.value().trim().is_empty() {
-                    return Err(syn::Error::new_spanned(&lit, "the event name cannot be empty"));
+                    errors.at(&lit, "the event name cannot be empty");
                 }
                 args.name = Some(lit);
             } else if meta.path.is_ident("aggregate") {
@@ -73,19 +94,24 @@ fn parse_args(input: &DeriveInput, errors: &mut Errors) -> EventArgs {
             } else if meta.path.is_ident("version") {
                 let lit: LitInt = meta.value()?.parse()?;
                 match lit.base10_parse::<u32>() {
-                    Ok(0) | Err(_) => {
-                        return Err(syn::Error::new_spanned(
-                            &lit,
-                            "the event version is a whole number from 1",
-                        ));
-                    }
-                    Ok(_) => {}
+                    Ok(0) | Err(_) => errors.at(&lit, "the event version is a whole number from 1"),
+                    Ok(_) => args.version = Some(lit),
                 }
-                args.version = Some(lit);
             } else {
-                return Err(meta.error(
-                    "unknown `event` argument; expected `name = \"...\"`, `aggregate = \"...\"` or `version = N`",
-                ));
+                let name = meta
+                    .path
+                    .get_ident()
+                    .map_or_else(|| "?".to_owned(), ToString::to_string);
+                errors.at(
+                    &meta.path,
+                    format!(
+                        "unknown `event` argument `{name}`; expected `name = \"...\"`, `aggregate = \"...\"` or `version = N`"
+                    ),
+                );
+                // Skip the value so the remaining arguments are still read.
+                if meta.input.peek(syn::Token![=]) {
+                    meta.value()?.parse::<syn::Expr>()?;
+                }
             }
             Ok(())
         });

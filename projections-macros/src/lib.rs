@@ -20,13 +20,20 @@ pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
 /// reads and removes these attributes before this macro could run.
 #[proc_macro_attribute]
 pub fn handles(_args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    // The call site is the whole `#[handles(..)]` attribute. Resolved at a token the user
+    // wrote, the error is shown there without a note about the macro it comes from.
+    let mut span = proc_macro2::Span::call_site();
+    if let Some(token) = item.clone().into_iter().next() {
+        span = span.resolved_at(token.span());
+    }
     let error = syn::Error::new(
-        proc_macro2::Span::call_site(),
+        span,
         "`#[handles]` only works on a method inside an impl block marked `#[projection]`\n\
          help: add `#[projection]` to the impl block that holds this method",
     );
     let mut out = error.to_compile_error();
-    out.extend(proc_macro2::TokenStream::from(item));
+    out.extend(item);
     out.into()
 }
 

@@ -3,28 +3,83 @@
 //! Every use of a user's type is spanned on that type, so a trait error (not an event, not
 //! injectable, not a handler result) points where the user wrote it.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use proc_macro2::{TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ItemImpl, ReturnType};
 
 use super::model::{Handler, Model, Policy};
 
+/// What goes inside the generated trait impl.
+struct Bodies {
+    name: TokenStream,
+    subscribed: TokenStream,
+    handler_table: TokenStream,
+    /// Local items of `handle`, outside its future.
+    handle_items: TokenStream,
+    /// Evaluates to `Result<(), HandlerError>`.
+    handle: TokenStream,
+    /// Local items of `reset`, outside its future.
+    reset_items: TokenStream,
+    /// Evaluates to `Result<(), HandlerError>`.
+    reset: TokenStream,
+}
+
+/// The trait impl of a valid model: the dispatch table.
 pub fn trait_impl(model: &Model, item: &ItemImpl) -> TokenStream {
-    let self_ty = &item.self_ty;
-    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let name = &model.name;
     let subscribed = subscribed_list(model);
-    let handler_table = handler_table(model);
     let policy = match model.policy {
         Policy::Ignore => quote!(Ignore),
         Policy::Warn => quote!(Warn),
         Policy::Error => quote!(Error),
     };
-    let fallback = quote! {
-        ::projections::UnregisteredEventPolicy::#policy.apply(#name, #subscribed, event)
-    };
     let arms = model.handlers.iter().map(|h| dispatch_arm(h, model.sync));
+    let bodies = Bodies {
+        name: quote!(#name),
+        handler_table: handler_table(model),
+        handle_items: handle_items(model),
+        handle: quote! {
+            #(#arms)*
+            ::projections::UnregisteredEventPolicy::#policy.apply(#name, #subscribed, event)
+        },
+        reset_items: reset_items(model),
+        reset: reset_call(model),
+        subscribed,
+    };
+    emit(model, item, bodies)
+}
+
+/// The trait impl emitted beside our errors: it implements the trait the projection asked for,
+/// so code using the projection elsewhere reports nothing more. It never runs: the crate does
+/// not compile.
+pub fn placeholder_impl(model: &Model, item: &ItemImpl) -> TokenStream {
+    let name = &model.name;
+    let ok = quote!(::core::result::Result::Ok(()));
+    let bodies = Bodies {
+        name: quote!(#name),
+        subscribed: quote!(&[]),
+        handler_table: quote!(&[]),
+        handle_items: TokenStream::new(),
+        handle: quote!(let _ = event; #ok),
+        reset_items: TokenStream::new(),
+        reset: ok,
+    };
+    emit(model, item, bodies)
+}
+
+fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
+    let self_ty = &item.self_ty;
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let Bodies {
+        name,
+        subscribed,
+        handler_table,
+        handle_items,
+        handle,
+        reset_items,
+        reset,
+    } = bodies;
     let common = quote! {
         fn name(&self) -> &str {
             #name
@@ -38,7 +93,6 @@ pub fn trait_impl(model: &Model, item: &ItemImpl) -> TokenStream {
             #handler_table
         }
     };
-    let reset_call = reset_call(model);
 
     if model.sync {
         return quote! {
@@ -49,12 +103,12 @@ pub fn trait_impl(model: &Model, item: &ItemImpl) -> TokenStream {
                     &mut self,
                     event: &::projections::AnyEvent,
                 ) -> ::core::result::Result<(), ::projections::HandlerError> {
-                    #(#arms)*
-                    #fallback
+                    #handle_items
+                    #handle
                 }
 
                 fn reset(&mut self) -> ::core::result::Result<(), ::projections::HandlerError> {
-                    #reset_call
+                    #reset
                 }
             }
         };
@@ -71,14 +125,13 @@ pub fn trait_impl(model: &Model, item: &ItemImpl) -> TokenStream {
                 #common
 
                 fn handle(&mut self, event: &::projections::AnyEvent) -> #future {
-                    async move {
-                        #(#arms)*
-                        #fallback
-                    }
+                    #handle_items
+                    async move { #handle }
                 }
 
                 fn reset(&mut self) -> #future {
-                    async move { #reset_call }
+                    #reset_items
+                    async move { #reset }
                 }
             }
         },
@@ -95,14 +148,13 @@ pub fn trait_impl(model: &Model, item: &ItemImpl) -> TokenStream {
                         conn: &mut Self::Connection,
                         event: &::projections::AnyEvent,
                     ) -> #future {
-                        async move {
-                            #(#arms)*
-                            #fallback
-                        }
+                        #handle_items
+                        async move { #handle }
                     }
 
                     fn reset(&mut self, conn: &mut Self::Connection) -> #future {
-                        async move { #reset_call }
+                        #reset_items
+                        async move { #reset }
                     }
                 }
             }
@@ -142,7 +194,12 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
         connection,
         output,
     } = handler;
-    let downcast = quote_spanned!(event.span()=> event.downcast::<#event>());
+    // `(&&Probe::<E>).downcast(event)` picks the `E: Event` impl when it holds and a no-op
+    // otherwise, so a type that is not an event is reported once, by `event_type_const`,
+    // instead of a second time here with a note pointing into `AnyEvent::downcast`.
+    let downcast = quote_spanned! {event.span()=>
+        (&&__ProjectionsProbe::<#event>(::core::marker::PhantomData)).__projections_downcast(event)
+    };
     let args = match connection {
         Some(_) => quote!(&mut *conn, typed),
         None => quote!(typed),
@@ -150,12 +207,99 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
     let call = if sync {
         quote!(self.#method(#args))
     } else {
-        quote!(self.#method(#args).await)
+        awaited(method, &args)
     };
     let result = into_result(call, output);
     quote! {
         if let ::core::option::Option::Some(typed) = #downcast {
             return #result;
+        }
+    }
+}
+
+/// Calls an async handler and awaits it. Its future is checked for `Send` on its own, spanned
+/// on the method's name, so a handler that holds something like an `Rc` across an `.await` is
+/// reported at that handler rather than at the whole generated future.
+fn awaited(method: &syn::Ident, args: &TokenStream) -> TokenStream {
+    quote_spanned! {method.span()=>
+        handler_future_is_send(self.#method(#args)).await
+    }
+}
+
+/// The function `awaited` calls: it returns a future declared `Send`, so the enclosing
+/// generated future is `Send` and only this check reports a handler that is not.
+fn send_check() -> TokenStream {
+    quote! {
+        #[inline(always)]
+        fn handler_future_is_send<F: ::core::future::Future + ::core::marker::Send>(
+            future: F,
+        ) -> impl ::core::future::Future<Output = F::Output> + ::core::marker::Send {
+            future
+        }
+    }
+}
+
+/// The local items of `handle`: the downcast probe and, for async handlers, `send_check`.
+fn handle_items(model: &Model) -> TokenStream {
+    let mut items = downcast_probe(model);
+    if !model.sync && !model.handlers.is_empty() {
+        items.extend(send_check());
+    }
+    items
+}
+
+/// The local items of `reset`: `send_check` when it awaits a `#[reset]` method.
+fn reset_items(model: &Model) -> TokenStream {
+    if model.sync || model.reset.is_none() {
+        return TokenStream::new();
+    }
+    send_check()
+}
+
+/// The local items behind `dispatch_arm`'s downcast (autoref specialization).
+fn downcast_probe(model: &Model) -> TokenStream {
+    if model.handlers.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        #[allow(dead_code)]
+        struct __ProjectionsProbe<E>(::core::marker::PhantomData<E>);
+
+        #[allow(dead_code)]
+        trait __ProjectionsIsEvent<E> {
+            fn __projections_downcast<'e>(
+                self,
+                event: &'e ::projections::AnyEvent,
+            ) -> ::core::option::Option<&'e ::projections::Envelope<E>>;
+        }
+
+        impl<E: ::projections::Event> __ProjectionsIsEvent<E> for &&__ProjectionsProbe<E> {
+            #[inline]
+            fn __projections_downcast<'e>(
+                self,
+                event: &'e ::projections::AnyEvent,
+            ) -> ::core::option::Option<&'e ::projections::Envelope<E>> {
+                event.downcast::<E>()
+            }
+        }
+
+        #[allow(dead_code)]
+        trait __ProjectionsNotEvent<E> {
+            fn __projections_downcast<'e>(
+                self,
+                event: &'e ::projections::AnyEvent,
+            ) -> ::core::option::Option<&'e ::projections::Envelope<E>>;
+        }
+
+        // Only reached when `E` is not an event, which is already a compile error.
+        impl<E> __ProjectionsNotEvent<E> for &__ProjectionsProbe<E> {
+            #[inline]
+            fn __projections_downcast<'e>(
+                self,
+                _event: &'e ::projections::AnyEvent,
+            ) -> ::core::option::Option<&'e ::projections::Envelope<E>> {
+                ::core::option::Option::None
+            }
         }
     }
 }
@@ -172,18 +316,34 @@ fn reset_call(model: &Model) -> TokenStream {
     let call = if model.sync {
         quote!(self.#method(#args))
     } else {
-        quote!(self.#method(#args).await)
+        awaited(method, &args)
     };
     into_result(call, &reset.output)
 }
 
-/// Converts a handler's return value, reporting an unsupported type at the return type.
+/// Converts a handler's return value. The conversion names the return type as written, so an
+/// unsupported type is reported once, on that type.
 fn into_result(call: TokenStream, output: &ReturnType) -> TokenStream {
-    let span = match output {
-        ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => proc_macro2::Span::call_site(),
-    };
-    quote_spanned! {span=>
-        ::projections::__private::IntoHandlerResult::into_handler_result(#call)
+    match output {
+        ReturnType::Type(_, ty) if !mentions_impl(ty.to_token_stream()) => {
+            quote_spanned! {ty.span()=>
+                <#ty as ::projections::__private::IntoHandlerResult>::into_handler_result(#call)
+            }
+        }
+        ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+            ::projections::__private::IntoHandlerResult::into_handler_result(#call)
+        },
+        ReturnType::Default => quote! {
+            ::projections::__private::IntoHandlerResult::into_handler_result(#call)
+        },
     }
+}
+
+/// Whether a type contains `impl Trait`, which cannot be named in a qualified path.
+fn mentions_impl(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == "impl",
+        TokenTree::Group(group) => mentions_impl(group.stream()),
+        _ => false,
+    })
 }

@@ -28,7 +28,7 @@ pub struct MarkedMethod {
 pub enum Role {
     /// `#[handles(E)]`.
     Handles {
-        event: Type,
+        event: Box<Type>,
     },
     Reset,
 }

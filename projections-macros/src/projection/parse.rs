@@ -14,7 +14,16 @@ const ARGS_HELP: &str =
 
 pub fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
     let mut args = Args::default();
+    let mut given: Vec<String> = Vec::new();
     let parser = syn::meta::parser(|meta| {
+        if let Some(ident) = meta.path.get_ident() {
+            let key = ident.to_string();
+            if given.contains(&key) {
+                errors.at(ident, format!("`{key}` is given twice"));
+            } else {
+                given.push(key);
+            }
+        }
         if meta.path.is_ident("name") {
             let lit: LitStr = meta.value()?.parse()?;
             if lit.value().trim().is_empty() {
@@ -45,6 +54,10 @@ pub fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
                 }
             };
         } else if meta.path.is_ident("sync") {
+            if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+                errors.at(&meta.path, "`sync` takes no value: `#[projection(sync)]`");
+                skip_value(&meta)?;
+            }
             args.sync = true;
         } else {
             let name = meta
@@ -55,10 +68,7 @@ pub fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
                 &meta.path,
                 format!("unknown `projection` argument `{name}`; {ARGS_HELP}"),
             );
-            // Skip the value so the remaining arguments are still read.
-            if meta.input.peek(Token![=]) {
-                meta.value()?.parse::<syn::Expr>()?;
-            }
+            skip_value(&meta)?;
         }
         Ok(())
     });
@@ -66,6 +76,19 @@ pub fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
         errors.push(error);
     }
     args
+}
+
+/// Skips the value of an argument already reported, `= expr` or `(...)`, so the remaining
+/// arguments are still read.
+fn skip_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(Token![=]) {
+        meta.value()?.parse::<syn::Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in meta.input);
+        content.parse::<TokenStream>()?;
+    }
+    Ok(())
 }
 
 pub fn impl_block(tokens: TokenStream, errors: &mut Errors) -> Option<ItemImpl> {
@@ -128,6 +151,7 @@ pub fn take_marked_methods(block: &mut ItemImpl, errors: &mut Errors) -> Vec<Mar
         method.attrs = kept;
 
         let mut role = None;
+        let mut conflicting = false;
         for attr in helpers {
             let this = if attr.path().is_ident("reset") {
                 if !matches!(attr.meta, Meta::Path(_)) {
@@ -135,18 +159,24 @@ pub fn take_marked_methods(block: &mut ItemImpl, errors: &mut Errors) -> Vec<Mar
                 }
                 Some(Role::Reset)
             } else {
-                handles_event(&attr, errors).map(|event| Role::Handles { event })
+                handles_event(&attr, errors).map(|event| Role::Handles {
+                    event: Box::new(event),
+                })
             };
             match (&role, this) {
                 (_, None) => {}
                 (None, Some(this)) => role = Some(this),
-                (Some(_), Some(_)) => errors.at(
-                    &attr,
-                    "a method has one role: it handles one event type, or resets the read model",
-                ),
+                (Some(_), Some(_)) => {
+                    errors.at(
+                        &attr,
+                        "a method has one role: it handles one event type, or resets the read model",
+                    );
+                    conflicting = true;
+                }
             }
         }
-        if let Some(role) = role {
+        // A method with conflicting roles is reported once, above, and not checked further.
+        if let Some(role) = role.filter(|_| !conflicting) {
             marked.push(MarkedMethod {
                 sig: method.sig.clone(),
                 role,
@@ -160,6 +190,7 @@ fn strip_from_other(item: &mut ImplItem, errors: &mut Errors) {
     let attrs = match item {
         ImplItem::Const(c) => &mut c.attrs,
         ImplItem::Type(t) => &mut t.attrs,
+        ImplItem::Macro(m) => &mut m.attrs,
         _ => return,
     };
     attrs.retain(|a| {
@@ -173,11 +204,11 @@ fn strip_from_other(item: &mut ImplItem, errors: &mut Errors) {
 
 /// The single type of `#[handles(Type)]`.
 fn handles_event(attr: &Attribute, errors: &mut Errors) -> Option<Type> {
-    const USAGE: &str = "name the event type this method handles: `#[handles(OrderCreated)]`";
+    const NEEDS_TYPE: &str = "`#[handles]` needs the event type this method handles, for example `#[handles(OrderCreated)]`";
     let list = match &attr.meta {
         Meta::List(list) => list,
         _ => {
-            errors.at(attr, format!("`#[handles]` needs an event type; {USAGE}"));
+            errors.at(attr, NEEDS_TYPE);
             return None;
         }
     };
@@ -190,7 +221,7 @@ fn handles_event(attr: &Attribute, errors: &mut Errors) -> Option<Type> {
     };
     let mut types = types.into_iter();
     let Some(first) = types.next() else {
-        errors.at(attr, format!("`#[handles]` needs an event type; {USAGE}"));
+        errors.at(attr, NEEDS_TYPE);
         return None;
     };
     let extra: Vec<Type> = types.collect();

@@ -10,6 +10,9 @@ use syn::{FnArg, GenericArgument, ItemImpl, PathArguments, Signature, Type};
 use super::model::{Args, Handler, MarkedMethod, Model, Reset, Role};
 use crate::errors::Errors;
 
+const SYNC_NO_CONNECTION: &str =
+    "a synchronous projection cannot take a connection; remove `sync` to make the projection async";
+
 pub fn model(
     args: Args,
     methods: Vec<MarkedMethod>,
@@ -18,7 +21,16 @@ pub fn model(
 ) -> Option<Model> {
     let name = match &args.name {
         Some(lit) => lit.value(),
-        None => type_name(&item.self_ty)?,
+        None => {
+            let Some(name) = type_name(&item.self_ty) else {
+                errors.at(
+                    &item.self_ty,
+                    "cannot name this projection after its type; name it with `#[projection(name = \"...\")]`",
+                );
+                return None;
+            };
+            name
+        }
     };
     let mut handlers: Vec<Handler> = Vec::new();
     let mut reset: Option<Reset> = None;
@@ -36,17 +48,15 @@ pub fn model(
         let params = Params::of(sig, errors);
         match method.role {
             Role::Handles { event } => {
-                let Some((connection, event_param)) = params.handler(sig, errors) else {
+                let event = *event;
+                let Some((connection, event_param)) = params.handler(sig, &event, errors) else {
                     continue;
                 };
                 check_event_param(event_param, &event, errors);
-                if args.sync {
-                    if let Some(conn) = &connection {
-                        errors.at(
-                            conn,
-                            "a synchronous projection cannot take a connection; remove `sync` to make the projection async",
-                        );
-                    }
+                if args.sync
+                    && let Some(conn) = &connection
+                {
+                    errors.at(conn, SYNC_NO_CONNECTION);
                 }
                 let key = tokens_text(&event);
                 if let Some(first) = seen.get(&key) {
@@ -62,7 +72,7 @@ pub fn model(
                 handlers.push(Handler {
                     method: sig.ident.clone(),
                     event,
-                    connection: connection.map(|c| c.clone()),
+                    connection: connection.cloned(),
                     output: sig.output.clone(),
                 });
             }
@@ -71,11 +81,10 @@ pub fn model(
                 if reset.is_some() {
                     errors.at(&sig.ident, "only one method may be marked `#[reset]`");
                 }
-                if args.sync && connection.is_some() {
-                    errors.at(
-                        &sig.inputs,
-                        "a synchronous projection cannot take a connection",
-                    );
+                if args.sync
+                    && let Some(conn) = connection
+                {
+                    errors.at(conn, SYNC_NO_CONNECTION);
                 }
                 reset = Some(Reset {
                     method: sig.ident.clone(),
@@ -86,6 +95,8 @@ pub fn model(
         }
     }
 
+    check_one_connection_type(&handlers, reset.as_ref(), errors);
+
     Some(Model {
         name,
         policy: args.policy,
@@ -93,6 +104,38 @@ pub fn model(
         handlers,
         reset,
     })
+}
+
+/// The runner holds one connection per batch, so every method that takes one takes the same
+/// type. Compared by final name: `PgConnection` and `sqlx::PgConnection` are one type, and an
+/// alias under another name is left to the compiler.
+fn check_one_connection_type(handlers: &[Handler], reset: Option<&Reset>, errors: &mut Errors) {
+    let methods = handlers
+        .iter()
+        .map(|h| (&h.method, h.connection.as_ref()))
+        .chain(reset.map(|r| (&r.method, r.connection.as_ref())));
+    let mut first: Option<(&syn::Ident, &Type)> = None;
+    for (method, connection) in methods {
+        let Some(connection) = connection else {
+            continue;
+        };
+        match first {
+            None => first = Some((method, connection)),
+            Some((first_method, first_connection)) => {
+                let key = |ty: &Type| last_ident(ty).unwrap_or_else(|| tokens_text(ty));
+                if key(connection) != key(first_connection) {
+                    errors.at(
+                        connection,
+                        format!(
+                            "`{method}` takes `&mut {}` but `{first_method}` takes `&mut {}`: the handlers of a projection share one connection type",
+                            tokens_text(connection),
+                            tokens_text(first_connection)
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn type_name(ty: &Type) -> Option<String> {
@@ -160,6 +203,7 @@ impl<'a> Params<'a> {
     fn handler(
         &self,
         sig: &'a Signature,
+        event: &Type,
         errors: &mut Errors,
     ) -> Option<(Option<&'a Type>, &'a Type)> {
         match self.typed.as_slice() {
@@ -167,8 +211,9 @@ impl<'a> Params<'a> {
                 errors.at(
                     &sig.ident,
                     format!(
-                        "`{}` takes no event; a handler takes `(&mut self, event: &Envelope<E>)` or `(&mut self, conn: &mut C, event: &Envelope<E>)`",
-                        sig.ident
+                        "`{}` takes no event parameter; add `event: &Envelope<{}>` after `&mut self`",
+                        sig.ident,
+                        tokens_text(event)
                     ),
                 );
                 None
@@ -221,7 +266,10 @@ fn check_event_param(param: &Type, event: &Type, errors: &mut Errors) {
     let Some(inner) = envelope_argument(param) else {
         errors.at(
             param,
-            format!("the event parameter of a handler is a shared reference to an envelope: `&Envelope<{expected}>`"),
+            format!(
+                "the event parameter of a handler is `&Envelope<{expected}>` (the event with its metadata), not `{}`",
+                tokens_text(param)
+            ),
         );
         return;
     };
