@@ -192,11 +192,15 @@ impl DLQRepository for InMemoryDLQRepository {
     }
 
     fn delete_resolved(&self, older_than_days: u32) -> BoxFuture<'_, Result<u64, StorageError>> {
-        let cutoff = Utc::now() - chrono::Duration::days(i64::from(older_than_days));
+        // A cutoff before the earliest representable time leaves nothing old enough to delete.
+        let cutoff = chrono::TimeDelta::try_days(i64::from(older_than_days))
+            .and_then(|age| Utc::now().checked_sub_signed(age));
         let mut state = lock(&self.state);
         let before = state.entries.len();
         state.entries.retain(|_, e| {
-            !(e.status == DLQStatus::Resolved && e.resolved_at.is_some_and(|at| at < cutoff))
+            let old_enough =
+                cutoff.is_some_and(|cutoff| e.resolved_at.is_some_and(|at| at < cutoff));
+            !(e.status == DLQStatus::Resolved && old_enough)
         });
         let deleted = (before - state.entries.len()) as u64;
         Box::pin(std::future::ready(Ok(deleted)))
