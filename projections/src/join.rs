@@ -25,13 +25,13 @@ pub(crate) async fn join_all<'a, T>(
             running += 1;
         }
         for index in 0..started {
-            if let Some(future) = slots[index].as_mut() {
-                if let Poll::Ready(output) = future.as_mut().poll(cx) {
-                    outputs[index] = Some(output);
-                    slots[index] = None;
-                    running -= 1;
-                    done += 1;
-                }
+            if let Some(future) = slots[index].as_mut()
+                && let Poll::Ready(output) = future.as_mut().poll(cx)
+            {
+                outputs[index] = Some(output);
+                slots[index] = None;
+                running -= 1;
+                done += 1;
             }
         }
         // Start more as soon as some finished, without waiting for another wake-up.

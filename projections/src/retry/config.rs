@@ -91,8 +91,10 @@ impl RetryConfig {
                 max: max_delay,
             });
         }
-        // `!(x > 1.0)` also rejects NaN.
-        if !(exponential_base > 1.0) || !exponential_base.is_finite() {
+        // Written so that NaN is rejected too.
+        if exponential_base.partial_cmp(&1.0) != Some(std::cmp::Ordering::Greater)
+            || !exponential_base.is_finite()
+        {
             return Err(RetryConfigError::BaseNotAboveOne(exponential_base));
         }
         if !(0.0..=1.0).contains(&jitter) {

@@ -70,6 +70,9 @@ impl RetryPolicy for NoRetryPolicy {
     }
 }
 
+/// Whether an error's chain holds a given error type.
+type ErrorKindTest = fn(&HandlerError) -> bool;
+
 type ErrorPredicate = Arc<dyn Fn(&HandlerError) -> bool + Send + Sync>;
 
 /// Retries only the errors it accepts, as its base policy says; every other error goes straight
@@ -92,7 +95,7 @@ type ErrorPredicate = Arc<dyn Fn(&HandlerError) -> bool + Send + Sync>;
 #[derive(Clone)]
 pub struct FilteredRetryPolicy<P> {
     base: P,
-    kinds: Vec<(&'static str, fn(&HandlerError) -> bool)>,
+    kinds: Vec<(&'static str, ErrorKindTest)>,
     predicates: Vec<ErrorPredicate>,
 }
 

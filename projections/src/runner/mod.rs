@@ -41,13 +41,23 @@ pub enum FailurePolicy {
 #[derive(Debug, Default)]
 struct Pending {
     position: Option<u64>,
-    event: Option<(Uuid, String)>,
+    event_id: Option<Uuid>,
+    /// The type of the event at `position`; kept as a reused buffer.
+    event_type: String,
     applied: u64,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
         self.position.is_none() && self.applied == 0
+    }
+
+    /// Forgets what was written, keeping the buffer.
+    fn clear(&mut self) {
+        self.position = None;
+        self.event_id = None;
+        self.event_type.clear();
+        self.applied = 0;
     }
 }
 
@@ -291,12 +301,15 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     fn advance(&mut self, position: Option<u64>, event_id: Uuid, event_type: &str, applied: bool) {
-        if let Some(position) = position {
-            if self.position.is_none_or(|p| position > p) {
-                self.position = Some(position);
-                self.pending.position = Some(position);
-                self.pending.event = Some((event_id, event_type.to_owned()));
-            }
+        if let Some(position) = position
+            && self.position.is_none_or(|p| position > p)
+        {
+            self.position = Some(position);
+            self.pending.position = Some(position);
+            self.pending.event_id = Some(event_id);
+            // Reuses the buffer: no allocation per event.
+            self.pending.event_type.clear();
+            self.pending.event_type.push_str(event_type);
         }
         if applied {
             self.pending.applied += 1;
@@ -309,12 +322,12 @@ impl<P: Projection> ProjectionRunner<P> {
         }
         let position = self.pending.position.or(self.position).unwrap_or(0);
         let mut update = CheckpointUpdate::new(position).with_events_applied(self.pending.applied);
-        if let Some((event_id, event_type)) = &self.pending.event {
-            update = update.with_event(*event_id, event_type.clone());
+        if let Some(event_id) = self.pending.event_id {
+            update = update.with_event(event_id, self.pending.event_type.clone());
         }
         match self.checkpoints.update_checkpoint(&self.name, update).await {
             Ok(()) => {
-                self.pending = Pending::default();
+                self.pending.clear();
                 Ok(())
             }
             Err(source) => Err(RunnerError::Checkpoint {
@@ -461,7 +474,7 @@ impl<P: Projection> ProjectionRunner<P> {
             .map_err(|e| self.storage_error(e))?;
         self.position = None;
         self.loaded = true;
-        self.pending = Pending::default();
+        self.pending.clear();
         self.stopped = None;
         self.projection
             .reset()

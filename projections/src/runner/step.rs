@@ -31,10 +31,10 @@ pub(crate) fn classify<'a, T: BatchItem>(
         Ok(event) => (event.position(), event.event_type()),
         Err(raw) => (Some(raw.position), raw.event_type.as_str()),
     };
-    if let (Some(position), Some(checkpoint)) = (position, checkpoint) {
-        if position <= checkpoint {
-            return Step::Skip;
-        }
+    if let (Some(position), Some(checkpoint)) = (position, checkpoint)
+        && position <= checkpoint
+    {
+        return Step::Skip;
     }
     let is_subscribed = subscribed.contains(&event_type);
     match item.decoded() {

@@ -50,19 +50,23 @@ pub struct TransactionalRunner<P, U> {
 #[derive(Default)]
 struct Progress {
     position: Option<u64>,
-    event: Option<(Uuid, String)>,
+    event_id: Option<Uuid>,
+    /// The type of the event at `position`; a buffer reused from event to event.
+    event_type: String,
     applied: u64,
     moved: bool,
 }
 
 impl Progress {
     fn advance(&mut self, position: Option<u64>, event_id: Uuid, event_type: &str, applied: bool) {
-        if let Some(position) = position {
-            if self.position.is_none_or(|p| position > p) {
-                self.position = Some(position);
-                self.event = Some((event_id, event_type.to_owned()));
-                self.moved = true;
-            }
+        if let Some(position) = position
+            && self.position.is_none_or(|p| position > p)
+        {
+            self.position = Some(position);
+            self.event_id = Some(event_id);
+            self.event_type.clear();
+            self.event_type.push_str(event_type);
+            self.moved = true;
         }
         if applied {
             self.applied += 1;
@@ -76,8 +80,8 @@ impl Progress {
         }
         let mut update =
             CheckpointUpdate::new(self.position.unwrap_or(0)).with_events_applied(self.applied);
-        if let Some((id, event_type)) = &self.event {
-            update = update.with_event(*id, event_type.clone());
+        if let Some(id) = self.event_id {
+            update = update.with_event(id, self.event_type.clone());
         }
         Some(update)
     }
@@ -480,12 +484,12 @@ where
             .lock_checkpoint(&mut tx, &self.name)
             .await
             .map_err(|e| self.storage(e))?;
-        if let (Some(position), Some(checkpoint)) = (event.position(), checkpoint) {
-            if position <= checkpoint {
-                // Another runner got there first.
-                self.unit.rollback(tx).await.map_err(|e| self.storage(e))?;
-                return Ok(None);
-            }
+        if let (Some(position), Some(checkpoint)) = (event.position(), checkpoint)
+            && position <= checkpoint
+        {
+            // Another runner got there first.
+            self.unit.rollback(tx).await.map_err(|e| self.storage(e))?;
+            return Ok(None);
         }
         if let Err(error) = self.apply(&mut tx, event, attempt).await {
             self.unit.rollback(tx).await.map_err(|e| self.storage(e))?;
