@@ -1,6 +1,8 @@
 //! Generated dispatch: routing, the subscribed-to list, the handler table and the
 //! unregistered-event policies.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 use std::sync::{Arc, Mutex};
 
 use projections::{

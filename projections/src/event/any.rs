@@ -54,16 +54,26 @@ impl<E: Event> ErasedEnvelope for Envelope<E> {
 /// ```
 #[derive(Clone)]
 pub struct AnyEvent {
-    // Cached so that dispatch compares an inline value instead of calling through the vtable.
+    // Cached beside the shared envelope so that the hot path (routing, skipping, checkpoint)
+    // reads inline values instead of calling through the vtable.
     type_id: TypeId,
+    event_type: &'static str,
+    position: Option<u64>,
+    event_id: Uuid,
     inner: Arc<dyn ErasedEnvelope>,
 }
 
 impl AnyEvent {
     /// Erases the type of `envelope`.
+    ///
+    /// Routing is by the payload's type: [`AnyEvent::event_type`] is `E::EVENT_TYPE`, whatever
+    /// string the metadata carries.
     pub fn new<E: Event>(envelope: Envelope<E>) -> Self {
         Self {
             type_id: TypeId::of::<Envelope<E>>(),
+            event_type: E::EVENT_TYPE,
+            position: envelope.metadata.position,
+            event_id: envelope.metadata.event_id,
             inner: Arc::new(envelope),
         }
     }
@@ -91,22 +101,22 @@ impl AnyEvent {
         self.inner.metadata()
     }
 
-    /// The event's wire name.
+    /// The wire name of the payload's type.
     #[inline]
-    pub fn event_type(&self) -> &str {
-        &self.metadata().event_type
+    pub fn event_type(&self) -> &'static str {
+        self.event_type
     }
 
     /// The event's id.
     #[inline]
     pub fn event_id(&self) -> Uuid {
-        self.metadata().event_id
+        self.event_id
     }
 
     /// The global position, once stored.
     #[inline]
     pub fn position(&self) -> Option<u64> {
-        self.metadata().position
+        self.position
     }
 
     /// The Rust type name of the payload, for diagnostics.
@@ -140,6 +150,9 @@ impl AnyEvent {
                 self.inner = copy;
             }
         }
+        let metadata = self.inner.metadata();
+        self.position = metadata.position;
+        self.event_id = metadata.event_id;
         self
     }
 }

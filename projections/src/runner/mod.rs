@@ -241,7 +241,29 @@ impl<P: Projection> ProjectionRunner<P> {
         }
         let mut outcome = BatchOutcome::default();
         for item in events {
-            match self.handle_one(item).await {
+            let step = classify(item, self.position, self.projection.subscribed_to());
+            // The common steps are handled here, without entering the (large) future of the
+            // retry and tracing machinery until a handler fails.
+            let result = match step {
+                Step::Skip => Ok(EventOutcome::Skipped),
+                Step::PassOver {
+                    position,
+                    event_id,
+                    event_type,
+                } => {
+                    self.advance(position, event_id, event_type, false);
+                    Ok(EventOutcome::NotSubscribed)
+                }
+                Step::Apply(event) if !self.tracing => match self.projection.handle(event).await {
+                    Ok(()) => {
+                        self.advance(event.position(), event.event_id(), event.event_type(), true);
+                        Ok(EventOutcome::Applied)
+                    }
+                    Err(error) => self.after_failure(event, error).await,
+                },
+                step => self.handle_step(step).await,
+            };
+            match result {
                 Ok(event_outcome) => outcome.record(event_outcome),
                 Err(error) => {
                     // Keep what was done before the failure; report the failure itself.
@@ -257,8 +279,8 @@ impl<P: Projection> ProjectionRunner<P> {
         Ok(outcome)
     }
 
-    async fn handle_one<T: BatchItem>(&mut self, item: &T) -> Result<EventOutcome, RunnerError> {
-        match classify(item, self.position, self.projection.subscribed_to()) {
+    async fn handle_step(&mut self, step: Step<'_>) -> Result<EventOutcome, RunnerError> {
+        match step {
             Step::Skip => Ok(EventOutcome::Skipped),
             Step::PassOver {
                 position,
@@ -285,19 +307,42 @@ impl<P: Projection> ProjectionRunner<P> {
                     self.advance(event.position(), event.event_id(), event.event_type(), true);
                     Ok(EventOutcome::Applied)
                 }
-                Err((error, attempts)) => {
-                    self.give_up(
-                        event.position(),
-                        event.event_id(),
-                        event.event_type(),
-                        event_data(event),
-                        error,
-                        attempts,
-                    )
-                    .await
-                }
+                Err((error, attempts)) => self.give_up_on(event, error, attempts).await,
             },
         }
+    }
+
+    /// The first attempt at `event` failed with `error` (tracing off): retries, then the
+    /// failure policy.
+    async fn after_failure(
+        &mut self,
+        event: &AnyEvent,
+        error: HandlerError,
+    ) -> Result<EventOutcome, RunnerError> {
+        match self.retry_after(event, error, None).await {
+            Ok(_) => {
+                self.advance(event.position(), event.event_id(), event.event_type(), true);
+                Ok(EventOutcome::Applied)
+            }
+            Err((error, attempts)) => self.give_up_on(event, error, attempts).await,
+        }
+    }
+
+    async fn give_up_on(
+        &mut self,
+        event: &AnyEvent,
+        error: HandlerError,
+        attempts: u32,
+    ) -> Result<EventOutcome, RunnerError> {
+        self.give_up(
+            event.position(),
+            event.event_id(),
+            event.event_type(),
+            event_data(event),
+            error,
+            attempts,
+        )
+        .await
     }
 
     fn advance(&mut self, position: Option<u64>, event_id: Uuid, event_type: &str, applied: bool) {
@@ -342,7 +387,10 @@ impl<P: Projection> ProjectionRunner<P> {
     /// number of attempts made.
     async fn apply_with_retry(&mut self, event: &AnyEvent) -> Result<(), (HandlerError, u32)> {
         if !self.tracing {
-            return self.attempts(event, None).await;
+            return match self.projection.handle(event).await {
+                Ok(()) => Ok(()),
+                Err(error) => self.retry_after(event, error, None).await.map(|_| ()),
+            };
         }
         let span = tracing::info_span!(
             "projection.handle",
@@ -353,46 +401,38 @@ impl<P: Projection> ProjectionRunner<P> {
             attempts = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let result = self
-            .attempts(event, Some(&span))
-            .instrument(span.clone())
-            .await;
-        let (attempts, outcome) = match &result {
-            Ok(()) => (None, "applied"),
-            Err((_, attempts)) => (Some(*attempts), "failed"),
+        let traced = async {
+            let handler = tracing::debug_span!("projection.handler", attempt = 1);
+            match self.projection.handle(event).instrument(handler).await {
+                Ok(()) => Ok(1),
+                Err(error) => self.retry_after(event, error, Some(&span)).await,
+            }
         };
-        if let Some(attempts) = attempts {
-            span.record("attempts", attempts);
+        let result = traced.instrument(span.clone()).await;
+        match &result {
+            Ok(attempts) => {
+                span.record("attempts", attempts);
+                span.record("outcome", "applied");
+            }
+            Err((_, attempts)) => {
+                span.record("attempts", attempts);
+                span.record("outcome", "failed");
+            }
         }
-        span.record("outcome", outcome);
-        result
+        result.map(|_| ())
     }
 
-    /// The attempts themselves; `span` is the event's span, when tracing.
-    async fn attempts(
+    /// Attempt 1 failed with `error`: retries as the policy says. Returns the number of
+    /// attempts on success, the last error and the attempts on failure.
+    async fn retry_after(
         &mut self,
         event: &AnyEvent,
+        mut error: HandlerError,
         span: Option<&tracing::Span>,
-    ) -> Result<(), (HandlerError, u32)> {
+    ) -> Result<u32, (HandlerError, u32)> {
         let max_retries = self.retry.max_retries();
         let mut attempt: u32 = 0;
         loop {
-            let result = match span {
-                Some(_) => {
-                    let handler = tracing::debug_span!("projection.handler", attempt = attempt + 1);
-                    self.projection.handle(event).instrument(handler).await
-                }
-                None => self.projection.handle(event).await,
-            };
-            let error = match result {
-                Ok(()) => {
-                    if let Some(span) = span {
-                        span.record("attempts", attempt + 1);
-                    }
-                    return Ok(());
-                }
-                Err(error) => error,
-            };
             tracing::warn!(
                 projection = %self.name,
                 event_type = event.event_type(),
@@ -408,6 +448,17 @@ impl<P: Projection> ProjectionRunner<P> {
             }
             tokio::time::sleep(self.retry.backoff(attempt)).await;
             attempt += 1;
+            let result = match span {
+                Some(_) => {
+                    let handler = tracing::debug_span!("projection.handler", attempt = attempt + 1);
+                    self.projection.handle(event).instrument(handler).await
+                }
+                None => self.projection.handle(event).await,
+            };
+            match result {
+                Ok(()) => return Ok(attempt + 1),
+                Err(next) => error = next,
+            }
         }
     }
 

@@ -36,7 +36,7 @@ pub(crate) fn classify<'a, T: BatchItem>(
     {
         return Step::Skip;
     }
-    let is_subscribed = subscribed.contains(&event_type);
+    let is_subscribed = is_listed(subscribed, event_type);
     match item.decoded() {
         Ok(event) if is_subscribed => Step::Apply(event),
         Ok(event) => Step::PassOver {
@@ -55,6 +55,14 @@ pub(crate) fn classify<'a, T: BatchItem>(
         }
         Err(raw) => Step::Undecodable(raw),
     }
+}
+
+/// Whether `event_type` is in `list`. Wire names usually come from the same constant, so the
+/// pointer is compared before the text.
+#[inline]
+pub(crate) fn is_listed(list: &[&'static str], event_type: &str) -> bool {
+    list.iter()
+        .any(|listed| std::ptr::eq(*listed, event_type) || *listed == event_type)
 }
 
 /// A stored event's payload does not decode.

@@ -160,7 +160,11 @@ impl Backlog {
     }
 }
 
-/// An append-only log of events with gap-free global positions from 1.
+/// An append-only log of events with increasing global positions.
+///
+/// Positions start at 1 and only grow. The in-memory store has no gaps; a database store may
+/// have gaps where an append rolled back, but a reader never passes a position that an
+/// unfinished append could still fill.
 pub trait EventStore: Send + Sync {
     /// Appends `events` to `aggregate_id` if its version is as `expected`, all or nothing.
     /// The store assigns positions and aggregate versions.
