@@ -1,0 +1,1122 @@
+//! The PostgreSQL backend against a real server (`DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`): the gap-safe read horizon, concurrent writers,
+//! undecodable rows, migrations, the in-transaction helpers, and the storage conformance suite.
+//!
+//! Run with `cargo test -p projections-tests --features postgres --test postgres`. Every test
+//! fails, rather than skips, when the server cannot be reached.
+//!
+//! Isolation: the database is shared with other tests running at the same time, so nothing
+//! here truncates a shared table. Each test works in a schema of its own
+//! (`projections_test_<unix seconds>_<random>`), created by `migrate_schema` and dropped when
+//! the test passes; the conformance suite shares one such schema per test binary. Schemas of
+//! this kind older than six hours (left by failed tests and by the conformance schema, which no
+//! test can drop after the last check) are dropped at start.
+//! `default_schema_migrations_*` is the only test that touches the `search_path` (`public`):
+//! it applies the crate's migrations there, as an application would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod conformance;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use projections::checkpoint::CheckpointUpdate;
+use projections::dlq::{DLQFilter, FailedEvent};
+use projections::postgres::{
+    self, MIGRATIONS_TABLE, PostgreSQLCheckpointRepository, PostgreSQLDLQRepository,
+    PostgresEventStore, Schema,
+};
+use projections::store::AppendError;
+use projections::{
+    AnyEvent, CheckpointRepository, DLQRepository, DLQStatus, DecodeError, Envelope, EventStore,
+    ExpectedVersion, StorageError, StoredEvent,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+const SCHEMA_PREFIX: &str = "projections_test_";
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A pool on the test server; panics (fails the test) when the server cannot be reached.
+async fn connect(max_connections: u32) -> PgPool {
+    let url = database_url();
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach PostgreSQL at {url}: {e}. These tests need a running server; \
+                 set DATABASE_URL"
+            )
+        })
+}
+
+/// A fresh schema, migrated, for one test.
+struct TestSchema {
+    pool: PgPool,
+    schema: Schema,
+    name: String,
+}
+
+impl TestSchema {
+    async fn new(max_connections: u32) -> Self {
+        let pool = connect(max_connections).await;
+        drop_stale_schemas(&pool).await;
+        let name = fresh_schema_name();
+        let schema = Schema::named(&name).unwrap();
+        postgres::migrate_schema(&pool, &schema).await.unwrap();
+        Self { pool, schema, name }
+    }
+
+    fn store(&self) -> PostgresEventStore {
+        PostgresEventStore::with_schema(self.pool.clone(), self.schema.clone())
+    }
+
+    fn table(&self, table: &str) -> String {
+        format!("\"{}\".{table}", self.name)
+    }
+
+    /// Drops the schema; called at the end of a test that passed.
+    async fn drop(self) {
+        sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", self.name))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        self.pool.close().await;
+    }
+}
+
+fn fresh_schema_name() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let random = &Uuid::new_v4().simple().to_string()[..12];
+    format!("{SCHEMA_PREFIX}{seconds}_{random}")
+}
+
+/// Drops the test schemas of runs more than six hours old (a failed test leaves its schema, and
+/// so does every run's conformance schema).
+async fn drop_stale_schemas(pool: &PgPool) {
+    static ONCE: OnceCell<()> = OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1")
+                .bind(format!("{SCHEMA_PREFIX}%"))
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        for name in names {
+            let created = name
+                .strip_prefix(SCHEMA_PREFIX)
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|seconds| seconds.parse::<u64>().ok());
+            if created.is_some_and(|created| created + 6 * 3600 < now)
+                && Schema::named(&name).is_ok()
+            {
+                let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                    .execute(pool)
+                    .await;
+            }
+        }
+    })
+    .await;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
+#[event(name = "pg_tests.deposited", aggregate = "PgAccount")]
+struct Deposited {
+    amount: i64,
+}
+
+fn deposit(aggregate: Uuid, amount: i64) -> AnyEvent {
+    AnyEvent::new(Envelope::new(aggregate, Deposited { amount }))
+}
+
+fn deposits(aggregate: Uuid, count: usize) -> Vec<AnyEvent> {
+    (0..count).map(|n| deposit(aggregate, n as i64)).collect()
+}
+
+fn positions(events: &[StoredEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.position().unwrap()).collect()
+}
+
+fn event_ids(events: &[StoredEvent]) -> Vec<Uuid> {
+    events
+        .iter()
+        .map(|e| e.event().unwrap().event_id())
+        .collect()
+}
+
+/// Waits until the head reaches `position`.
+async fn wait_head(store: &PostgresEventStore, position: u64) -> u64 {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let head = store.head_position().await.unwrap();
+            if head >= position {
+                return head;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("position {position} did not become readable"))
+}
+
+/// Inserts one event row by hand, as a writer other than the store would, at `position` (or
+/// at the next position of the counter when `None`), on `conn` and in its transaction.
+async fn insert_row(
+    conn: &mut sqlx::PgConnection,
+    schema: &TestSchema,
+    position: Option<i64>,
+    event_type: &str,
+    payload: &str,
+    metadata: &str,
+    event_version: i32,
+) -> (i64, Uuid) {
+    let event_id = Uuid::new_v4();
+    let position: i64 = sqlx::query_scalar(&format!(
+        "WITH next AS (
+             UPDATE {positions} SET position = position + 1
+             WHERE $1::bigint IS NULL RETURNING position
+         )
+         INSERT INTO {events} (
+             position, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
+             event_version, payload, metadata, correlation_id, occurred_at
+         )
+         SELECT coalesce($1::bigint, (SELECT position FROM next)), $2, $3, 'PgAccount', 1, $4,
+                $5, $6::jsonb, $7::jsonb, $8, now()
+         RETURNING position",
+        positions = schema.table("projection_positions"),
+        events = schema.table("projection_events"),
+    ))
+    .bind(position)
+    .bind(event_id)
+    .bind(Uuid::new_v4())
+    .bind(event_type)
+    .bind(event_version)
+    .bind(payload)
+    .bind(metadata)
+    .bind(Uuid::new_v4())
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    (position, event_id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) The read horizon: out-of-order commits
+// ---------------------------------------------------------------------------------------------
+
+/// Writer A takes a position and inserts its event but does not commit; writer B appends
+/// after it and commits. Until A commits, a reader sees neither and the head stays before
+/// both; then it sees both, in position order.
+#[tokio::test]
+async fn reader_never_passes_a_transaction_in_flight() {
+    let t = TestSchema::new(6).await;
+    let store = t.store();
+    let earlier = Uuid::new_v4();
+    let before = store
+        .append(earlier, ExpectedVersion::NoStream, deposits(earlier, 2))
+        .await
+        .unwrap();
+    let head_before = wait_head(&store, before.last_position).await;
+    assert_eq!(head_before, before.last_position);
+
+    // Writer A: a position of its own (committed), then its event, in a transaction left open.
+    let mut conn_a = t.pool.acquire().await.unwrap();
+    let reserved: i64 = sqlx::query_scalar(&format!(
+        "UPDATE {} SET position = position + 1 RETURNING position",
+        t.table("projection_positions")
+    ))
+    .fetch_one(&mut *conn_a)
+    .await
+    .unwrap();
+    let mut tx_a = conn_a.begin().await.unwrap();
+    let payload = serde_json::to_string(&Deposited { amount: 7 }).unwrap();
+    let (a_position, a_id) = insert_row(
+        &mut tx_a,
+        &t,
+        Some(reserved),
+        "pg_tests.deposited",
+        &payload,
+        "{}",
+        1,
+    )
+    .await;
+
+    // Writer B: appends after A and commits.
+    let b_aggregate = Uuid::new_v4();
+    let b_events = deposits(b_aggregate, 2);
+    let b = store
+        .append(b_aggregate, ExpectedVersion::NoStream, b_events.clone())
+        .await
+        .unwrap();
+    assert!(b.first_position > a_position as u64);
+
+    // B is committed and visible to a plain query, but no reader may pass A.
+    let committed: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {} WHERE position > $1",
+        t.table("projection_events")
+    ))
+    .bind(head_before as i64)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(committed, 2, "B's events are committed");
+    for _ in 0..5 {
+        assert!(
+            store.read_all(head_before, 100).await.unwrap().is_empty(),
+            "read_all passed a transaction in flight"
+        );
+        assert_eq!(store.head_position().await.unwrap(), head_before);
+        assert_eq!(store.backlog(head_before, &[]).await.unwrap().events, 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    tx_a.commit().await.unwrap();
+    wait_head(&store, b.last_position).await;
+    let read = store.read_all(head_before, 100).await.unwrap();
+    assert_eq!(
+        positions(&read),
+        [a_position as u64, b.first_position, b.last_position]
+    );
+    let b_ids: Vec<Uuid> = b_events.iter().map(AnyEvent::event_id).collect();
+    assert_eq!(event_ids(&read), [vec![a_id], b_ids].concat());
+    t.drop().await;
+}
+
+/// A transaction that rolls back leaves no trace: the next append takes its positions.
+#[tokio::test]
+async fn rolled_back_append_leaves_no_gap() {
+    let t = TestSchema::new(4).await;
+    let store = t.store();
+    let aggregate = Uuid::new_v4();
+    let first = store
+        .append(aggregate, ExpectedVersion::NoStream, deposits(aggregate, 1))
+        .await
+        .unwrap();
+    assert_eq!((first.first_position, first.last_position), (1, 1));
+
+    let mut conn = t.pool.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let (rolled_back, _) = insert_row(
+        &mut tx,
+        &t,
+        None,
+        "pg_tests.deposited",
+        "{\"amount\":1}",
+        "{}",
+        1,
+    )
+    .await;
+    assert_eq!(rolled_back, 2);
+    tx.rollback().await.unwrap();
+
+    // A failed append (duplicate event id) gives its positions back too.
+    let duplicate = deposit(aggregate, 5);
+    store
+        .append(aggregate, ExpectedVersion::Any, vec![duplicate.clone()])
+        .await
+        .unwrap();
+    let error = store
+        .append(aggregate, ExpectedVersion::Any, vec![duplicate])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        AppendError::Storage(StorageError::Backend(_))
+    ));
+
+    let next = store
+        .append(aggregate, ExpectedVersion::Exact(2), deposits(aggregate, 2))
+        .await
+        .unwrap();
+    assert_eq!((next.first_position, next.last_position), (3, 4));
+    wait_head(&store, 4).await;
+    assert_eq!(
+        positions(&store.read_all(0, 100).await.unwrap()),
+        [1, 2, 3, 4]
+    );
+    t.drop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) Concurrent writers, one tailing reader
+// ---------------------------------------------------------------------------------------------
+
+/// Eight writers append 200 events each, in batches of 1 to 9 over four aggregates each, while
+/// a reader tails with `read_all(after, 7)`: it sees every event exactly once, in strictly
+/// increasing (and gap-free) position order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_and_a_tailing_reader() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 200;
+    const AGGREGATES: usize = 4;
+    let t = TestSchema::new(12).await;
+    let store = t.store();
+
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let aggregates: Vec<Uuid> = (0..AGGREGATES).map(|_| Uuid::new_v4()).collect();
+            let mut versions = vec![0_u64; AGGREGATES];
+            let mut ids = Vec::with_capacity(PER_WRITER);
+            let mut written = 0;
+            let mut round = 0;
+            while written < PER_WRITER {
+                let slot = round % AGGREGATES;
+                let size = (1 + (writer + round) % 9).min(PER_WRITER - written);
+                let batch = deposits(aggregates[slot], size);
+                ids.extend(batch.iter().map(AnyEvent::event_id));
+                let expected = if versions[slot] == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(versions[slot])
+                };
+                let result = store
+                    .append(aggregates[slot], expected, batch)
+                    .await
+                    .unwrap();
+                versions[slot] = result.version;
+                written += size;
+                round += 1;
+            }
+            (aggregates, versions, ids)
+        }));
+    }
+
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut after = 0;
+            let mut seen = Vec::new();
+            let mut seen_ids = HashSet::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while seen.len() < WRITERS * PER_WRITER {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the reader saw {} of {} events",
+                    seen.len(),
+                    WRITERS * PER_WRITER
+                );
+                let page = store.read_all(after, 7).await.unwrap();
+                assert!(page.len() <= 7);
+                for stored in &page {
+                    let position = stored.position().unwrap();
+                    assert!(
+                        position > after,
+                        "position {position} after {after}: out of order or repeated"
+                    );
+                    assert_eq!(position, after + 1, "the reader skipped a position");
+                    let id = stored.event().expect("a stress event decodes").event_id();
+                    assert!(seen_ids.insert(id), "event {id} read twice");
+                    seen.push(position);
+                    after = position;
+                }
+                if page.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+            }
+            (seen, seen_ids)
+        })
+    };
+
+    let mut written_ids = HashSet::new();
+    let mut streams = Vec::new();
+    for writer in writers {
+        let (aggregates, versions, ids) = writer.await.unwrap();
+        written_ids.extend(ids);
+        streams.extend(aggregates.into_iter().zip(versions));
+    }
+    let (seen, seen_ids) = reader.await.unwrap();
+    assert_eq!(seen.len(), WRITERS * PER_WRITER);
+    assert_eq!(
+        seen,
+        (1..=(WRITERS * PER_WRITER) as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(seen_ids, written_ids);
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        (WRITERS * PER_WRITER) as u64
+    );
+    assert!(
+        store
+            .read_all((WRITERS * PER_WRITER) as u64, 7)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (aggregate, version) in streams {
+        let stream = store.read_stream(aggregate).await.unwrap();
+        let versions: Vec<u64> = stream
+            .iter()
+            .map(|e| e.event().unwrap().metadata().aggregate_version)
+            .collect();
+        assert_eq!(versions, (1..=version).collect::<Vec<_>>());
+    }
+    t.drop().await;
+}
+
+/// Concurrent appends to one aggregate: with `NoStream` exactly one wins and the others get a
+/// conflict naming the version it made; with `Any` every append lands, versions consecutive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_to_one_aggregate() {
+    let t = TestSchema::new(10).await;
+    let store = t.store();
+
+    let contested = Uuid::new_v4();
+    let attempts: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(contested, ExpectedVersion::NoStream, deposits(contested, 3))
+                    .await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(result) => {
+                wins += 1;
+                assert_eq!(result.version, 3);
+            }
+            Err(AppendError::Conflict {
+                aggregate_id,
+                expected,
+                actual,
+            }) => {
+                assert_eq!(aggregate_id, contested);
+                assert_eq!(expected, ExpectedVersion::NoStream);
+                assert_eq!(actual, 3);
+            }
+            Err(other) => panic!("unexpected append error: {other}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.read_stream(contested).await.unwrap().len(), 3);
+
+    let shared = Uuid::new_v4();
+    let appends: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    store
+                        .append(shared, ExpectedVersion::Any, deposits(shared, 2))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap();
+    }
+    let versions: Vec<u64> = store
+        .read_stream(shared)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event().unwrap().metadata().aggregate_version)
+        .collect();
+    assert_eq!(versions, (1..=80).collect::<Vec<_>>());
+
+    // Positions stayed gap-free through every conflict and retry.
+    let head = wait_head(&store, 83).await;
+    assert_eq!(head, 83);
+    assert_eq!(
+        positions(&store.read_all(0, 1000).await.unwrap()),
+        (1..=83).collect::<Vec<_>>()
+    );
+    t.drop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) Rows that do not decode
+// ---------------------------------------------------------------------------------------------
+
+/// A row of an unknown type, one whose payload does not fit its type, one with a metadata
+/// column that is not an object and one with a negative schema version come back as
+/// `StoredEvent::Undecodable` with the whole row, between events that decode.
+#[tokio::test]
+async fn undecodable_rows_are_reported_not_fatal() {
+    let t = TestSchema::new(4).await;
+    let store = t.store();
+    let mut conn = t.pool.acquire().await.unwrap();
+
+    let (unknown, unknown_id) = insert_row(
+        &mut conn,
+        &t,
+        None,
+        "pg_tests.never_registered",
+        "{\"x\":1}",
+        "{}",
+        1,
+    )
+    .await;
+    let (mismatch, _) = insert_row(
+        &mut conn,
+        &t,
+        None,
+        "pg_tests.deposited",
+        "{\"amount\":\"twelve\"}",
+        "{\"source\":\"hand\"}",
+        1,
+    )
+    .await;
+    let (bad_metadata, _) = insert_row(
+        &mut conn,
+        &t,
+        None,
+        "pg_tests.deposited",
+        "{\"amount\":1}",
+        "[1, 2]",
+        1,
+    )
+    .await;
+    let (bad_version, _) = insert_row(
+        &mut conn,
+        &t,
+        None,
+        "pg_tests.deposited",
+        "{\"amount\":1}",
+        "{}",
+        -1,
+    )
+    .await;
+    let (good, good_id) = insert_row(
+        &mut conn,
+        &t,
+        None,
+        "pg_tests.deposited",
+        "{\"amount\":12}",
+        "{\"source\":\"hand\"}",
+        1,
+    )
+    .await;
+    drop(conn);
+    wait_head(&store, good as u64).await;
+
+    let read = store.read_all(0, 100).await.unwrap();
+    assert_eq!(
+        positions(&read),
+        [unknown, mismatch, bad_metadata, bad_version, good].map(|p| p as u64)
+    );
+
+    let StoredEvent::Undecodable(raw) = &read[0] else {
+        panic!("an unknown type decoded: {:?}", read[0]);
+    };
+    assert_eq!(raw.event_id, unknown_id);
+    assert_eq!(raw.event_type, "pg_tests.never_registered");
+    assert!(matches!(
+        &raw.error,
+        DecodeError::UnknownEventType { event_type, known }
+            if event_type == "pg_tests.never_registered"
+                && known.contains(&"pg_tests.deposited")
+    ));
+    assert_eq!(raw.raw["payload"], serde_json::json!({ "x": 1 }));
+    assert_eq!(raw.raw["event_type"], "pg_tests.never_registered");
+    assert_eq!(raw.raw["position"], unknown);
+    assert_eq!(raw.raw["event_id"], unknown_id.to_string());
+
+    let StoredEvent::Undecodable(raw) = &read[1] else {
+        panic!("a mismatched payload decoded: {:?}", read[1]);
+    };
+    assert!(
+        matches!(&raw.error, DecodeError::Payload { event_type, .. } if event_type == "pg_tests.deposited")
+    );
+    assert_eq!(
+        raw.raw["payload"],
+        serde_json::json!({ "amount": "twelve" })
+    );
+    assert_eq!(raw.raw["metadata"], serde_json::json!({ "source": "hand" }));
+
+    for stored in &read[2..4] {
+        let StoredEvent::Undecodable(raw) = stored else {
+            panic!("a malformed row decoded: {stored:?}");
+        };
+        assert!(matches!(raw.error, DecodeError::Payload { .. }));
+    }
+
+    let event = read[4].event().expect("the good row decodes");
+    assert_eq!(event.event_id(), good_id);
+    assert_eq!(event.downcast::<Deposited>().unwrap().amount, 12);
+    assert_eq!(
+        event.metadata().metadata,
+        BTreeMap::from([("source".to_owned(), serde_json::json!("hand"))])
+    );
+
+    // read_stream reports them the same way.
+    let stream = store
+        .read_stream(event.metadata().aggregate_id)
+        .await
+        .unwrap();
+    assert_eq!(stream.len(), 1);
+    t.drop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) Migrations
+// ---------------------------------------------------------------------------------------------
+
+async fn table_exists(pool: &PgPool, qualified: &str) -> bool {
+    sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
+        .bind(qualified)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn ledger_versions(pool: &PgPool, ledger: &str) -> Vec<i64> {
+    sqlx::query_scalar(&format!("SELECT version FROM {ledger} ORDER BY version"))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Several processes migrating one new schema at once: all succeed, each migration is applied
+/// once, and sqlx's own `_sqlx_migrations` is neither created nor touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_of_a_new_schema() {
+    let pool = connect(8).await;
+    drop_stale_schemas(&pool).await;
+    let sqlx_ledger_before = table_exists(&pool, "public._sqlx_migrations").await;
+    let name = fresh_schema_name();
+    let schema = Schema::named(&name).unwrap();
+
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, schema) = (pool.clone(), schema.clone());
+            tokio::spawn(async move { postgres::migrate_schema(&pool, &schema).await })
+        })
+        .collect();
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+    postgres::migrate_schema(&pool, &schema).await.unwrap();
+
+    let ledger = format!("\"{name}\".{MIGRATIONS_TABLE}");
+    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3]);
+    for table in [
+        "projection_events",
+        "projection_positions",
+        "projection_checkpoints",
+        "projection_dead_letters",
+    ] {
+        assert!(table_exists(&pool, &format!("\"{name}\".{table}")).await);
+    }
+    assert!(!table_exists(&pool, &format!("\"{name}\"._sqlx_migrations")).await);
+    assert_eq!(
+        table_exists(&pool, "public._sqlx_migrations").await,
+        sqlx_ledger_before
+    );
+
+    // A migration edited after it was applied is refused.
+    sqlx::query(&format!(
+        "UPDATE {ledger} SET checksum = 'edited' WHERE version = 2"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(matches!(
+        postgres::migrate_schema(&pool, &schema).await,
+        Err(StorageError::Invalid {
+            what: "migration",
+            ..
+        })
+    ));
+
+    TestSchema { pool, schema, name }.drop().await;
+}
+
+/// `migrate` in the `search_path` (`public` here), twice at once and again: idempotent, and
+/// `_sqlx_migrations` (if an application has one) keeps its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_schema_migrations_are_idempotent_and_leave_sqlx_alone() {
+    let pool = connect(4).await;
+    let sqlx_rows = |pool: PgPool| async move {
+        if table_exists(&pool, "public._sqlx_migrations").await {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT version::text || ':' || encode(checksum, 'hex') \
+                 FROM public._sqlx_migrations ORDER BY version",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            Some(rows)
+        } else {
+            None
+        }
+    };
+    let before = sqlx_rows(pool.clone()).await;
+    let (first, second) = tokio::join!(postgres::migrate(&pool), postgres::migrate(&pool));
+    first.unwrap();
+    second.unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    assert_eq!(
+        ledger_versions(&pool, &format!("public.{MIGRATIONS_TABLE}")).await,
+        [1, 2, 3]
+    );
+    assert_eq!(sqlx_rows(pool.clone()).await, before);
+
+    // `connect` migrates too, and the default-schema store works.
+    let store = PostgresEventStore::connect(&database_url()).await.unwrap();
+    let aggregate = Uuid::new_v4();
+    let result = store
+        .append(aggregate, ExpectedVersion::NoStream, deposits(aggregate, 2))
+        .await
+        .unwrap();
+    assert_eq!(result.last_position, result.first_position + 1);
+    assert_eq!(store.read_stream(aggregate).await.unwrap().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications
+// ---------------------------------------------------------------------------------------------
+
+/// The receiver follows appends to its own schema only.
+#[tokio::test]
+async fn subscribers_follow_their_own_schema() {
+    let mine = TestSchema::new(4).await;
+    let other = TestSchema::new(4).await;
+    let store = mine.store();
+    let other_store = other.store();
+    let mut receiver = store.subscribe().expect("the PostgreSQL store notifies");
+    // A second subscriber shares the listener.
+    let second = store.subscribe().expect("the PostgreSQL store notifies");
+
+    // Let the listener start (it publishes the head, 0, which changes nothing).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let noise = Uuid::new_v4();
+    other_store
+        .append(noise, ExpectedVersion::NoStream, deposits(noise, 50))
+        .await
+        .unwrap();
+    let aggregate = Uuid::new_v4();
+    let result = store
+        .append(aggregate, ExpectedVersion::NoStream, deposits(aggregate, 3))
+        .await
+        .unwrap();
+    assert_eq!(result.last_position, 3);
+
+    tokio::time::timeout(Duration::from_secs(30), receiver.changed())
+        .await
+        .expect("no notification")
+        .unwrap();
+    assert_eq!(
+        *receiver.borrow_and_update(),
+        3,
+        "another schema's head leaked in"
+    );
+    assert_eq!(*second.borrow(), 3);
+
+    // After every receiver is gone, a new subscriber starts a new listener.
+    drop((receiver, second));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = store.subscribe().unwrap();
+    let result = store
+        .append(aggregate, ExpectedVersion::Exact(3), deposits(aggregate, 1))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while *again.borrow_and_update() < result.last_position {
+            again.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("no notification after resubscribing");
+    drop(store);
+    other.drop().await;
+    mine.drop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints and dead letters inside the caller's transaction
+// ---------------------------------------------------------------------------------------------
+
+/// `get_checkpoint_for_update` creates a missing row and locks it: a second transaction waits
+/// until the first commits and then sees what it wrote. Writes in a rolled-back transaction
+/// vanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_locked_and_written_inside_transactions() {
+    let t = TestSchema::new(6).await;
+    let repo = PostgreSQLCheckpointRepository::with_schema(t.pool.clone(), &t.schema);
+    let name = format!("pg-checkpoint-{}", Uuid::new_v4());
+
+    let mut first_conn = t.pool.acquire().await.unwrap();
+    let mut first = first_conn.begin().await.unwrap();
+    assert_eq!(
+        repo.get_checkpoint_for_update(&mut first, &name)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let second = {
+        let (pool, repo, name) = (t.pool.clone(), repo.clone(), name.clone());
+        tokio::spawn(async move {
+            let mut conn = pool.acquire().await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            let position = repo
+                .get_checkpoint_for_update(&mut tx, &name)
+                .await
+                .unwrap();
+            repo.update_checkpoint_in(
+                &mut tx,
+                &name,
+                &CheckpointUpdate::new(9).with_events_applied(4),
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            position
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second transaction did not wait");
+
+    let event = Uuid::new_v4();
+    repo.update_checkpoint_in(
+        &mut first,
+        &name,
+        &CheckpointUpdate::new(5)
+            .with_event(event, "pg_tests.deposited")
+            .with_events_applied(5),
+    )
+    .await
+    .unwrap();
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), Some(5));
+
+    let data = repo.get_checkpoint_data(&name).await.unwrap().unwrap();
+    assert_eq!((data.position, data.events_processed), (9, 9));
+
+    // Rolled back: neither the move nor the reset happened.
+    let mut tx = first_conn.begin().await.unwrap();
+    assert_eq!(
+        repo.get_checkpoint_for_update(&mut tx, &name)
+            .await
+            .unwrap(),
+        Some(9)
+    );
+    repo.update_checkpoint_in(&mut tx, &name, &CheckpointUpdate::new(20))
+        .await
+        .unwrap();
+    repo.reset_checkpoint_in(&mut tx, &name).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(repo.get_checkpoint(&name).await.unwrap(), Some(9));
+
+    let mut tx = first_conn.begin().await.unwrap();
+    repo.reset_checkpoint_in(&mut tx, &name).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(repo.get_checkpoint(&name).await.unwrap(), None);
+    drop(first_conn);
+    t.drop().await;
+}
+
+/// The free functions work on the `search_path`; here it is set to the test schema.
+#[tokio::test]
+async fn free_functions_use_the_search_path() {
+    let t = TestSchema::new(2).await;
+    let mut conn = t.pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!("SET search_path TO \"{}\"", t.name))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let name = format!("pg-free-{}", Uuid::new_v4());
+    let mut tx = conn.begin().await.unwrap();
+    assert_eq!(
+        postgres::get_checkpoint_for_update(&mut tx, &name)
+            .await
+            .unwrap(),
+        None
+    );
+    postgres::update_checkpoint_in(&mut tx, &name, &CheckpointUpdate::new(3))
+        .await
+        .unwrap();
+    let failure = FailedEvent::new(
+        Uuid::new_v4(),
+        &name,
+        "pg_tests.deposited",
+        serde_json::json!({}),
+        &std::io::Error::other("boom"),
+        2,
+    );
+    let id = postgres::add_failed_event_in(&mut tx, &failure)
+        .await
+        .unwrap();
+    postgres::mark_resolved_in(&mut tx, id, "replay")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::raw_sql("RESET search_path")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+
+    let checkpoints = PostgreSQLCheckpointRepository::with_schema(t.pool.clone(), &t.schema);
+    assert_eq!(checkpoints.get_checkpoint(&name).await.unwrap(), Some(3));
+    let dead_letters = PostgreSQLDLQRepository::with_schema(t.pool.clone(), &t.schema);
+    let entry = dead_letters.get_by_id(id).await.unwrap().unwrap();
+    assert_eq!(entry.status, DLQStatus::Resolved);
+    assert_eq!(entry.resolved_by.as_deref(), Some("replay"));
+    t.drop().await;
+}
+
+/// A dead letter written in a transaction that rolls back is not recorded; one that commits
+/// is, and transitions inside a transaction are checked.
+#[tokio::test]
+async fn dead_letters_inside_transactions() {
+    let t = TestSchema::new(4).await;
+    let repo = PostgreSQLDLQRepository::with_schema(t.pool.clone(), &t.schema);
+    let projection = format!("pg-dlq-{}", Uuid::new_v4());
+    let failure = FailedEvent::new(
+        Uuid::new_v4(),
+        &projection,
+        "pg_tests.deposited",
+        serde_json::json!({ "payload": { "amount": 13 } }),
+        &std::io::Error::other("poison"),
+        3,
+    )
+    .with_position(Some(41));
+
+    let mut conn = t.pool.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    repo.add_failed_event_in(&mut tx, &failure).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(
+        repo.get_failed_events(DLQFilter::all().projection(&projection))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut tx = conn.begin().await.unwrap();
+    let id = repo.add_failed_event_in(&mut tx, &failure).await.unwrap();
+    assert!(matches!(
+        repo.mark_resolved_in(&mut tx, id + 1_000_000, "x").await,
+        Err(StorageError::NotFound { .. })
+    ));
+    tx.commit().await.unwrap();
+    let entry = repo.get_by_id(id).await.unwrap().unwrap();
+    assert_eq!((entry.position, entry.attempts), (Some(41), 3));
+    assert_eq!(entry.error_message, "poison");
+
+    let mut tx = conn.begin().await.unwrap();
+    repo.mark_resolved_in(&mut tx, id, "replayer")
+        .await
+        .unwrap();
+    assert!(matches!(
+        repo.mark_retrying_in(&mut tx, id).await,
+        Err(StorageError::InvalidTransition {
+            from: "resolved",
+            to: "retrying",
+            ..
+        })
+    ));
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        repo.get_by_id(id).await.unwrap().unwrap().status,
+        DLQStatus::Failed
+    );
+    drop(conn);
+    t.drop().await;
+}
+
+/// Values PostgreSQL cannot hold are refused before they reach it.
+#[tokio::test]
+async fn out_of_range_values_are_invalid() {
+    let t = TestSchema::new(2).await;
+    let repo = PostgreSQLCheckpointRepository::with_schema(t.pool.clone(), &t.schema);
+    assert!(matches!(
+        repo.update_checkpoint("pg-range", CheckpointUpdate::new(u64::MAX))
+            .await,
+        Err(StorageError::Invalid { .. })
+    ));
+    let store = t.store();
+    let aggregate = Uuid::new_v4();
+    assert!(matches!(
+        store
+            .append(
+                aggregate,
+                ExpectedVersion::Exact(u64::MAX),
+                deposits(aggregate, 1)
+            )
+            .await,
+        Err(AppendError::Storage(StorageError::Invalid { .. }))
+    ));
+    assert!(store.read_all(u64::MAX, 10).await.unwrap().is_empty());
+    t.drop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conformance suite
+// ---------------------------------------------------------------------------------------------
+
+/// One migrated schema that every conformance check of this binary shares, as checks share one
+/// database in production. Each check gets a pool of its own: a pool belongs to the runtime
+/// of the test that made it.
+async fn conformance_schema() -> Schema {
+    static SCHEMA: OnceCell<Schema> = OnceCell::const_new();
+    SCHEMA
+        .get_or_init(|| async {
+            let pool = connect(2).await;
+            drop_stale_schemas(&pool).await;
+            let schema = Schema::named(&fresh_schema_name()).unwrap();
+            postgres::migrate_schema(&pool, &schema).await.unwrap();
+            pool.close().await;
+            schema
+        })
+        .await
+        .clone()
+}
+
+async fn conformance_checkpoints() -> Arc<PostgreSQLCheckpointRepository> {
+    let schema = conformance_schema().await;
+    Arc::new(PostgreSQLCheckpointRepository::with_schema(
+        connect(3).await,
+        &schema,
+    ))
+}
+
+async fn conformance_dead_letters() -> Arc<PostgreSQLDLQRepository> {
+    let schema = conformance_schema().await;
+    Arc::new(PostgreSQLDLQRepository::with_schema(
+        connect(3).await,
+        &schema,
+    ))
+}
+
+async fn conformance_store() -> Arc<PostgresEventStore> {
+    let schema = conformance_schema().await;
+    Arc::new(PostgresEventStore::with_schema(connect(4).await, schema))
+}
+
+conformance::checkpoint_tests!(checkpoint, conformance_checkpoints());
+conformance::dlq_tests!(dlq, conformance_dead_letters());
+conformance::store_tests!(store, conformance_store());
