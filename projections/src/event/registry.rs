@@ -1,3 +1,4 @@
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
@@ -11,6 +12,10 @@ pub struct EventRegistration {
     pub event_type: &'static str,
     /// The Rust path of the type, for error messages.
     pub type_name: &'static str,
+    // The identity of the type, and its full path for conflict reports: `type_name` is not
+    // unique for types declared inside functions.
+    type_id: fn() -> TypeId,
+    full_type_name: fn() -> &'static str,
     decode_value: fn(EventMetadata, &serde_json::Value) -> Result<AnyEvent, serde_json::Error>,
     decode_str: fn(EventMetadata, &str) -> Result<AnyEvent, serde_json::Error>,
 }
@@ -21,6 +26,8 @@ impl EventRegistration {
         Self {
             event_type: E::EVENT_TYPE,
             type_name,
+            type_id: TypeId::of::<E>,
+            full_type_name: std::any::type_name::<E>,
             decode_value: decode_value::<E>,
             decode_str: decode_str::<E>,
         }
@@ -115,7 +122,8 @@ pub enum DecodeError {
 #[derive(Debug, Default)]
 pub struct EventRegistry {
     by_name: HashMap<&'static str, EventRegistration>,
-    conflicts: HashMap<&'static str, Vec<&'static str>>,
+    /// Contested wire names and their claimants, sorted by full type name.
+    conflicts: HashMap<&'static str, Vec<EventRegistration>>,
 }
 
 impl EventRegistry {
@@ -145,18 +153,20 @@ impl EventRegistry {
 
     fn insert(&mut self, registration: EventRegistration) {
         let name = registration.event_type;
-        if let Some(types) = self.conflicts.get_mut(name) {
-            if !types.contains(&registration.type_name) {
-                types.push(registration.type_name);
+        let same_type = |other: &EventRegistration| (other.type_id)() == (registration.type_id)();
+        if let Some(claimants) = self.conflicts.get_mut(name) {
+            if !claimants.iter().any(same_type) {
+                claimants.push(registration);
+                claimants.sort_by_key(|c| (c.full_type_name)());
             }
             return;
         }
         match self.by_name.get(name) {
-            Some(existing) if existing.type_name != registration.type_name => {
-                let mut types = vec![existing.type_name, registration.type_name];
-                types.sort_unstable();
+            Some(existing) if !same_type(existing) => {
+                let mut claimants = vec![*existing, registration];
+                claimants.sort_by_key(|c| (c.full_type_name)());
                 self.by_name.remove(name);
-                self.conflicts.insert(name, types);
+                self.conflicts.insert(name, claimants);
             }
             Some(_) => {}
             None => {
@@ -167,9 +177,9 @@ impl EventRegistry {
 
     fn check_name(&self, name: &str) -> Result<(), RegistryError> {
         match self.conflicts.get(name) {
-            Some(types) => Err(RegistryError {
+            Some(claimants) => Err(RegistryError {
                 event_type: name.to_owned(),
-                types: types.clone(),
+                types: claimants.iter().map(|c| (c.full_type_name)()).collect(),
             }),
             None => Ok(()),
         }
