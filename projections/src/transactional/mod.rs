@@ -1,8 +1,12 @@
 //! Database projections applied one transaction per batch: read-model writes, the checkpoint
 //! and any dead-letter row commit together, so each event's effect happens exactly once.
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod unit;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PgTransactionUnit;
 pub use unit::TransactionUnit;
 
 use std::future::Future;

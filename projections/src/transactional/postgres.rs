@@ -1,0 +1,140 @@
+//! The PostgreSQL [`TransactionUnit`].
+
+use std::sync::Arc;
+
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::TransactionUnit;
+use crate::checkpoint::{CheckpointRepository, CheckpointUpdate};
+use crate::dlq::{DLQRepository, FailedEvent};
+use crate::postgres::{PostgreSQLCheckpointRepository, PostgreSQLDLQRepository, Schema};
+use crate::storage::{BoxFuture, StorageError};
+
+/// Transactions on a PostgreSQL pool, with the checkpoint and dead-letter tables of one schema.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+/// # async fn run<P: projections::DatabaseProjection<Connection = projections::PgConnection>>(pool: sqlx::PgPool, projection: P) {
+/// let unit = Arc::new(PgTransactionUnit::new(pool));
+/// let runner = TransactionalRunner::new(projection, unit);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgTransactionUnit {
+    pool: PgPool,
+    checkpoints: Arc<PostgreSQLCheckpointRepository>,
+    dead_letters: Arc<PostgreSQLDLQRepository>,
+}
+
+impl PgTransactionUnit {
+    /// Transactions on `pool`, tables in the connection's `search_path`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            checkpoints: Arc::new(PostgreSQLCheckpointRepository::new(pool.clone())),
+            dead_letters: Arc::new(PostgreSQLDLQRepository::new(pool.clone())),
+            pool,
+        }
+    }
+
+    /// Transactions on `pool`, tables in `schema`.
+    pub fn with_schema(pool: PgPool, schema: &Schema) -> Self {
+        Self {
+            checkpoints: Arc::new(PostgreSQLCheckpointRepository::with_schema(
+                pool.clone(),
+                schema,
+            )),
+            dead_letters: Arc::new(PostgreSQLDLQRepository::with_schema(pool.clone(), schema)),
+            pool,
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn backend(error: sqlx::Error) -> StorageError {
+    StorageError::backend(error)
+}
+
+fn conn<'a>(tx: &'a mut Transaction<'static, Postgres>) -> &'a mut PgConnection {
+    tx
+}
+
+impl TransactionUnit for PgTransactionUnit {
+    type Connection = PgConnection;
+    type Transaction = Transaction<'static, Postgres>;
+
+    fn begin(&self) -> BoxFuture<'_, Result<Self::Transaction, StorageError>> {
+        Box::pin(async move { self.pool.begin().await.map_err(backend) })
+    }
+
+    fn commit(&self, tx: Self::Transaction) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move { tx.commit().await.map_err(backend) })
+    }
+
+    fn rollback(&self, tx: Self::Transaction) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move { tx.rollback().await.map_err(backend) })
+    }
+
+    fn lock_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut Self::Transaction,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        Box::pin(
+            self.checkpoints
+                .get_checkpoint_for_update(conn(tx), projection),
+        )
+    }
+
+    fn write_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut Self::Transaction,
+        projection: &'a str,
+        update: &'a CheckpointUpdate,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(
+            self.checkpoints
+                .update_checkpoint_in(conn(tx), projection, update),
+        )
+    }
+
+    fn reset_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut Self::Transaction,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(self.checkpoints.reset_checkpoint_in(conn(tx), projection))
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        tx: &'a mut Self::Transaction,
+        failure: &'a FailedEvent,
+    ) -> BoxFuture<'a, Result<i64, StorageError>> {
+        Box::pin(self.dead_letters.add_failed_event_in(conn(tx), failure))
+    }
+
+    fn resolve_dead_letter<'a>(
+        &'a self,
+        tx: &'a mut Self::Transaction,
+        entry_id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(
+            self.dead_letters
+                .mark_resolved_in(conn(tx), entry_id, resolved_by),
+        )
+    }
+
+    fn checkpoints(&self) -> Arc<dyn CheckpointRepository> {
+        self.checkpoints.clone()
+    }
+
+    fn dead_letters(&self) -> Arc<dyn DLQRepository> {
+        self.dead_letters.clone()
+    }
+}
