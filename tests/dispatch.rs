@@ -165,7 +165,7 @@ async fn error_policy_reports_type_id_projection_and_handled_types() {
         projection: name,
         handled_types,
         ..
-    } = unhandled;
+    } = *unhandled;
     assert_eq!(event_type, "OrderCancelled");
     assert_eq!(event_id, event.event_id());
     assert_eq!(name, "strict-orders");
@@ -278,4 +278,38 @@ fn handler_futures_can_be_spawned() {
     let mut projection = Recorder::default();
     let event = created();
     assert_send(Projection::handle(&mut projection, &event));
+}
+
+/// A projection declared by a `macro_rules!` macro, as a user generating several similar
+/// projections would.
+macro_rules! counting_projection {
+    ($name:ident, $event:ty) => {
+        #[derive(Default)]
+        struct $name {
+            count: u32,
+        }
+
+        #[projection]
+        impl $name {
+            #[handles($event)]
+            async fn on(&mut self, _event: &Envelope<$event>) {
+                self.count += 1;
+            }
+        }
+    };
+}
+
+counting_projection!(CreatedCounter, OrderCreated);
+
+#[tokio::test]
+async fn projections_can_be_declared_from_macro_rules() {
+    let mut projection = CreatedCounter::default();
+    Projection::handle(&mut projection, &created())
+        .await
+        .unwrap();
+    Projection::handle(&mut projection, &shipped())
+        .await
+        .unwrap();
+    assert_eq!(projection.count, 1);
+    assert_eq!(Projection::name(&projection), "CreatedCounter");
 }

@@ -136,7 +136,7 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
             }
         },
         Some(connection) => {
-            let connection_ty = quote_spanned!(connection.span()=> #connection);
+            let connection_ty = quote_spanned!(at(connection)=> #connection);
             quote! {
                 impl #impl_generics ::projections::DatabaseProjection for #self_ty #where_clause {
                     type Connection = #connection_ty;
@@ -162,13 +162,20 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
     }
 }
 
+/// The location of `tokens` with the hygiene of the macro's call site, so that generated local
+/// names (`event`, `conn`) still resolve when the projection itself comes from a
+/// `macro_rules!` expansion, while errors point at the user's tokens.
+fn at(tokens: &impl Spanned) -> proc_macro2::Span {
+    proc_macro2::Span::call_site().located_at(tokens.span())
+}
+
 fn subscribed_list(model: &Model) -> TokenStream {
     let names = model.handlers.iter().map(|h| event_type_const(&h.event));
     quote!(const { &[#(#names),*] })
 }
 
 fn event_type_const(event: &syn::Type) -> TokenStream {
-    quote_spanned!(event.span()=> <#event as ::projections::Event>::EVENT_TYPE)
+    quote_spanned!(at(event)=> <#event as ::projections::Event>::EVENT_TYPE)
 }
 
 fn handler_table(model: &Model) -> TokenStream {
@@ -197,7 +204,7 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
     // `(&&Probe::<E>).downcast(event)` picks the `E: Event` impl when it holds and a no-op
     // otherwise, so a type that is not an event is reported once, by `event_type_const`,
     // instead of a second time here with a note pointing into `AnyEvent::downcast`.
-    let downcast = quote_spanned! {event.span()=>
+    let downcast = quote_spanned! {at(event)=>
         (&&__ProjectionsProbe::<#event>(::core::marker::PhantomData)).__projections_downcast(event)
     };
     let args = match connection {
@@ -221,7 +228,7 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
 /// on the method's name, so a handler that holds something like an `Rc` across an `.await` is
 /// reported at that handler rather than at the whole generated future.
 fn awaited(method: &syn::Ident, args: &TokenStream) -> TokenStream {
-    quote_spanned! {method.span()=>
+    quote_spanned! {at(method)=>
         handler_future_is_send(self.#method(#args)).await
     }
 }
@@ -326,11 +333,11 @@ fn reset_call(model: &Model) -> TokenStream {
 fn into_result(call: TokenStream, output: &ReturnType) -> TokenStream {
     match output {
         ReturnType::Type(_, ty) if !mentions_impl(ty.to_token_stream()) => {
-            quote_spanned! {ty.span()=>
+            quote_spanned! {at(ty)=>
                 <#ty as ::projections::__private::IntoHandlerResult>::into_handler_result(#call)
             }
         }
-        ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+        ReturnType::Type(_, ty) => quote_spanned! {at(ty)=>
             ::projections::__private::IntoHandlerResult::into_handler_result(#call)
         },
         ReturnType::Default => quote! {

@@ -34,6 +34,7 @@ pub struct EventMetadata {
     /// The event that caused this one.
     pub causation_id: Option<Uuid>,
     /// Free-form metadata.
+    #[serde(default)]
     pub metadata: BTreeMap<String, serde_json::Value>,
     /// The global position, once stored. Positions start at 1 and have no gaps.
     pub position: Option<u64>,

@@ -10,9 +10,10 @@ pub enum HandlerError {
     /// The handler returned an error.
     #[error("{0}")]
     Failed(#[source] BoxError),
-    /// The projection has no handler for the event and its policy is `error`.
+    /// The projection has no handler for the event and its policy is `error`. Boxed, so that
+    /// the `Result` every handler returns stays small on the hot path.
     #[error(transparent)]
-    Unhandled(#[from] UnhandledEventError),
+    Unhandled(Box<UnhandledEventError>),
 }
 
 impl HandlerError {
@@ -30,7 +31,7 @@ impl HandlerError {
     pub fn find<E: std::error::Error + 'static>(&self) -> Option<&E> {
         let mut current: Option<&(dyn std::error::Error + 'static)> = match self {
             Self::Failed(inner) => Some(inner.as_ref()),
-            Self::Unhandled(inner) => Some(inner),
+            Self::Unhandled(inner) => Some(&**inner),
         };
         while let Some(error) = current {
             if let Some(found) = error.downcast_ref::<E>() {
@@ -39,6 +40,12 @@ impl HandlerError {
             current = error.source();
         }
         None
+    }
+}
+
+impl From<UnhandledEventError> for HandlerError {
+    fn from(error: UnhandledEventError) -> Self {
+        Self::Unhandled(Box::new(error))
     }
 }
 

@@ -39,7 +39,7 @@ impl UnregisteredEventPolicy {
                 );
                 Ok(())
             }
-            Self::Error => Err(HandlerError::Unhandled(UnhandledEventError {
+            Self::Error => Err(HandlerError::from(UnhandledEventError {
                 event_type: event.event_type().to_owned(),
                 event_id: event.event_id(),
                 projection: projection.to_owned(),
