@@ -41,7 +41,7 @@ pub use storage::StorageError;
 pub use store::{EventStore, ExpectedVersion, StoredEvent};
 
 #[cfg(feature = "postgres")]
-pub use sqlx::PgConnection;
+pub use sqlx::{self, PgConnection};
 
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]
