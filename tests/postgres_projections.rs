@@ -1,0 +1,1338 @@
+//! The transactional runner against a real PostgreSQL server (`DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`): crash safety at every step of a batch, rollback
+//! of a failing event's statements, retries in fresh transactions, the stop policy, bad rows
+//! from the store, reset and rebuild, and one transaction per batch.
+//!
+//! Run with `cargo test -p projections-tests --features postgres --test postgres_projections`.
+//! Every test fails, rather than skips, when the server cannot be reached, and fails rather
+//! than hangs (120 s bound) when the runner deadlocks.
+//!
+//! Isolation: tests run concurrently on one database, so each test (and each case of the crash
+//! test) works in a schema of its own, `pt_<random>`, holding the crate's tables and the read
+//! model's, dropped when the test passes.
+//!
+//! Faults are injected by [`Probe`], a [`TransactionUnit`] that delegates every method to
+//! [`PgTransactionUnit`] and can, at a chosen occurrence of a chosen step, fail or hang forever.
+//! A hang is a crash: the test waits until the step is reached (a [`Notify`], no timer), drops
+//! the runner's future and closes the crashed runner's own pool, so the server rolls back its
+//! open transaction as it would when a process dies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use projections::checkpoint::CheckpointUpdate;
+use projections::coordinator::ProjectionCoordinator;
+use projections::dlq::{DLQFilter, FailedEvent};
+use projections::postgres::{
+    PostgreSQLCheckpointRepository, PostgreSQLDLQRepository, PostgresEventStore, Schema,
+    migrate_schema,
+};
+use projections::runner::RunnerError;
+use projections::storage::BoxFuture;
+use projections::transactional::{PgTransactionUnit, TransactionUnit, TransactionalRunner};
+use projections::{
+    AnyEvent, CheckpointRepository, DLQRepository, DLQStatus, Envelope, Event, EventStore,
+    ExpectedVersion, ExponentialBackoffRetryPolicy, FailurePolicy, NoRetryPolicy, PgConnection,
+    ProjectionRegistry, RetryConfig, StorageError, projection,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
+use tokio::sync::{Notify, OnceCell};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------------
+
+const ORDER_PLACED: &str = "pgp.order_placed";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(name = "pgp.order_placed", aggregate = "Order")]
+struct OrderPlaced {
+    order_no: i64,
+    day: String,
+    amount: i64,
+    customer: String,
+}
+
+/// An event the projection does not subscribe to: the checkpoint passes over it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(name = "pgp.order_audited", aggregate = "Order")]
+struct OrderAudited {
+    order_no: i64,
+}
+
+/// An order of `amount == POISON` always fails its handler, after the first statement.
+const POISON: i64 = 13;
+
+fn order(order_no: i64, day: &str, amount: i64) -> AnyEvent {
+    Envelope::new(
+        Uuid::new_v4(),
+        OrderPlaced {
+            order_no,
+            day: day.to_owned(),
+            amount,
+            customer: format!("customer {order_no}"),
+        },
+    )
+    .into()
+}
+
+fn audit(order_no: i64) -> AnyEvent {
+    Envelope::new(Uuid::new_v4(), OrderAudited { order_no }).into()
+}
+
+/// Gives `events` consecutive positions from `first`, as the store would.
+fn positioned(events: Vec<AnyEvent>, first: u64) -> Vec<AnyEvent> {
+    events
+        .into_iter()
+        .zip(first..)
+        .map(|(event, position)| event.map_metadata(|m| m.position = Some(position)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection
+// ---------------------------------------------------------------------------------------------
+
+/// A step of the runner's work where a fault can strike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Point {
+    /// A transaction was opened (nothing run in it yet).
+    AfterBegin,
+    /// The checkpoint row was read and locked, before any handler.
+    AfterLock,
+    /// Inside the handler, between its two statements.
+    BetweenStatements,
+    /// Before the checkpoint is written.
+    BeforeWriteCheckpoint,
+    /// Before a dead-letter row is written.
+    BeforeDeadLetter,
+    /// Before any commit.
+    BeforeCommit,
+    /// The commit succeeded, before the runner hears of it.
+    AfterCommit,
+    /// Before the commit of a transaction that wrote a dead letter.
+    DeadLetterCommit,
+    /// Before the commit of a transaction that reset the checkpoint.
+    ResetCommit,
+    /// A rollback (counted only).
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Never complete: the process dies here.
+    Crash,
+    /// Return an error (a commit is rolled back first, as a server-side commit failure would).
+    Fail,
+}
+
+#[derive(Default)]
+struct FaultState {
+    plan: Option<(Point, u32, Action)>,
+    seen: BTreeMap<Point, u32>,
+}
+
+/// Counts every step and strikes at the planned occurrence of one.
+#[derive(Default)]
+struct Faults {
+    state: Mutex<FaultState>,
+    crashed: Notify,
+}
+
+impl Faults {
+    fn none() -> Arc<Self> {
+        Arc::default()
+    }
+
+    fn at(point: Point, occurrence: u32, action: Action) -> Arc<Self> {
+        let faults = Self::default();
+        faults.state.lock().unwrap().plan = Some((point, occurrence, action));
+        Arc::new(faults)
+    }
+
+    /// Fails the next occurrence of `point`.
+    fn fail_next(&self, point: Point) {
+        let mut state = self.state.lock().unwrap();
+        let next = state.seen.get(&point).copied().unwrap_or(0) + 1;
+        state.plan = Some((point, next, Action::Fail));
+    }
+
+    fn count(&self, point: Point) -> u32 {
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .get(&point)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn counts(&self) -> BTreeMap<Point, u32> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    fn strike(&self, point: Point) -> Option<Action> {
+        let mut state = self.state.lock().unwrap();
+        let seen = state.seen.entry(point).or_default();
+        *seen += 1;
+        let seen = *seen;
+        match state.plan {
+            Some((planned, occurrence, action)) if planned == point && occurrence == seen => {
+                Some(action)
+            }
+            _ => None,
+        }
+    }
+
+    async fn trip(&self, point: Point) -> Result<(), StorageError> {
+        match self.strike(point) {
+            None => Ok(()),
+            Some(Action::Fail) => Err(StorageError::backend(format!(
+                "injected failure at {point:?}"
+            ))),
+            Some(Action::Crash) => {
+                self.crashed.notify_one();
+                std::future::pending().await
+            }
+        }
+    }
+}
+
+/// A transaction of [`Probe`]: PostgreSQL's, plus what it did.
+struct ProbeTx {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    dead_lettered: bool,
+    reset: bool,
+}
+
+impl Deref for ProbeTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for ProbeTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// [`PgTransactionUnit`] with every step counted and faults injected.
+struct Probe {
+    inner: PgTransactionUnit,
+    faults: Arc<Faults>,
+}
+
+impl TransactionUnit for Probe {
+    type Connection = PgConnection;
+    type Transaction = ProbeTx;
+
+    fn begin(&self) -> BoxFuture<'_, Result<ProbeTx, StorageError>> {
+        Box::pin(async move {
+            let tx = ProbeTx {
+                tx: self.inner.begin().await?,
+                dead_lettered: false,
+                reset: false,
+            };
+            self.faults.trip(Point::AfterBegin).await?;
+            Ok(tx)
+        })
+    }
+
+    fn commit(&self, tx: ProbeTx) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let mut points = vec![Point::BeforeCommit];
+            if tx.dead_lettered {
+                points.push(Point::DeadLetterCommit);
+            }
+            if tx.reset {
+                points.push(Point::ResetCommit);
+            }
+            for point in points {
+                if let Err(error) = self.faults.trip(point).await {
+                    self.inner.rollback(tx.tx).await?;
+                    return Err(error);
+                }
+            }
+            self.inner.commit(tx.tx).await?;
+            self.faults.trip(Point::AfterCommit).await
+        })
+    }
+
+    fn rollback(&self, tx: ProbeTx) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.inner.rollback(tx.tx).await?;
+            self.faults.trip(Point::Rollback).await
+        })
+    }
+
+    fn lock_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut ProbeTx,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        Box::pin(async move {
+            let position = self.inner.lock_checkpoint(&mut tx.tx, projection).await?;
+            self.faults.trip(Point::AfterLock).await?;
+            Ok(position)
+        })
+    }
+
+    fn write_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut ProbeTx,
+        projection: &'a str,
+        update: &'a CheckpointUpdate,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.faults.trip(Point::BeforeWriteCheckpoint).await?;
+            self.inner
+                .write_checkpoint(&mut tx.tx, projection, update)
+                .await
+        })
+    }
+
+    fn reset_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut ProbeTx,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.inner.reset_checkpoint(&mut tx.tx, projection).await?;
+            tx.reset = true;
+            Ok(())
+        })
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        tx: &'a mut ProbeTx,
+        failure: &'a FailedEvent,
+    ) -> BoxFuture<'a, Result<i64, StorageError>> {
+        Box::pin(async move {
+            self.faults.trip(Point::BeforeDeadLetter).await?;
+            let id = self.inner.dead_letter(&mut tx.tx, failure).await?;
+            tx.dead_lettered = true;
+            Ok(id)
+        })
+    }
+
+    fn resolve_dead_letter<'a>(
+        &'a self,
+        tx: &'a mut ProbeTx,
+        entry_id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner
+            .resolve_dead_letter(&mut tx.tx, entry_id, resolved_by)
+    }
+
+    fn checkpoints(&self) -> Arc<dyn CheckpointRepository> {
+        self.inner.checkpoints()
+    }
+
+    fn dead_letters(&self) -> Arc<dyn DLQRepository> {
+        self.inner.dead_letters()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The projection: two statements per event
+// ---------------------------------------------------------------------------------------------
+
+const PROJECTION: &str = "pg_orders";
+const ORDERS_TABLE: &str = "pgp_orders";
+const TOTALS_TABLE: &str = "pgp_daily_totals";
+
+/// The read model's SQL, formatted once per projection with the schema's validated name.
+struct ReadModelSql {
+    create: String,
+    insert_order: String,
+    upsert_total: String,
+    clear_orders: String,
+    clear_totals: String,
+    select_orders: String,
+    select_totals: String,
+}
+
+impl ReadModelSql {
+    fn new(schema: &Schema) -> Self {
+        // `Schema::named` accepted only `^[a-z_][a-z0-9_]{0,62}$`; the table names are ours.
+        let table = |name: &str| match schema.name() {
+            Some(schema) => format!("\"{schema}\".{name}"),
+            None => name.to_owned(),
+        };
+        let (orders, totals) = (table(ORDERS_TABLE), table(TOTALS_TABLE));
+        Self {
+            // No unique key on `order_no`: an order applied twice shows up as two rows.
+            create: format!(
+                "CREATE TABLE {orders} (
+                     id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                     order_no bigint NOT NULL,
+                     day      text   NOT NULL,
+                     amount   bigint NOT NULL,
+                     customer text   NOT NULL
+                 );
+                 CREATE TABLE {totals} (
+                     day    text   PRIMARY KEY,
+                     total  bigint NOT NULL,
+                     orders bigint NOT NULL
+                 );"
+            ),
+            insert_order: format!(
+                "INSERT INTO {orders} (order_no, day, amount, customer) VALUES ($1, $2, $3, $4)"
+            ),
+            upsert_total: format!(
+                "INSERT INTO {totals} AS t (day, total, orders) VALUES ($1, $2, 1)
+                 ON CONFLICT (day) DO UPDATE SET
+                     total = t.total + EXCLUDED.total, orders = t.orders + 1"
+            ),
+            clear_orders: format!("DELETE FROM {orders}"),
+            clear_totals: format!("DELETE FROM {totals}"),
+            select_orders: format!(
+                "SELECT order_no, day, amount, customer FROM {orders} ORDER BY order_no, id"
+            ),
+            select_totals: format!("SELECT day, total, orders FROM {totals} ORDER BY day"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OrderError {
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("order {0} is poison")]
+    Poison(i64),
+    #[error("reset refused")]
+    ResetRefused,
+    #[error(transparent)]
+    Injected(#[from] StorageError),
+}
+
+/// Orders and daily totals: each event inserts an order row, then upserts its day's total.
+struct Orders {
+    sql: ReadModelSql,
+    faults: Arc<Faults>,
+    /// Handler calls per order number.
+    calls: Arc<Mutex<BTreeMap<i64, u32>>>,
+    /// Per order number: how many more calls run a statement that fails at the server
+    /// (`SELECT 1/0`, which aborts the transaction) after the first statement.
+    server_errors: HashMap<i64, u32>,
+    /// Makes the reset fail after its first statement.
+    fail_reset: bool,
+}
+
+impl Orders {
+    fn new(schema: &Schema, faults: Arc<Faults>) -> Self {
+        Self {
+            sql: ReadModelSql::new(schema),
+            faults,
+            calls: Arc::default(),
+            server_errors: HashMap::new(),
+            fail_reset: false,
+        }
+    }
+}
+
+#[projection(name = "pg_orders")]
+impl Orders {
+    #[handles(OrderPlaced)]
+    async fn placed(
+        &mut self,
+        conn: &mut PgConnection,
+        event: &Envelope<OrderPlaced>,
+    ) -> Result<(), OrderError> {
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(event.order_no)
+            .or_default() += 1;
+        sqlx::query(&self.sql.insert_order)
+            .bind(event.order_no)
+            .bind(event.day.as_str())
+            .bind(event.amount)
+            .bind(event.customer.as_str())
+            .execute(&mut *conn)
+            .await?;
+        if let Some(left) = self.server_errors.get_mut(&event.order_no)
+            && *left > 0
+        {
+            *left -= 1;
+            sqlx::query("SELECT 1/0").execute(&mut *conn).await?;
+        }
+        self.faults.trip(Point::BetweenStatements).await?;
+        if event.amount == POISON {
+            return Err(OrderError::Poison(event.order_no));
+        }
+        sqlx::query(&self.sql.upsert_total)
+            .bind(event.day.as_str())
+            .bind(event.amount)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    #[reset]
+    async fn clear(&mut self, conn: &mut PgConnection) -> Result<(), OrderError> {
+        sqlx::query(&self.sql.clear_orders)
+            .execute(&mut *conn)
+            .await?;
+        if self.fail_reset {
+            return Err(OrderError::ResetRefused);
+        }
+        sqlx::query(&self.sql.clear_totals)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+type Runner = TransactionalRunner<Orders, Probe>;
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A pool on the test server; panics (fails the test) when the server cannot be reached.
+async fn connect(max_connections: u32) -> PgPool {
+    let url = database_url();
+    // One direct connection first: a refused connection fails at once, where a pool would
+    // retry until its acquire timeout.
+    static REACHABLE: OnceCell<()> = OnceCell::const_new();
+    REACHABLE
+        .get_or_init(|| async {
+            match PgConnection::connect(&url).await {
+                Ok(conn) => conn.close().await.unwrap(),
+                Err(e) => panic!(
+                    "cannot reach PostgreSQL at {url}: {e}. These tests need a running server; \
+                     set DATABASE_URL"
+                ),
+            }
+        })
+        .await;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach PostgreSQL at {url}: {e}. These tests need a running server; \
+                 set DATABASE_URL"
+            )
+        })
+}
+
+/// Fails instead of hanging.
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 120 s"))
+}
+
+/// One schema with the crate's tables and the read model's.
+struct TestDb {
+    pool: PgPool,
+    schema: Schema,
+    name: String,
+    sql: ReadModelSql,
+}
+
+impl TestDb {
+    async fn new() -> Self {
+        Self::on(connect(4).await).await
+    }
+
+    async fn on(pool: PgPool) -> Self {
+        let name = format!("pt_{}", &Uuid::new_v4().simple().to_string()[..16]);
+        let schema = Schema::named(&name).unwrap();
+        migrate_schema(&pool, &schema).await.unwrap();
+        let sql = ReadModelSql::new(&schema);
+        sqlx::raw_sql(&sql.create).execute(&pool).await.unwrap();
+        Self {
+            pool,
+            schema,
+            name,
+            sql,
+        }
+    }
+
+    fn unit(&self, pool: &PgPool, faults: &Arc<Faults>) -> Arc<Probe> {
+        Arc::new(Probe {
+            inner: PgTransactionUnit::with_schema(pool.clone(), &self.schema),
+            faults: faults.clone(),
+        })
+    }
+
+    /// A runner on `pool` (a process of its own when the pool is its own).
+    fn runner_on(&self, pool: &PgPool, faults: &Arc<Faults>) -> Runner {
+        TransactionalRunner::new(
+            Orders::new(&self.schema, faults.clone()),
+            self.unit(pool, faults),
+        )
+        .retry_policy(NoRetryPolicy)
+    }
+
+    fn runner(&self, faults: &Arc<Faults>) -> Runner {
+        self.runner_on(&self.pool, faults)
+    }
+
+    fn store(&self) -> PostgresEventStore {
+        PostgresEventStore::with_schema(self.pool.clone(), self.schema.clone())
+    }
+
+    fn table(&self, table: &str) -> String {
+        format!("\"{}\".{table}", self.name)
+    }
+
+    fn checkpoints(&self) -> PostgreSQLCheckpointRepository {
+        PostgreSQLCheckpointRepository::with_schema(self.pool.clone(), &self.schema)
+    }
+
+    fn dead_letters(&self) -> PostgreSQLDLQRepository {
+        PostgreSQLDLQRepository::with_schema(self.pool.clone(), &self.schema)
+    }
+
+    async fn orders(&self) -> Vec<(i64, String, i64, String)> {
+        sqlx::query_as(&self.sql.select_orders)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn order_numbers(&self) -> Vec<i64> {
+        self.orders().await.into_iter().map(|o| o.0).collect()
+    }
+
+    async fn totals(&self) -> Vec<(String, i64, i64)> {
+        sqlx::query_as(&self.sql.select_totals)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn checkpoint(&self) -> Option<Checkpoint> {
+        self.checkpoints()
+            .get_checkpoint_data(PROJECTION)
+            .await
+            .unwrap()
+            .map(|c| Checkpoint {
+                position: c.position,
+                last_event_id: c.last_event_id,
+                last_event_type: c.last_event_type,
+                events_processed: c.events_processed,
+            })
+    }
+
+    async fn dead(&self) -> Vec<DeadLetter> {
+        self.dead_letters()
+            .get_failed_events(DLQFilter::all())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| DeadLetter {
+                event_id: e.event_id,
+                position: e.position,
+                projection: e.projection_name,
+                event_type: e.event_type,
+                error_message: e.error_message,
+                attempts: e.attempts,
+                status: e.status,
+            })
+            .collect()
+    }
+
+    async fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            orders: self.orders().await,
+            totals: self.totals().await,
+            checkpoint: self.checkpoint().await,
+            dead_letters: self.dead().await,
+        }
+    }
+
+    /// Drops the schema; called at the end of a test that passed.
+    async fn drop(self) {
+        sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", self.name))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Checkpoint {
+    position: u64,
+    last_event_id: Option<Uuid>,
+    last_event_type: Option<String>,
+    events_processed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct DeadLetter {
+    event_id: Uuid,
+    position: Option<u64>,
+    projection: String,
+    event_type: String,
+    error_message: String,
+    attempts: u32,
+    status: DLQStatus,
+}
+
+/// Everything a run leaves behind, minus ids and times.
+#[derive(Debug, Clone, PartialEq)]
+struct Snapshot {
+    orders: Vec<(i64, String, i64, String)>,
+    totals: Vec<(String, i64, i64)>,
+    checkpoint: Option<Checkpoint>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+fn event_id_of(event: &AnyEvent) -> Uuid {
+    event.event_id()
+}
+
+fn tiny_backoff(max_retries: u32) -> ExponentialBackoffRetryPolicy {
+    ExponentialBackoffRetryPolicy::new(
+        RetryConfig::new(
+            max_retries,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+            2.0,
+            0.0,
+        )
+        .unwrap(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Crash safety
+// ---------------------------------------------------------------------------------------------
+
+/// Two batches; the second holds a poison order (7) between good ones, and each batch an
+/// event the projection passes over.
+fn crash_stream() -> Vec<Vec<AnyEvent>> {
+    let events = positioned(
+        vec![
+            order(1, "d1", 10),
+            order(2, "d1", 20),
+            audit(1),
+            order(3, "d2", 30),
+            order(4, "d2", 40),
+            order(5, "d1", 50),
+            order(6, "d1", POISON),
+            order(7, "d2", 70),
+            audit(2),
+            order(8, "d3", 80),
+        ],
+        1,
+    );
+    vec![events[..4].to_vec(), events[4..].to_vec()]
+}
+
+fn crash_runner(db: &TestDb, pool: &PgPool, faults: &Arc<Faults>) -> Runner {
+    // One retry, so that a retry's own transaction is crossed too.
+    db.runner_on(pool, faults).retry_policy(tiny_backoff(1))
+}
+
+/// Runs `batches` in a process of its own (its own pool) until the planned crash; then the
+/// process dies: its future is dropped and its connections closed, so the server rolls back
+/// whatever it had open. Returns whether the crash happened.
+async fn run_until_crash(db: &TestDb, faults: &Arc<Faults>, batches: &[Vec<AnyEvent>]) -> bool {
+    let pool = connect(2).await;
+    let crashed = {
+        let mut runner = crash_runner(db, &pool, faults);
+        let work = async {
+            for batch in batches {
+                runner
+                    .handle_batch(batch)
+                    .await
+                    .expect("no error before the crash");
+            }
+        };
+        tokio::select! {
+            () = faults.crashed.notified() => true,
+            () = work => false,
+        }
+    };
+    within("closing the crashed process's connections", pool.close()).await;
+    crashed
+}
+
+async fn run_to_completion(db: &TestDb, faults: &Arc<Faults>, batches: &[Vec<AnyEvent>]) {
+    let mut runner = crash_runner(db, &db.pool, faults);
+    for batch in batches {
+        runner.handle_batch(batch).await.unwrap();
+    }
+}
+
+/// For each step of the work (before the handler, between its two statements, before the
+/// checkpoint write, before and after the commit, before the dead letter) and each of its
+/// occurrences (the first batch, the later batch, the re-apply after the failure, the retry,
+/// the dead-letter transaction, the batch's rest), a crash there followed by a restart (a new
+/// runner on the same schema, the same events) gives exactly the read model, checkpoint and
+/// dead letters of an uninterrupted run: nothing applied twice, nothing lost.
+#[tokio::test]
+async fn a_crash_at_any_step_then_a_restart_gives_the_uninterrupted_result() {
+    let pool = connect(4).await;
+    let batches = crash_stream();
+    let all: Vec<&AnyEvent> = batches.iter().flatten().collect();
+
+    // The uninterrupted run, in a schema of its own; its counts say how often each step occurs.
+    let clean = TestDb::on(pool.clone()).await;
+    let counting = Faults::none();
+    within(
+        "the uninterrupted run",
+        run_to_completion(&clean, &counting, &batches),
+    )
+    .await;
+    let expected = clean.snapshot().await;
+    let d = |s: &str| s.to_owned();
+    let customer = |n: i64| format!("customer {n}");
+    assert_eq!(
+        expected.orders,
+        [
+            (1, "d1", 10),
+            (2, "d1", 20),
+            (3, "d2", 30),
+            (4, "d2", 40),
+            (5, "d1", 50)
+        ]
+        .into_iter()
+        .chain([(7, "d2", 70), (8, "d3", 80)])
+        .map(|(n, day, amount)| (n, d(day), amount, customer(n)))
+        .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        expected.totals,
+        [(d("d1"), 80, 3), (d("d2"), 140, 3), (d("d3"), 80, 1)]
+    );
+    assert_eq!(
+        expected.checkpoint,
+        Some(Checkpoint {
+            position: 10,
+            last_event_id: Some(event_id_of(all[9])),
+            last_event_type: Some(ORDER_PLACED.to_owned()),
+            events_processed: 7,
+        })
+    );
+    assert_eq!(expected.dead_letters.len(), 1);
+    let dead = &expected.dead_letters[0];
+    assert_eq!(
+        (dead.event_id, dead.position, dead.attempts, dead.status),
+        (event_id_of(all[6]), Some(7), 2, DLQStatus::Failed)
+    );
+    assert!(dead.error_message.contains("order 6 is poison"), "{dead:?}");
+    clean.drop().await;
+
+    // Transactions: batch 1; batch 2 up to the poison (rolled back); the re-apply of 4 and 5;
+    // the retry of 6 (rolled back); the dead letter; batch 2's rest.
+    let counts = counting.counts();
+    assert_eq!(counts[&Point::AfterBegin], 6, "{counts:?}");
+    assert_eq!(counts[&Point::AfterCommit], 4, "{counts:?}");
+    assert_eq!(counts[&Point::Rollback], 2, "{counts:?}");
+    assert_eq!(counts[&Point::BeforeDeadLetter], 1, "{counts:?}");
+    // Handler calls: 3 + 3 (up to the poison) + 2 (re-apply) + 1 (retry) + 2.
+    assert_eq!(counts[&Point::BetweenStatements], 11, "{counts:?}");
+
+    let mut cases = 0;
+    for point in [
+        Point::AfterBegin,
+        Point::AfterLock,
+        Point::BetweenStatements,
+        Point::BeforeWriteCheckpoint,
+        Point::BeforeDeadLetter,
+        Point::BeforeCommit,
+        Point::AfterCommit,
+    ] {
+        for occurrence in 1..=counts[&point] {
+            let db = TestDb::on(pool.clone()).await;
+            let faults = Faults::at(point, occurrence, Action::Crash);
+            let crashed = within(
+                &format!("the run up to the crash at {point:?} #{occurrence}"),
+                run_until_crash(&db, &faults, &batches),
+            )
+            .await;
+            assert!(crashed, "{point:?} #{occurrence} was never reached");
+
+            // A new process: a new runner over the same schema runs the same events.
+            within(
+                &format!("the restart after the crash at {point:?} #{occurrence}"),
+                run_to_completion(&db, &Faults::none(), &batches),
+            )
+            .await;
+            let after = db.snapshot().await;
+            assert_eq!(after, expected, "crash at {point:?} #{occurrence}");
+            assert_eq!(
+                after.dead_letters.len(),
+                1,
+                "crash at {point:?} #{occurrence}"
+            );
+            db.drop().await;
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 6 + 6 + 11 + 4 + 1 + 4 + 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A handler error rolls back its event's statements; dead letter and checkpoint together
+// ---------------------------------------------------------------------------------------------
+
+/// Order 3 inserts its order row and then fails. Its row leaves no trace; orders 1 and 2, run
+/// once in the rolled-back transaction and again in a fresh one, are committed exactly once.
+/// The dead letter and the checkpoint move past order 3 commit together: when that commit
+/// fails, neither exists; a restart writes both.
+#[tokio::test]
+async fn a_handler_error_rolls_back_every_statement_of_its_event() {
+    within("a_handler_error_rolls_back_every_statement_of_its_event", async {
+    let db = TestDb::new().await;
+    let events = positioned(
+        vec![
+            order(1, "d1", 10),
+            order(2, "d2", 20),
+            order(3, "d1", POISON),
+            order(4, "d1", 40),
+        ],
+        1,
+    );
+
+    let faults = Faults::at(Point::DeadLetterCommit, 1, Action::Fail);
+    let mut runner = db.runner(&faults);
+    let calls = runner.projection().calls.clone();
+    let error = runner.handle_batch(&events).await.unwrap_err();
+    assert!(
+        matches!(&error, RunnerError::DeadLetter { event_id, .. } if *event_id == event_id_of(&events[2])),
+        "{error:?}"
+    );
+    // Order 3's first statement ran (and orders 1 and 2 ran twice) ...
+    assert_eq!(
+        *calls.lock().unwrap(),
+        BTreeMap::from([(1, 2), (2, 2), (3, 1)])
+    );
+    // ... and the dead letter was written in the transaction whose commit failed.
+    assert_eq!(faults.count(Point::BeforeDeadLetter), 1);
+    assert_eq!(faults.count(Point::DeadLetterCommit), 1);
+
+    // No trace of order 3; orders 1 and 2 once; no dead letter and the checkpoint before 3.
+    assert_eq!(db.order_numbers().await, [1, 2]);
+    assert_eq!(
+        db.totals().await,
+        [("d1".to_owned(), 10, 1), ("d2".to_owned(), 20, 1)]
+    );
+    assert!(db.dead().await.is_empty());
+    let checkpoint = db.checkpoint().await.unwrap();
+    assert_eq!((checkpoint.position, checkpoint.events_processed), (2, 2));
+    drop(runner);
+
+    // A restart writes the dead letter and moves the checkpoint past it, then goes on.
+    let mut runner = db.runner(&Faults::none());
+    let outcome = runner.handle_batch(&events).await.unwrap();
+    assert_eq!(outcome.applied, 1);
+    assert_eq!(outcome.dead_lettered.len(), 1);
+    assert_eq!(db.order_numbers().await, [1, 2, 4]);
+    assert_eq!(
+        db.totals().await,
+        [("d1".to_owned(), 50, 2), ("d2".to_owned(), 20, 1)]
+    );
+    let dead = db.dead().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].event_id, dead[0].position, dead[0].attempts),
+        (event_id_of(&events[2]), Some(3), 1)
+    );
+    assert_eq!(dead[0].projection, PROJECTION);
+    assert!(dead[0].error_message.contains("order 3 is poison"));
+    let checkpoint = db.checkpoint().await.unwrap();
+    assert_eq!((checkpoint.position, checkpoint.events_processed), (4, 3));
+    db.drop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A retry is not poisoned by the previous attempt's aborted transaction
+// ---------------------------------------------------------------------------------------------
+
+/// Order 2's first two attempts insert its row and then run `SELECT 1/0`, which aborts the
+/// transaction at the server; the third attempt, in a fresh transaction, succeeds. Order 2 is
+/// applied exactly once and nothing is dead-lettered.
+#[tokio::test]
+async fn a_retry_is_not_poisoned_by_the_aborted_transaction_before_it() {
+    within(
+        "a_retry_is_not_poisoned_by_the_aborted_transaction_before_it",
+        async {
+            let db = TestDb::new().await;
+            let events = positioned(
+                vec![order(1, "d1", 10), order(2, "d1", 20), order(3, "d2", 30)],
+                1,
+            );
+            let faults = Faults::none();
+            let mut runner = db.runner(&faults).retry_policy(tiny_backoff(3));
+            runner.projection_mut().server_errors.insert(2, 2);
+            let calls = runner.projection().calls.clone();
+
+            let outcome = runner.handle_batch(&events).await.unwrap();
+            assert_eq!(outcome.applied, 3);
+            assert!(outcome.dead_lettered.is_empty());
+            // Order 2: the batch's attempt, a retry that failed, a retry that succeeded.
+            assert_eq!(calls.lock().unwrap()[&2], 3);
+            assert_eq!(faults.count(Point::Rollback), 2);
+
+            assert_eq!(db.order_numbers().await, [1, 2, 3]);
+            assert_eq!(
+                db.totals().await,
+                [("d1".to_owned(), 30, 2), ("d2".to_owned(), 30, 1)]
+            );
+            assert!(db.dead().await.is_empty());
+            let checkpoint = db.checkpoint().await.unwrap();
+            assert_eq!((checkpoint.position, checkpoint.events_processed), (3, 3));
+            db.drop().await;
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The stop policy
+// ---------------------------------------------------------------------------------------------
+
+/// Under `FailurePolicy::Stop`, the events before the poison are committed, the checkpoint
+/// stays before it, nothing is dead-lettered, and nothing after it is applied, not by this
+/// runner (which refuses further batches) nor by a restarted one.
+#[tokio::test]
+async fn the_stop_policy_keeps_the_checkpoint_before_the_failing_event() {
+    within(
+        "the_stop_policy_keeps_the_checkpoint_before_the_failing_event",
+        async {
+            let db = TestDb::new().await;
+            let events = positioned(
+                vec![
+                    order(1, "d1", 10),
+                    order(2, "d1", 20),
+                    order(3, "d1", POISON),
+                    order(4, "d1", 40),
+                ],
+                1,
+            );
+            let faults = Faults::none();
+            let mut runner = db.runner(&faults).on_failure(FailurePolicy::Stop);
+
+            let error = runner.handle_batch(&events).await.unwrap_err();
+            let RunnerError::Stopped { at, .. } = &error else {
+                panic!("expected Stopped, got {error:?}");
+            };
+            assert_eq!(
+                (at.position, at.event_id),
+                (Some(3), event_id_of(&events[2]))
+            );
+            assert!(at.error.contains("order 3 is poison"), "{at:?}");
+            assert!(runner.stopped().is_some());
+
+            let expect_state = || async {
+                assert_eq!(db.order_numbers().await, [1, 2]);
+                assert_eq!(db.totals().await, [("d1".to_owned(), 30, 2)]);
+                assert!(db.dead().await.is_empty());
+                let checkpoint = db.checkpoint().await.unwrap();
+                assert_eq!((checkpoint.position, checkpoint.events_processed), (2, 2));
+            };
+            expect_state().await;
+
+            // The stopped runner touches nothing.
+            let begins = faults.count(Point::AfterBegin);
+            let again = runner.handle_batch(&events[3..]).await.unwrap_err();
+            assert!(matches!(again, RunnerError::Stopped { .. }), "{again:?}");
+            assert_eq!(faults.count(Point::AfterBegin), begins);
+            expect_state().await;
+
+            // A restarted runner stops at the same event.
+            let mut restarted = db.runner(&Faults::none()).on_failure(FailurePolicy::Stop);
+            let error = restarted.handle_batch(&events).await.unwrap_err();
+            assert!(
+                matches!(&error, RunnerError::Stopped { at, .. } if at.position == Some(3)),
+                "{error:?}"
+            );
+            expect_state().await;
+            db.drop().await;
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Bad input from the store
+// ---------------------------------------------------------------------------------------------
+
+/// Inserts one event row by hand, at the next position, as a writer other than the store
+/// would. Every value is bound.
+async fn insert_raw_event(db: &TestDb, event_type: &str, payload: &str) -> (u64, Uuid) {
+    let event_id = Uuid::new_v4();
+    let position: i64 = sqlx::query_scalar(&format!(
+        "WITH next AS (
+             UPDATE {positions} SET position = position + 1 RETURNING position
+         )
+         INSERT INTO {events} (
+             position, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
+             event_version, payload, correlation_id, occurred_at
+         )
+         SELECT next.position, $1, $2, 'Order', 1, $3, 1, $4::jsonb, $5, now() FROM next
+         RETURNING position",
+        positions = db.table("projection_positions"),
+        events = db.table("projection_events"),
+    ))
+    .bind(event_id)
+    .bind(Uuid::new_v4())
+    .bind(event_type)
+    .bind(payload)
+    .bind(Uuid::new_v4())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    (u64::try_from(position).unwrap(), event_id)
+}
+
+async fn append(store: &PostgresEventStore, event: AnyEvent) -> u64 {
+    let aggregate = event.metadata().aggregate_id;
+    store
+        .append(aggregate, ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap()
+        .last_position
+}
+
+/// Catches up until the projection's checkpoint reaches `position`. One pass may stop short:
+/// readers never pass a transaction still running anywhere in the cluster (other tests run
+/// transactions all the time), so a pass ends at that horizon and the next one goes on.
+async fn catch_up_to(coordinator: &mut ProjectionCoordinator, position: u64) {
+    within(&format!("catching up to {position}"), async {
+        loop {
+            let report = coordinator.catch_up().await;
+            let failures: Vec<String> = report
+                .failures()
+                .map(|(name, error)| format!("{name}: {error}"))
+                .collect();
+            assert!(failures.is_empty(), "{failures:?}");
+            let runner = coordinator.registry().runner_of::<Runner>().unwrap();
+            if runner.checkpoint().await.unwrap() >= Some(position) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Rows of an unknown type and with a payload that does not decode reach the dead-letter
+/// queue with the decode error, the checkpoint passes them, and the good events around them
+/// are applied. Identifiers are validated, values are bound: an injection attempt in a schema
+/// name is refused, and quotes in values are stored verbatim.
+#[tokio::test]
+async fn undecodable_stored_events_are_dead_lettered_and_passed() {
+    within(
+        "undecodable_stored_events_are_dead_lettered_and_passed",
+        async {
+            let injection = "pt_x\"; DROP SCHEMA public CASCADE; --";
+            assert!(matches!(
+                Schema::named(injection),
+                Err(StorageError::Invalid { .. })
+            ));
+            assert!(matches!(
+                Schema::named("Robert'); DROP TABLE students;--"),
+                Err(StorageError::Invalid { .. })
+            ));
+
+            let db = TestDb::new().await;
+            let store = db.store();
+            append(&store, order(1, "d1", 10)).await;
+            append(&store, order(2, "d1", 20)).await;
+            let unknown_type = "pgp.never_registered'\"); DROP TABLE pgp_orders; --";
+            let (unknown_at, unknown_id) = insert_raw_event(&db, unknown_type, "{\"x\": 1}").await;
+            let (garbled_at, garbled_id) = insert_raw_event(
+                &db,
+                ORDER_PLACED,
+                "{\"order_no\": \"seven\", \"day\": \"d1\"}",
+            )
+            .await;
+            let quoted = "O'Brien \"Bob\" '); DELETE FROM pgp_orders; -- \\ $1";
+            let last = append(
+                &store,
+                Envelope::new(
+                    Uuid::new_v4(),
+                    OrderPlaced {
+                        order_no: 3,
+                        day: "d2".to_owned(),
+                        amount: 30,
+                        customer: quoted.to_owned(),
+                    },
+                )
+                .into(),
+            )
+            .await;
+            assert_eq!((unknown_at, garbled_at, last), (3, 4, 5));
+
+            let mut registry = ProjectionRegistry::new();
+            registry.register(db.runner(&Faults::none())).unwrap();
+            let mut coordinator = ProjectionCoordinator::new(registry, Arc::new(store));
+            catch_up_to(&mut coordinator, last).await;
+
+            let orders = db.orders().await;
+            assert_eq!(orders.iter().map(|o| o.0).collect::<Vec<_>>(), [1, 2, 3]);
+            assert_eq!(orders[2].3, quoted);
+            assert_eq!(
+                db.totals().await,
+                [("d1".to_owned(), 30, 2), ("d2".to_owned(), 30, 1)]
+            );
+
+            let dead = db.dead().await;
+            assert_eq!(dead.len(), 2, "{dead:?}");
+            let unknown = dead.iter().find(|d| d.event_id == unknown_id).unwrap();
+            assert_eq!(unknown.position, Some(unknown_at));
+            assert_eq!(unknown.event_type, unknown_type);
+            assert!(
+                unknown.error_message.contains("does not decode")
+                    && unknown.error_message.contains("unknown event type"),
+                "{unknown:?}"
+            );
+            let garbled = dead.iter().find(|d| d.event_id == garbled_id).unwrap();
+            assert_eq!(garbled.position, Some(garbled_at));
+            assert_eq!(garbled.event_type, ORDER_PLACED);
+            assert!(
+                garbled.error_message.contains("does not decode")
+                    && garbled
+                        .error_message
+                        .contains("payload of `pgp.order_placed` does not decode"),
+                "{garbled:?}"
+            );
+            // The whole row is kept for an operator.
+            let entry = db
+                .dead_letters()
+                .get_failed_events(DLQFilter::failed_in(PROJECTION))
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.event_id == unknown_id)
+                .unwrap();
+            assert_eq!(entry.event_data["payload"], serde_json::json!({ "x": 1 }));
+
+            let checkpoint = db.checkpoint().await.unwrap();
+            assert_eq!((checkpoint.position, checkpoint.events_processed), (5, 3));
+            drop(coordinator);
+            db.drop().await;
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Reset and rebuild
+// ---------------------------------------------------------------------------------------------
+
+/// The reset clears both read-model tables and the checkpoint in one transaction: when the
+/// projection's reset fails after its first statement, or the commit fails, nothing is
+/// cleared; when it commits, everything is. A rebuild through the coordinator then gives the
+/// read model and checkpoint of the first run.
+#[tokio::test]
+async fn reset_is_one_transaction_and_a_rebuild_gives_the_same_read_model() {
+    within(
+        "reset_is_one_transaction_and_a_rebuild_gives_the_same_read_model",
+        async {
+            let db = TestDb::new().await;
+            let store = db.store();
+            let mut last = 0;
+            for (n, day, amount) in [(1, "d1", 10), (2, "d2", 20), (3, "d1", 30), (4, "d3", 40)] {
+                last = append(&store, order(n, day, amount)).await;
+            }
+            let faults = Faults::none();
+            let mut registry = ProjectionRegistry::new();
+            registry.register(db.runner(&faults)).unwrap();
+            let mut coordinator = ProjectionCoordinator::new(registry, Arc::new(store));
+            catch_up_to(&mut coordinator, last).await;
+            let before = db.snapshot().await;
+            assert_eq!(before.orders.len(), 4);
+            assert_eq!(before.checkpoint.as_ref().unwrap().position, last);
+
+            // The projection's reset fails after deleting the orders: all rolled back.
+            let runner = coordinator.registry_mut().runner_mut::<Runner>().unwrap();
+            runner.projection_mut().fail_reset = true;
+            let error = runner.reset().await.unwrap_err();
+            assert!(matches!(error, RunnerError::Reset { .. }), "{error:?}");
+            assert_eq!(db.snapshot().await, before);
+
+            // The commit fails: all rolled back.
+            runner.projection_mut().fail_reset = false;
+            faults.fail_next(Point::ResetCommit);
+            let error = runner.reset().await.unwrap_err();
+            assert!(matches!(error, RunnerError::Storage { .. }), "{error:?}");
+            assert_eq!(db.snapshot().await, before);
+
+            // It commits: both tables and the checkpoint are gone.
+            runner.reset().await.unwrap();
+            let cleared = db.snapshot().await;
+            assert!(cleared.orders.is_empty() && cleared.totals.is_empty());
+            assert_eq!(cleared.checkpoint, None);
+
+            // A rebuild gives the same read model and checkpoint.
+            coordinator.rebuild_projection(PROJECTION).await.unwrap();
+            catch_up_to(&mut coordinator, last).await;
+            assert_eq!(db.snapshot().await, before);
+            drop(coordinator);
+            db.drop().await;
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. One transaction per batch
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_batch_of_one_hundred_events_is_one_transaction() {
+    within("a_batch_of_one_hundred_events_is_one_transaction", async {
+        let db = TestDb::new().await;
+        let events = positioned(
+            (1..=100)
+                // Even amounts: never the poison.
+                .map(|n| order(n, if n % 2 == 0 { "even" } else { "odd" }, 2 * n))
+                .collect(),
+            1,
+        );
+        let faults = Faults::none();
+        let mut runner = db.runner(&faults);
+        let outcome = runner.handle_batch(&events).await.unwrap();
+        assert_eq!(outcome.applied, 100);
+        assert_eq!(outcome.checkpoint, Some(100));
+
+        assert_eq!(faults.count(Point::AfterBegin), 1);
+        assert_eq!(faults.count(Point::AfterCommit), 1);
+        assert_eq!(faults.count(Point::Rollback), 0);
+        assert_eq!(faults.count(Point::BeforeWriteCheckpoint), 1);
+
+        assert_eq!(db.orders().await.len(), 100);
+        assert_eq!(
+            db.totals().await,
+            [("even".to_owned(), 5100, 50), ("odd".to_owned(), 5000, 50)]
+        );
+        let checkpoint = db.checkpoint().await.unwrap();
+        assert_eq!(
+            (checkpoint.position, checkpoint.events_processed),
+            (100, 100)
+        );
+        db.drop().await;
+    })
+    .await;
+}
