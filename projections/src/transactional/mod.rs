@@ -91,6 +91,14 @@ impl Progress {
     }
 }
 
+/// How one attempt in a transaction of its own ended.
+enum Attempt {
+    Applied,
+    /// Another runner of the projection had already passed the event.
+    AlreadyDone,
+    Failed(HandlerError),
+}
+
 /// How a segment of a batch ended.
 enum Segment {
     /// Committed up to the segment's end.
@@ -414,11 +422,15 @@ where
                 tokio::time::sleep(self.retry.backoff(attempts - 1)).await;
                 attempts += 1;
                 match self.attempt_alone(event, attempts).await? {
-                    None => {
+                    Attempt::Applied => {
                         outcome.applied += 1;
                         return Ok(());
                     }
-                    Some(again) => error = again,
+                    Attempt::AlreadyDone => {
+                        outcome.skipped += 1;
+                        return Ok(());
+                    }
+                    Attempt::Failed(again) => error = again,
                 }
             }
         }
@@ -450,6 +462,11 @@ where
                         handler_error: error.to_string(),
                         source,
                     })?;
+                let Some(entry_id) = entry_id else {
+                    // Another runner of this projection got past the event meanwhile.
+                    outcome.skipped += 1;
+                    return Ok(());
+                };
                 tracing::error!(
                     projection = %self.name, %event_id, event_type, attempts, entry_id, %error,
                     "event sent to the dead-letter queue",
@@ -476,12 +493,12 @@ where
         }
     }
 
-    /// One attempt at one event in its own transaction; `None` when it committed.
+    /// One attempt at one event in its own transaction.
     async fn attempt_alone(
         &mut self,
         event: &AnyEvent,
         attempt: u32,
-    ) -> Result<Option<HandlerError>, RunnerError> {
+    ) -> Result<Attempt, RunnerError> {
         let mut tx = self.unit.begin().await.map_err(|e| self.storage(e))?;
         let checkpoint = self
             .unit
@@ -491,13 +508,13 @@ where
         if let (Some(position), Some(checkpoint)) = (event.position(), checkpoint)
             && position <= checkpoint
         {
-            // Another runner got there first.
+            // Another runner of this projection got there first.
             self.unit.rollback(tx).await.map_err(|e| self.storage(e))?;
-            return Ok(None);
+            return Ok(Attempt::AlreadyDone);
         }
         if let Err(error) = self.apply(&mut tx, event, attempt).await {
             self.unit.rollback(tx).await.map_err(|e| self.storage(e))?;
-            return Ok(Some(error));
+            return Ok(Attempt::Failed(error));
         }
         let mut progress = Progress::default();
         progress.advance(event.position(), event.event_id(), event.event_type(), true);
@@ -519,16 +536,22 @@ where
                 position: event.position(),
                 source,
             })?;
-        Ok(None)
+        Ok(Attempt::Applied)
     }
 
     async fn dead_letter_and_advance(
         &mut self,
         failure: &FailedEvent,
         position: Option<u64>,
-    ) -> Result<i64, StorageError> {
+    ) -> Result<Option<i64>, StorageError> {
         let mut tx = self.unit.begin().await?;
-        self.unit.lock_checkpoint(&mut tx, &self.name).await?;
+        let checkpoint = self.unit.lock_checkpoint(&mut tx, &self.name).await?;
+        if let (Some(position), Some(checkpoint)) = (position, checkpoint)
+            && position <= checkpoint
+        {
+            self.unit.rollback(tx).await?;
+            return Ok(None);
+        }
         let entry_id = self.unit.dead_letter(&mut tx, failure).await?;
         if let Some(position) = position {
             let update = CheckpointUpdate::new(position)
@@ -538,7 +561,7 @@ where
                 .await?;
         }
         self.unit.commit(tx).await?;
-        Ok(entry_id)
+        Ok(Some(entry_id))
     }
 
     /// Runs the handler for `event` through `tx`.
