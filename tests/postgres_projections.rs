@@ -1336,3 +1336,37 @@ async fn a_batch_of_one_hundred_events_is_one_transaction() {
     })
     .await;
 }
+
+/// The coordinator's live loop wakes on the store's append notifications: with an hour-long
+/// poll interval, an append made while it waits is applied within the test's time limit.
+#[tokio::test]
+async fn the_live_loop_follows_appends_through_notifications() {
+    within("live tailing", async {
+        let db = TestDb::new().await;
+        let mut registry = ProjectionRegistry::new();
+        registry.register(db.runner(&Faults::none())).unwrap();
+        let store = Arc::new(db.store());
+        let mut coordinator = ProjectionCoordinator::new(registry, store.clone())
+            .poll_interval(Duration::from_secs(3600));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        let checkpoints = db.checkpoints();
+        let first = append(&store, order(1, "2026-11-01", 10)).await;
+        let writer = async {
+            // Once the first event is applied, the loop has finished a pass and waits: only
+            // a notification can wake it before the poll interval.
+            while checkpoints.get_checkpoint(PROJECTION).await.unwrap() < Some(first) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let second = append(&store, order(2, "2026-11-02", 20)).await;
+            while checkpoints.get_checkpoint(PROJECTION).await.unwrap() < Some(second) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stop.cancel();
+        };
+        tokio::join!(coordinator.run(shutdown), writer);
+        assert_eq!(db.order_numbers().await, vec![1, 2]);
+        db.drop().await;
+    })
+    .await;
+}

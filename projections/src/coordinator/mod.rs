@@ -251,6 +251,15 @@ impl ProjectionCoordinator {
             if shutdown.is_cancelled() {
                 return;
             }
+            // A pass can end short of an announced append: a database store never reads past a
+            // transaction still in flight anywhere. Then look again soon rather than waiting
+            // for the next notification or the poll interval.
+            let announced = notifications.as_ref().map_or(0, |r| *r.borrow());
+            let wait = if self.behind(announced).await {
+                self.poll_interval.min(HORIZON_RETRY)
+            } else {
+                self.poll_interval
+            };
             let changed = async {
                 match notifications.as_mut() {
                     Some(receiver) => {
@@ -264,11 +273,32 @@ impl ProjectionCoordinator {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = changed => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
+
+    /// Whether a projection that is not stopped has its checkpoint below `position`.
+    async fn behind(&mut self, position: u64) -> bool {
+        if position == 0 {
+            return false;
+        }
+        for projection in self.registry.projections_mut() {
+            if projection.stopped().is_some() {
+                continue;
+            }
+            match projection.checkpoint().await {
+                Ok(checkpoint) if checkpoint.unwrap_or(0) >= position => {}
+                _ => return true,
+            }
+        }
+        false
+    }
 }
+
+/// How soon [`ProjectionCoordinator::run`] looks again when a pass ended short of an
+/// announced append.
+const HORIZON_RETRY: Duration = Duration::from_millis(50);
 
 async fn catch_up_one(
     projection: &mut dyn RegisteredProjection,
