@@ -245,6 +245,7 @@ async fn a_batch_is_one_transaction_with_its_checkpoint() {
         .await
         .unwrap();
     assert_eq!(outcome.applied, 10);
+    assert_eq!(outcome.checkpoint, Some(10));
     assert_eq!(db.begins.load(Ordering::SeqCst), 1);
     assert_eq!(db.commits.load(Ordering::SeqCst), 1);
     assert_eq!(db.balances()[&account], 55 + 10_000);
@@ -267,6 +268,7 @@ async fn a_failing_event_is_isolated_and_dead_lettered_with_the_checkpoint() {
 
     assert_eq!(outcome.applied, 3);
     assert_eq!(outcome.dead_lettered.len(), 1);
+    assert_eq!(outcome.checkpoint, Some(4));
     // The failing event's first statement was rolled back; the others applied exactly once
     // although the events before it ran twice (once in the rolled-back transaction).
     assert_eq!(db.balances()[&account], 1 + 2 + 4 + 3_000);

@@ -48,6 +48,9 @@ pub struct TransactionalRunner<P, U> {
     on_failure: FailurePolicy,
     tracing: bool,
     stopped: Option<StoppedAt>,
+    /// The checkpoint as last read or written in a transaction (`None` until then), so a batch
+    /// reports its checkpoint without another round trip.
+    known: Option<Option<u64>>,
 }
 
 /// Progress inside one transaction.
@@ -128,6 +131,7 @@ where
             on_failure: FailurePolicy::DeadLetter,
             tracing: true,
             stopped: None,
+            known: None,
         }
     }
 
@@ -297,7 +301,10 @@ where
                 .await?;
             from = at + 1;
         }
-        outcome.checkpoint = self.checkpoint().await?;
+        outcome.checkpoint = match self.known {
+            Some(known) => known,
+            None => self.checkpoint().await?,
+        };
         Ok(outcome)
     }
 
@@ -316,6 +323,7 @@ where
             .lock_checkpoint(&mut tx, &self.name)
             .await
             .map_err(|e| self.storage(e))?;
+        self.known = Some(checkpoint);
         let mut progress = Progress {
             position: checkpoint,
             ..Progress::default()
@@ -380,6 +388,7 @@ where
                 position: progress.position,
                 source,
             })?;
+        self.known = Some(progress.position);
         outcome.applied += counts.applied;
         outcome.skipped += counts.skipped;
         outcome.not_subscribed += counts.not_subscribed;
@@ -505,6 +514,7 @@ where
             .lock_checkpoint(&mut tx, &self.name)
             .await
             .map_err(|e| self.storage(e))?;
+        self.known = Some(checkpoint);
         if let (Some(position), Some(checkpoint)) = (event.position(), checkpoint)
             && position <= checkpoint
         {
@@ -536,6 +546,7 @@ where
                 position: event.position(),
                 source,
             })?;
+        self.known = Some(checkpoint.max(event.position()));
         Ok(Attempt::Applied)
     }
 
@@ -546,6 +557,7 @@ where
     ) -> Result<Option<i64>, StorageError> {
         let mut tx = self.unit.begin().await?;
         let checkpoint = self.unit.lock_checkpoint(&mut tx, &self.name).await?;
+        self.known = Some(checkpoint);
         if let (Some(position), Some(checkpoint)) = (position, checkpoint)
             && position <= checkpoint
         {
@@ -561,6 +573,7 @@ where
                 .await?;
         }
         self.unit.commit(tx).await?;
+        self.known = Some(checkpoint.max(position));
         Ok(Some(entry_id))
     }
 
@@ -659,6 +672,7 @@ where
         }
         self.unit.commit(tx).await.map_err(|e| self.storage(e))?;
         self.stopped = None;
+        self.known = Some(None);
         Ok(())
     }
 }
