@@ -1,0 +1,986 @@
+//! PostgreSQL benchmark: a transactional database projection (the orders dashboard of the
+//! Python library's "Complete Example") and the gap-safe read path, each beside a hand-written
+//! sqlx loop doing the same work.
+//!
+//! Run with `cargo run --release -p projections-benches --features postgres --bin postgres`
+//! against `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`). Everything
+//! lives in the schema `projections_bench`; its events are kept for the next run (the data is
+//! the same every time), the read model is reset before every timed run.
+//!
+//! Data: 50,000 orders over 30 days, each an `OrderCreated` then an `OrderShipped` (100,000
+//! events), appended through `PostgresEventStore` (setup, not timed) and read back once, so
+//! both sides of the projection benchmark take the same decoded events and reading is timed
+//! separately.
+//!
+//! Projection, per batch size (1, 100, 1,000; batch size 1 on the first 5,000 events only):
+//! - ours: `TransactionalRunner` over `PgTransactionUnit` (default `PgPool`, default runner
+//!   settings: tracing spans on, no subscriber installed), `handle_batch` per batch. Per batch:
+//!   `pool.begin()`, `SELECT position ... FOR UPDATE` of its checkpoint row (plus an
+//!   `INSERT ... ON CONFLICT DO NOTHING` the first time), for each event the handler's two
+//!   statements, one monotonic checkpoint upsert (`GREATEST`), `COMMIT`.
+//! - by hand: the same statements on the same pool, with the same batching: per batch
+//!   `pool.begin()`, `SELECT position ... FOR UPDATE` of its own checkpoint row in the same
+//!   table (created the first time), skips events at or below it, the same two statements
+//!   per event (typed events by `downcast`), one plain checkpoint upsert, `COMMIT`.
+//! - set-based by hand (batch sizes above 1, for scale): the same read model from three
+//!   statements per batch (`unnest` arrays: orders inserted, orders shipped, metrics summed
+//!   per day and upserted), with the same checkpoint lock and upsert.
+//!
+//! The read-model tables are truncated and the checkpoints deleted (and vacuumed) before each
+//! run, and a `CHECKPOINT` is forced, so each run starts from the same state. Each round
+//! starts with a different side. Each side's best run is reported, with the median per-round
+//! ratio of throughputs (ours / by hand). Every side must leave the same read model.
+//!
+//! Reads: the whole event table in pages of 1,000, through `PostgresEventStore::read_all`
+//! (gap-safe: each page is cut at the first row not yet behind the oldest running
+//! transaction; rows decoded to typed events with their metadata), beside a plain
+//! `SELECT ... WHERE position > $1 ORDER BY position LIMIT 1000` of the same columns decoding
+//! the same rows into a typed struct (payload through `sqlx::types::Json` into the event
+//! struct, metadata into a map), and the same plain query fetching rows without decoding them
+//! (raw fetch).
+//!
+//! `postgres projection`, `postgres reads` and `--batch N` run one part (for profiling).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use projections::postgres::{self, PostgresEventStore, Schema};
+use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::{
+    AnyEvent, Envelope, Event, EventStore, ExpectedVersion, NoRetryPolicy, PgConnection,
+    StoredEvent, projection,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+const SCHEMA: &str = "projections_bench";
+const ORDERS: usize = 50_000;
+const DAYS: usize = 30;
+const BATCH_SIZES: [usize; 3] = [1, 100, 1_000];
+/// Events projected at batch size 1 (one commit per event).
+const EVENTS_AT_BATCH_1: usize = 5_000;
+const PROJECTION_ROUNDS: usize = 4;
+const READ_PAGE: usize = 1_000;
+const READ_ROUNDS: usize = 5;
+
+const OURS: &str = "bench-dashboard";
+const HAND: &str = "bench-dashboard-by-hand";
+
+// ---- Events and the projection ----------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(aggregate = "Order")]
+struct OrderCreated {
+    customer_id: String,
+    total_cents: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(aggregate = "Order")]
+struct OrderShipped {
+    tracking_number: String,
+}
+
+/// The statements of the dashboard, shared by both sides.
+struct Sql {
+    insert_order: String,
+    count_created: String,
+    ship_order: String,
+    count_shipped: String,
+    truncate: String,
+}
+
+impl Sql {
+    fn new() -> Self {
+        Self {
+            insert_order: format!(
+                "INSERT INTO {SCHEMA}.orders (id, customer_id, total_cents, status, created_at)
+                 VALUES ($1, $2, $3, 'created', $4)
+                 ON CONFLICT (id) DO NOTHING"
+            ),
+            count_created: format!(
+                "INSERT INTO {SCHEMA}.order_metrics (date, orders_created, revenue_cents)
+                 VALUES ($1, 1, $2)
+                 ON CONFLICT (date) DO UPDATE SET
+                     orders_created = order_metrics.orders_created + 1,
+                     revenue_cents = order_metrics.revenue_cents + EXCLUDED.revenue_cents"
+            ),
+            ship_order: format!(
+                "UPDATE {SCHEMA}.orders
+                 SET status = 'shipped', tracking_number = $2, shipped_at = $3
+                 WHERE id = $1"
+            ),
+            count_shipped: format!(
+                "INSERT INTO {SCHEMA}.order_metrics (date, orders_shipped)
+                 VALUES ($1, 1)
+                 ON CONFLICT (date) DO UPDATE SET
+                     orders_shipped = order_metrics.orders_shipped + 1"
+            ),
+            truncate: format!("TRUNCATE {SCHEMA}.orders, {SCHEMA}.order_metrics"),
+        }
+    }
+}
+
+async fn created(
+    sql: &Sql,
+    conn: &mut PgConnection,
+    event: &Envelope<OrderCreated>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&sql.insert_order)
+        .bind(event.aggregate_id())
+        .bind(&event.customer_id)
+        .bind(event.total_cents)
+        .bind(event.occurred_at())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&sql.count_created)
+        .bind(event.occurred_at().date_naive())
+        .bind(event.total_cents)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn shipped(
+    sql: &Sql,
+    conn: &mut PgConnection,
+    event: &Envelope<OrderShipped>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&sql.ship_order)
+        .bind(event.aggregate_id())
+        .bind(&event.tracking_number)
+        .bind(event.occurred_at())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&sql.count_shipped)
+        .bind(event.occurred_at().date_naive())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+struct Dashboard {
+    sql: Arc<Sql>,
+}
+
+#[projection(name = "bench-dashboard")]
+impl Dashboard {
+    #[handles(OrderCreated)]
+    async fn created(
+        &mut self,
+        conn: &mut PgConnection,
+        event: &Envelope<OrderCreated>,
+    ) -> Result<(), sqlx::Error> {
+        created(&self.sql, conn, event).await
+    }
+
+    #[handles(OrderShipped)]
+    async fn shipped(
+        &mut self,
+        conn: &mut PgConnection,
+        event: &Envelope<OrderShipped>,
+    ) -> Result<(), sqlx::Error> {
+        shipped(&self.sql, conn, event).await
+    }
+
+    #[reset]
+    async fn clear(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(&self.sql.truncate).execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+// ---- Setup ------------------------------------------------------------------------------
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Our migrations and the read-model tables in the benchmark's schema. The events of an
+/// earlier run are kept when they are all there (the data is the same every time); otherwise
+/// the schema is dropped and re-created. Returns whether the events must be appended.
+async fn prepare_schema(pool: &PgPool) -> (Schema, bool) {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{SCHEMA}.projection_events"))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let stored: Option<i64> = if exists {
+        let count = format!("SELECT count(*) FROM {SCHEMA}.projection_events");
+        Some(sqlx::query_scalar(&count).fetch_one(pool).await.unwrap())
+    } else {
+        None
+    };
+    let reuse = stored == Some(2 * ORDERS as i64);
+    if !reuse {
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let schema = Schema::named(SCHEMA).unwrap();
+    postgres::migrate_schema(pool, &schema).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE IF NOT EXISTS {SCHEMA}.orders (
+             id              uuid        PRIMARY KEY,
+             customer_id     text        NOT NULL,
+             total_cents     bigint      NOT NULL,
+             status          text        NOT NULL,
+             tracking_number text,
+             created_at      timestamptz NOT NULL,
+             shipped_at      timestamptz
+         );
+         CREATE TABLE IF NOT EXISTS {SCHEMA}.order_metrics (
+             date           date   PRIMARY KEY,
+             orders_created bigint NOT NULL DEFAULT 0,
+             orders_shipped bigint NOT NULL DEFAULT 0,
+             revenue_cents  bigint NOT NULL DEFAULT 0
+         );"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    (schema, !reuse)
+}
+
+/// Order `n`: its id and its two events.
+fn order(n: usize) -> (Uuid, Vec<AnyEvent>) {
+    let id = Uuid::from_u128(0xbe0c_0000_0000_4000_8000_0000_0000_0000 | n as u128);
+    let base = Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).single().unwrap();
+    let created_at: DateTime<Utc> = base
+        + chrono::Duration::seconds((n * DAYS * 86_400 / ORDERS) as i64)
+        + chrono::Duration::seconds((n % 3_600) as i64);
+    let shipped_at = created_at + chrono::Duration::hours(20);
+    let events = vec![
+        Envelope::new(
+            id,
+            OrderCreated {
+                customer_id: format!("customer-{:05}", n % 5_000),
+                total_cents: 500 + (n * 7_919 % 20_000) as i64,
+            },
+        )
+        .with_occurred_at(created_at)
+        .into(),
+        Envelope::new(
+            id,
+            OrderShipped {
+                tracking_number: format!("TRK-{n:08}"),
+            },
+        )
+        .with_occurred_at(shipped_at)
+        .into(),
+    ];
+    (id, events)
+}
+
+/// Appends the orders through the store, 8 appends in flight, on a pool that does not wait
+/// for the WAL flush (setup only).
+async fn append_orders(schema: &Schema) {
+    let options = PgConnectOptions::from_str(&database_url())
+        .unwrap()
+        .options([("synchronous_commit", "off")]);
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for n in (worker..ORDERS).step_by(8) {
+                let (id, events) = order(n);
+                store
+                    .append(id, ExpectedVersion::NoStream, events)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    pool.close().await;
+}
+
+/// Every event, read once through the store.
+async fn read_everything(store: &PostgresEventStore) -> Vec<StoredEvent> {
+    let mut events = Vec::with_capacity(2 * ORDERS);
+    let mut stalls: u32 = 0;
+    while events.len() < 2 * ORDERS {
+        let after = events.last().and_then(StoredEvent::position).unwrap_or(0);
+        let page = store.read_all(after, 10_000).await.unwrap();
+        if page.is_empty() {
+            // Every 10 s.
+            if stalls.is_multiple_of(20) {
+                report_horizon(store.pool(), events.len()).await;
+            }
+            stalls += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        events.extend(page);
+    }
+    assert!(events.iter().all(|e| e.event().is_some()));
+    events
+}
+
+/// Says which transactions hold the read horizon back, when reading stalls.
+async fn report_horizon(pool: &PgPool, read: usize) {
+    let holders: Vec<(i32, String, f64)> = sqlx::query_as(
+        "SELECT pid, coalesce(state, ''), extract(epoch FROM now() - xact_start)::float8
+         FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid()
+           AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+           AND xact_start < now() - interval '1 second'
+         ORDER BY xact_start",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    eprintln!(
+        "read {read} of {} events; the rest is behind the read horizon, held by: {}",
+        2 * ORDERS,
+        holders
+            .iter()
+            .map(|(pid, state, age)| format!("pid {pid} ({state}, transaction open {age:.0} s)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+// ---- The projection benchmark -----------------------------------------------------------
+
+/// Empties the read model and the checkpoints, and starts from a fresh server checkpoint.
+async fn reset(pool: &PgPool, sql: &Sql) {
+    sqlx::raw_sql(&format!(
+        "{}; DELETE FROM {SCHEMA}.projection_checkpoints",
+        sql.truncate
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    // One statement each: neither may run in the implicit transaction of a multi-statement
+    // query.
+    for statement in [
+        format!("VACUUM ANALYZE {SCHEMA}.projection_checkpoints"),
+        "CHECKPOINT".to_owned(),
+    ] {
+        sqlx::raw_sql(&statement).execute(pool).await.unwrap();
+    }
+}
+
+async fn ours(
+    pool: &PgPool,
+    schema: &Schema,
+    sql: &Arc<Sql>,
+    events: &[StoredEvent],
+    batch: usize,
+) -> Duration {
+    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), schema));
+    let mut runner =
+        TransactionalRunner::new(Dashboard { sql: sql.clone() }, unit).retry_policy(NoRetryPolicy);
+    let start = Instant::now();
+    for chunk in events.chunks(batch) {
+        let outcome = runner.handle_batch(chunk).await.unwrap();
+        debug_assert_eq!(outcome.applied, chunk.len() as u64);
+        black_box(outcome);
+    }
+    start.elapsed()
+}
+
+async fn by_hand(pool: &PgPool, sql: &Sql, events: &[StoredEvent], batch: usize) -> Duration {
+    let checkpoints = format!("{SCHEMA}.projection_checkpoints");
+    let lock = format!("SELECT position FROM {checkpoints} WHERE projection_name = $1 FOR UPDATE");
+    let create = format!(
+        "INSERT INTO {checkpoints} (projection_name) VALUES ($1)
+         ON CONFLICT (projection_name) DO NOTHING"
+    );
+    let upsert = format!(
+        "INSERT INTO {checkpoints} AS c (
+             projection_name, position, last_event_id, last_event_type, last_processed_at,
+             events_processed
+         )
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (projection_name) DO UPDATE SET
+             position = EXCLUDED.position,
+             last_event_id = EXCLUDED.last_event_id,
+             last_event_type = EXCLUDED.last_event_type,
+             last_processed_at = EXCLUDED.last_processed_at,
+             events_processed = c.events_processed + EXCLUDED.events_processed,
+             updated_at = now()"
+    );
+    let start = Instant::now();
+    for chunk in events.chunks(batch) {
+        let mut tx = pool.begin().await.unwrap();
+        let locked: Option<i64> = sqlx::query_scalar(&lock)
+            .bind(HAND)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap();
+        if locked.is_none() {
+            sqlx::query(&create)
+                .bind(HAND)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let mut checkpoint = locked.unwrap_or(0) as u64;
+        let mut last = None;
+        let mut applied = 0i64;
+        for stored in chunk {
+            let Some(event) = stored.event() else {
+                continue;
+            };
+            let position = event.position().unwrap_or(0);
+            if position <= checkpoint {
+                continue;
+            }
+            if let Some(e) = event.downcast::<OrderCreated>() {
+                created(sql, &mut tx, e).await.unwrap();
+            } else if let Some(e) = event.downcast::<OrderShipped>() {
+                shipped(sql, &mut tx, e).await.unwrap();
+            }
+            checkpoint = position;
+            applied += 1;
+            last = Some(event);
+        }
+        if let Some(event) = last {
+            sqlx::query(&upsert)
+                .bind(HAND)
+                .bind(checkpoint as i64)
+                .bind(event.event_id())
+                .bind(event.event_type())
+                .bind(Utc::now())
+                .bind(applied)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// Hand-written, set-based: the same read model from three statements per batch (orders
+/// inserted, orders shipped, metrics upserted per day), parameters as arrays through
+/// `unnest`, with the same checkpoint lock and upsert. Not what our handlers do (one event at
+/// a time); shown for what batching the writes themselves would gain.
+async fn set_based(pool: &PgPool, events: &[StoredEvent], batch: usize) -> Duration {
+    let checkpoints = format!("{SCHEMA}.projection_checkpoints");
+    let lock = format!("SELECT position FROM {checkpoints} WHERE projection_name = $1 FOR UPDATE");
+    let create = format!(
+        "INSERT INTO {checkpoints} (projection_name) VALUES ($1)
+         ON CONFLICT (projection_name) DO NOTHING"
+    );
+    let upsert = format!(
+        "INSERT INTO {checkpoints} AS c (
+             projection_name, position, last_event_id, last_event_type, last_processed_at,
+             events_processed
+         )
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (projection_name) DO UPDATE SET
+             position = EXCLUDED.position,
+             last_event_id = EXCLUDED.last_event_id,
+             last_event_type = EXCLUDED.last_event_type,
+             last_processed_at = EXCLUDED.last_processed_at,
+             events_processed = c.events_processed + EXCLUDED.events_processed,
+             updated_at = now()"
+    );
+    let insert_orders = format!(
+        "INSERT INTO {SCHEMA}.orders (id, customer_id, total_cents, status, created_at)
+         SELECT id, customer_id, total_cents, 'created', created_at
+         FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[])
+              AS t(id, customer_id, total_cents, created_at)
+         ON CONFLICT (id) DO NOTHING"
+    );
+    let ship_orders = format!(
+        "UPDATE {SCHEMA}.orders AS o
+         SET status = 'shipped', tracking_number = t.tracking_number, shipped_at = t.shipped_at
+         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])
+              AS t(id, tracking_number, shipped_at)
+         WHERE o.id = t.id"
+    );
+    let upsert_metrics = format!(
+        "INSERT INTO {SCHEMA}.order_metrics (date, orders_created, orders_shipped, revenue_cents)
+         SELECT * FROM unnest($1::date[], $2::bigint[], $3::bigint[], $4::bigint[])
+         ON CONFLICT (date) DO UPDATE SET
+             orders_created = order_metrics.orders_created + EXCLUDED.orders_created,
+             orders_shipped = order_metrics.orders_shipped + EXCLUDED.orders_shipped,
+             revenue_cents = order_metrics.revenue_cents + EXCLUDED.revenue_cents"
+    );
+    let start = Instant::now();
+    for chunk in events.chunks(batch) {
+        let mut tx = pool.begin().await.unwrap();
+        let locked: Option<i64> = sqlx::query_scalar(&lock)
+            .bind(HAND)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap();
+        if locked.is_none() {
+            sqlx::query(&create)
+                .bind(HAND)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let mut checkpoint = locked.unwrap_or(0) as u64;
+        let mut last = None;
+        let mut applied = 0i64;
+        let (mut c_ids, mut c_customers, mut c_totals, mut c_at) = (vec![], vec![], vec![], vec![]);
+        let (mut s_ids, mut s_tracking, mut s_at) = (vec![], vec![], vec![]);
+        // Per day: created, shipped, revenue.
+        let mut days: BTreeMap<chrono::NaiveDate, (i64, i64, i64)> = BTreeMap::new();
+        for stored in chunk {
+            let Some(event) = stored.event() else {
+                continue;
+            };
+            let position = event.position().unwrap_or(0);
+            if position <= checkpoint {
+                continue;
+            }
+            if let Some(e) = event.downcast::<OrderCreated>() {
+                c_ids.push(e.aggregate_id());
+                c_customers.push(e.customer_id.as_str());
+                c_totals.push(e.total_cents);
+                c_at.push(e.occurred_at());
+                let day = days.entry(e.occurred_at().date_naive()).or_default();
+                day.0 += 1;
+                day.2 += e.total_cents;
+            } else if let Some(e) = event.downcast::<OrderShipped>() {
+                s_ids.push(e.aggregate_id());
+                s_tracking.push(e.tracking_number.as_str());
+                s_at.push(e.occurred_at());
+                days.entry(e.occurred_at().date_naive()).or_default().1 += 1;
+            }
+            checkpoint = position;
+            applied += 1;
+            last = Some(event);
+        }
+        if !c_ids.is_empty() {
+            sqlx::query(&insert_orders)
+                .bind(&c_ids)
+                .bind(&c_customers)
+                .bind(&c_totals)
+                .bind(&c_at)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        if !s_ids.is_empty() {
+            sqlx::query(&ship_orders)
+                .bind(&s_ids)
+                .bind(&s_tracking)
+                .bind(&s_at)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        if !days.is_empty() {
+            let dates: Vec<_> = days.keys().copied().collect();
+            let created: Vec<i64> = days.values().map(|d| d.0).collect();
+            let shipped: Vec<i64> = days.values().map(|d| d.1).collect();
+            let revenue: Vec<i64> = days.values().map(|d| d.2).collect();
+            sqlx::query(&upsert_metrics)
+                .bind(&dates)
+                .bind(&created)
+                .bind(&shipped)
+                .bind(&revenue)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        if let Some(event) = last {
+            sqlx::query(&upsert)
+                .bind(HAND)
+                .bind(checkpoint as i64)
+                .bind(event.event_id())
+                .bind(event.event_type())
+                .bind(Utc::now())
+                .bind(applied)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// What the read model and a checkpoint hold after a run, to check that both sides did the
+/// same work.
+async fn fingerprint(pool: &PgPool, projection: &str) -> (i64, i64, i64, i64, i64, i64, i64) {
+    let row = sqlx::query(&format!(
+        "SELECT
+             (SELECT count(*) FROM {SCHEMA}.orders) AS orders,
+             (SELECT count(*) FROM {SCHEMA}.orders WHERE status = 'shipped') AS shipped,
+             (SELECT coalesce(sum(total_cents), 0)::bigint FROM {SCHEMA}.orders) AS total,
+             (SELECT coalesce(sum(orders_created), 0)::bigint FROM {SCHEMA}.order_metrics) AS m_created,
+             (SELECT coalesce(sum(orders_shipped), 0)::bigint FROM {SCHEMA}.order_metrics) AS m_shipped,
+             (SELECT coalesce(sum(revenue_cents), 0)::bigint FROM {SCHEMA}.order_metrics) AS m_revenue,
+             (SELECT position FROM {SCHEMA}.projection_checkpoints WHERE projection_name = $1) AS position"
+    ))
+    .bind(projection)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let get = |column: &str| row.try_get::<Option<i64>, _>(column).unwrap().unwrap_or(-1);
+    (
+        get("orders"),
+        get("shipped"),
+        get("total"),
+        get("m_created"),
+        get("m_shipped"),
+        get("m_revenue"),
+        get("position"),
+    )
+}
+
+struct Comparison {
+    ours: f64,
+    hand: f64,
+    median_ratio: f64,
+    set_based: Option<f64>,
+}
+
+fn per_second(events: usize, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Ours,
+    ByHand,
+    SetBased,
+}
+
+async fn compare_projection(
+    pool: &PgPool,
+    schema: &Schema,
+    sql: &Arc<Sql>,
+    events: &[StoredEvent],
+    batch: usize,
+) -> Comparison {
+    let mut sides = vec![Side::Ours, Side::ByHand];
+    if batch > 1 {
+        sides.push(Side::SetBased);
+    }
+    let mut best = [Duration::MAX; 3];
+    let mut ratios = Vec::new();
+    for round in 0..PROJECTION_ROUNDS {
+        let mut times = [Duration::ZERO; 3];
+        let mut prints = Vec::new();
+        // Each round starts with a different side.
+        for step in 0..sides.len() {
+            let side = sides[(step + round) % sides.len()];
+            reset(pool, sql).await;
+            let (elapsed, name) = match side {
+                Side::Ours => (ours(pool, schema, sql, events, batch).await, OURS),
+                Side::ByHand => (by_hand(pool, sql, events, batch).await, HAND),
+                Side::SetBased => (set_based(pool, events, batch).await, HAND),
+            };
+            prints.push(fingerprint(pool, name).await);
+            times[side as usize] = elapsed;
+        }
+        assert!(
+            prints.windows(2).all(|w| w[0] == w[1]),
+            "every side must leave the same read model: {prints:?}"
+        );
+        assert_eq!(prints[0].6, events.len() as i64);
+        for (best, time) in best.iter_mut().zip(times) {
+            if time > Duration::ZERO {
+                *best = (*best).min(time);
+            }
+        }
+        // Throughput ratio: ours / hand-written = time by hand / time ours.
+        ratios.push(times[1].as_secs_f64() / times[0].as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    Comparison {
+        ours: per_second(events.len(), best[0]),
+        hand: per_second(events.len(), best[1]),
+        median_ratio: (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0,
+        set_based: (best[2] < Duration::MAX).then(|| per_second(events.len(), best[2])),
+    }
+}
+
+// ---- The read benchmark -----------------------------------------------------------------
+
+#[derive(Debug)]
+#[allow(dead_code)] // read through `black_box` only
+enum Payload {
+    Created(OrderCreated),
+    Shipped(OrderShipped),
+    Other(String),
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // read through `black_box` only
+struct HandEvent {
+    position: i64,
+    event_id: Uuid,
+    aggregate_id: Uuid,
+    aggregate_type: String,
+    aggregate_version: i64,
+    event_type: String,
+    event_version: i32,
+    payload: Payload,
+    metadata: BTreeMap<String, serde_json::Value>,
+    tenant_id: Option<Uuid>,
+    actor_id: Option<String>,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    occurred_at: DateTime<Utc>,
+    stored_at: DateTime<Utc>,
+}
+
+fn plain_select() -> String {
+    format!(
+        "SELECT position, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
+                event_version, payload, metadata, tenant_id, actor_id, correlation_id,
+                causation_id, occurred_at, stored_at
+         FROM {SCHEMA}.projection_events
+         WHERE position > $1
+         ORDER BY position
+         LIMIT $2"
+    )
+}
+
+async fn read_ours(store: &PostgresEventStore) -> (usize, Duration) {
+    let start = Instant::now();
+    let (mut after, mut count) = (0, 0);
+    loop {
+        let page = store.read_all(after, READ_PAGE).await.unwrap();
+        let Some(last) = page.last().and_then(StoredEvent::position) else {
+            break;
+        };
+        after = last;
+        count += page.len();
+        black_box(page);
+    }
+    (count, start.elapsed())
+}
+
+fn decode(row: &sqlx::postgres::PgRow) -> Result<HandEvent, sqlx::Error> {
+    let event_type: String = row.try_get("event_type")?;
+    let payload = match event_type.as_str() {
+        "OrderCreated" => Payload::Created(row.try_get::<Json<OrderCreated>, _>("payload")?.0),
+        "OrderShipped" => Payload::Shipped(row.try_get::<Json<OrderShipped>, _>("payload")?.0),
+        other => Payload::Other(other.to_owned()),
+    };
+    Ok(HandEvent {
+        position: row.try_get("position")?,
+        event_id: row.try_get("event_id")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_version: row.try_get("aggregate_version")?,
+        event_type,
+        event_version: row.try_get("event_version")?,
+        payload,
+        metadata: row
+            .try_get::<Json<BTreeMap<String, serde_json::Value>>, _>("metadata")?
+            .0,
+        tenant_id: row.try_get("tenant_id")?,
+        actor_id: row.try_get("actor_id")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        occurred_at: row.try_get("occurred_at")?,
+        stored_at: row.try_get("stored_at")?,
+    })
+}
+
+async fn read_by_hand(pool: &PgPool, decoded: bool) -> (usize, Duration) {
+    let select = plain_select();
+    let start = Instant::now();
+    let (mut after, mut count) = (0i64, 0);
+    loop {
+        let rows = sqlx::query(&select)
+            .bind(after)
+            .bind(READ_PAGE as i64)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.try_get("position").unwrap();
+        count += rows.len();
+        if decoded {
+            let events: Vec<HandEvent> = rows.iter().map(|row| decode(row).unwrap()).collect();
+            black_box(events);
+        } else {
+            black_box(rows);
+        }
+    }
+    (count, start.elapsed())
+}
+
+// ---- Main -------------------------------------------------------------------------------
+
+fn main() {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+/// What to run, from the arguments: `projection`, `reads` (default both) and `--batch N`
+/// (repeatable; default 1, 100 and 1,000), for profiling one part.
+struct Selection {
+    projection: bool,
+    reads: bool,
+    batches: Vec<usize>,
+}
+
+impl Selection {
+    fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut batches = Vec::new();
+        let mut words = Vec::new();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--batch" {
+                let size = args.next().and_then(|n| n.parse().ok());
+                batches.push(size.expect("--batch takes a number"));
+            } else {
+                words.push(arg.as_str());
+            }
+        }
+        if batches.is_empty() {
+            batches = BATCH_SIZES.to_vec();
+        }
+        let all = words.is_empty();
+        Self {
+            projection: all || words.contains(&"projection"),
+            reads: all || words.contains(&"reads"),
+            batches,
+        }
+    }
+}
+
+async fn run() {
+    let selection = Selection::from_args();
+    let url = database_url();
+    let pool = PgPoolOptions::new()
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}; set DATABASE_URL"));
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let synchronous_commit: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    let setup = Instant::now();
+    let (schema, append) = prepare_schema(&pool).await;
+    if append {
+        append_orders(&schema).await;
+    }
+    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let events = read_everything(&store).await;
+    println!(
+        "PostgreSQL {version} (synchronous_commit = {synchronous_commit}), schema {SCHEMA}: \
+         {} events of {ORDERS} orders {} and read in {:.1} s\n",
+        events.len(),
+        if append {
+            "appended"
+        } else {
+            "kept from an earlier run"
+        },
+        setup.elapsed().as_secs_f64()
+    );
+
+    if selection.projection {
+        let sql = Arc::new(Sql::new());
+        println!(
+            "Projection into orders + order_metrics, one transaction per batch \
+             (best of {PROJECTION_ROUNDS} rounds, sides rotating)"
+        );
+        println!(
+            "  {:>6} {:>8}  {:>10}  {:>12}  {:>19}  {:>18}",
+            "batch",
+            "events",
+            "ours ev/s",
+            "by hand ev/s",
+            "ours/by hand median",
+            "set-based by hand"
+        );
+        for &batch in &selection.batches {
+            let count = if batch == 1 {
+                EVENTS_AT_BATCH_1
+            } else {
+                events.len()
+            };
+            let result = compare_projection(&pool, &schema, &sql, &events[..count], batch).await;
+            println!(
+                "  {batch:>6} {count:>8}  {:>10.0}  {:>12.0}  {:>19.2}  {:>18}",
+                result.ours,
+                result.hand,
+                result.median_ratio,
+                result
+                    .set_based
+                    .map_or("-".to_owned(), |rate| format!("{rate:.0}")),
+            );
+        }
+    }
+    if !selection.reads {
+        pool.close().await;
+        return;
+    }
+
+    println!(
+        "\nReading the event table in pages of {READ_PAGE} (best of {READ_ROUNDS} rounds, \
+         order rotating)"
+    );
+    let mut best = [Duration::MAX; 3];
+    let mut ratios = Vec::new();
+    for round in 0..READ_ROUNDS {
+        let mut times = [Duration::ZERO; 3];
+        for step in 0..3 {
+            let which = (step + round) % 3;
+            let (count, elapsed) = match which {
+                0 => read_ours(&store).await,
+                1 => read_by_hand(&pool, true).await,
+                _ => read_by_hand(&pool, false).await,
+            };
+            assert_eq!(count, events.len());
+            times[which] = elapsed;
+        }
+        for (best, time) in best.iter_mut().zip(times) {
+            *best = (*best).min(time);
+        }
+        ratios.push(times[1].as_secs_f64() / times[0].as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    let rate = |d: Duration| per_second(events.len(), d);
+    println!(
+        "  ours, read_all (gap-safe, decoded)        {:>10.0} ev/s",
+        rate(best[0])
+    );
+    println!(
+        "  by hand, plain SELECT, decoded            {:>10.0} ev/s",
+        rate(best[1])
+    );
+    println!(
+        "  by hand, plain SELECT, raw fetch only     {:>10.0} ev/s",
+        rate(best[2])
+    );
+    println!(
+        "  ours / by hand (decoded), median          {:>10.2}",
+        ratios[ratios.len() / 2]
+    );
+    pool.close().await;
+}
