@@ -4,6 +4,7 @@
 mod builder;
 mod item;
 mod outcome;
+pub(crate) mod reads;
 pub(crate) mod step;
 
 pub use builder::RunnerBuilder;
@@ -13,12 +14,11 @@ pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::Utc;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, LagMetrics};
-use crate::dlq::{DLQFilter, DLQRepository, DLQStatus, FailedEvent};
+use crate::dlq::{DLQRepository, DLQStatus, FailedEvent};
 use crate::event::{AnyEvent, EventMetadata, EventRegistry};
 use crate::projection::{HandlerError, Projection};
 use crate::retry::RetryPolicy;
@@ -177,16 +177,7 @@ impl<P: Projection> ProjectionRunner<P> {
     pub fn checkpoint_data(
         &self,
     ) -> impl Future<Output = Result<Option<CheckpointData>, RunnerError>> + Send + 'static {
-        let (repository, name) = (Arc::clone(&self.checkpoints), self.name.clone());
-        async move {
-            repository
-                .get_checkpoint_data(&name)
-                .await
-                .map_err(|source| RunnerError::Storage {
-                    projection: name.clone(),
-                    source,
-                })
-        }
+        reads::checkpoint_data(Arc::clone(&self.checkpoints), self.name.clone())
     }
 
     /// How far the projection is behind `store`; see [`LagMetrics`] for the definitions.
@@ -194,27 +185,13 @@ impl<P: Projection> ProjectionRunner<P> {
         &self,
         store: &'a dyn EventStore,
     ) -> impl Future<Output = Result<LagMetrics, RunnerError>> + Send + 'a {
-        let checkpoint = self.checkpoint_data();
-        let name = self.name.clone();
-        let subscribed: Vec<&'static str> = self.projection.subscribed_to().to_vec();
-        async move {
-            let checkpoint = checkpoint.await?;
-            let after = checkpoint.as_ref().map_or(0, |c| c.position);
-            let backlog =
-                store
-                    .backlog(after, &subscribed)
-                    .await
-                    .map_err(|source| RunnerError::Storage {
-                        projection: name.clone(),
-                        source,
-                    })?;
-            Ok(LagMetrics::compute(
-                &name,
-                checkpoint.as_ref(),
-                &backlog,
-                Utc::now(),
-            ))
-        }
+        let subscribed = self.projection.subscribed_to().to_vec();
+        reads::lag_metrics(
+            Arc::clone(&self.checkpoints),
+            self.name.clone(),
+            subscribed,
+            store,
+        )
     }
 
     /// Handles one event (a batch of one).
@@ -595,16 +572,7 @@ impl<P: Projection> ProjectionRunner<P> {
     pub fn failed_events(
         &self,
     ) -> impl Future<Output = Result<Vec<crate::dlq::DLQEntry>, RunnerError>> + Send + 'static {
-        let (repository, name) = (Arc::clone(&self.dead_letters), self.name.clone());
-        async move {
-            repository
-                .get_failed_events(DLQFilter::failed_in(&name))
-                .await
-                .map_err(|source| RunnerError::Storage {
-                    projection: name.clone(),
-                    source,
-                })
-        }
+        reads::failed_events(Arc::clone(&self.dead_letters), self.name.clone())
     }
 }
 

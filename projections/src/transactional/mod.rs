@@ -12,15 +12,15 @@ pub use unit::TransactionUnit;
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::Utc;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::checkpoint::{CheckpointData, CheckpointUpdate, LagMetrics};
-use crate::dlq::{DLQFilter, FailedEvent};
+use crate::dlq::FailedEvent;
 use crate::event::AnyEvent;
 use crate::projection::{DatabaseProjection, HandlerError};
 use crate::retry::{ExponentialBackoffRetryPolicy, RetryPolicy};
+use crate::runner::reads;
 use crate::runner::step::{DecodeFailure, Step, classify, event_data};
 use crate::runner::{BatchItem, BatchOutcome, FailurePolicy, RunnerError, StoppedAt};
 use crate::storage::StorageError;
@@ -213,16 +213,7 @@ where
     pub fn checkpoint_data(
         &self,
     ) -> impl Future<Output = Result<Option<CheckpointData>, RunnerError>> + Send + 'static {
-        let (checkpoints, name) = (self.unit.checkpoints(), self.name.clone());
-        async move {
-            checkpoints
-                .get_checkpoint_data(&name)
-                .await
-                .map_err(|source| RunnerError::Storage {
-                    projection: name.clone(),
-                    source,
-                })
-        }
+        reads::checkpoint_data(self.unit.checkpoints(), self.name.clone())
     }
 
     /// How far the projection is behind `store`.
@@ -230,44 +221,21 @@ where
         &self,
         store: &'a dyn EventStore,
     ) -> impl Future<Output = Result<LagMetrics, RunnerError>> + Send + 'a {
-        let checkpoint = self.checkpoint_data();
-        let name = self.name.clone();
         let subscribed = self.projection.subscribed_to().to_vec();
-        async move {
-            let checkpoint = checkpoint.await?;
-            let after = checkpoint.as_ref().map_or(0, |c| c.position);
-            let backlog =
-                store
-                    .backlog(after, &subscribed)
-                    .await
-                    .map_err(|source| RunnerError::Storage {
-                        projection: name.clone(),
-                        source,
-                    })?;
-            Ok(LagMetrics::compute(
-                &name,
-                checkpoint.as_ref(),
-                &backlog,
-                Utc::now(),
-            ))
-        }
+        reads::lag_metrics(
+            self.unit.checkpoints(),
+            self.name.clone(),
+            subscribed,
+            store,
+        )
     }
 
     /// The number of failed dead-letter entries of this projection.
     pub fn dead_letter_count(
         &self,
     ) -> impl Future<Output = Result<u64, RunnerError>> + Send + 'static {
-        let (dead_letters, name) = (self.unit.dead_letters(), self.name.clone());
-        async move {
-            dead_letters
-                .get_failed_events(DLQFilter::failed_in(&name))
-                .await
-                .map(|entries| entries.len() as u64)
-                .map_err(|source| RunnerError::Storage {
-                    projection: name.clone(),
-                    source,
-                })
-        }
+        let failed = reads::failed_events(self.unit.dead_letters(), self.name.clone());
+        async move { Ok(failed.await?.len() as u64) }
     }
 
     /// Applies `events` in order, one transaction for the batch (more only around failures).
