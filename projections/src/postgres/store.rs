@@ -114,6 +114,9 @@ struct Sql {
     read_stream: String,
     read_all: String,
     head: String,
+    /// The last committed position, horizon or not: what a (re)started listener announces,
+    /// so that events held back by the horizon when it starts are still announced.
+    committed_head: String,
     backlog_all: String,
     backlog_types: String,
 }
@@ -205,6 +208,7 @@ impl Sql {
                 "SELECT coalesce(max(position), 0) FROM {events}
                  WHERE position < ({barrier})"
             ),
+            committed_head: format!("SELECT coalesce(max(position), 0) FROM {events}"),
             backlog_all: format!(
                 "WITH barrier AS MATERIALIZED ({barrier})
                  SELECT (SELECT coalesce(max(position), 0) FROM {events}
@@ -241,7 +245,7 @@ impl PostgresEventStore {
         let sql = Sql::new(&schema);
         Self {
             inner: Arc::new(Inner {
-                notifier: Notifier::new(&schema, sql.head.clone()),
+                notifier: Notifier::new(&schema, sql.committed_head.clone()),
                 sql,
                 pool,
                 schema,
