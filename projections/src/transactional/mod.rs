@@ -285,13 +285,7 @@ where
         until: usize,
         outcome: &mut BatchOutcome,
     ) -> Result<Segment, RunnerError> {
-        let mut tx = self.unit.begin().await.map_err(|e| self.storage(e))?;
-        let checkpoint = self
-            .unit
-            .lock_checkpoint(&mut tx, &self.name)
-            .await
-            .map_err(|e| self.storage(e))?;
-        self.known = Some(checkpoint);
+        let (mut tx, checkpoint) = self.begin_locked().await?;
         let mut progress = Progress {
             position: checkpoint,
             ..Progress::default()
@@ -476,13 +470,7 @@ where
         event: &AnyEvent,
         attempt: u32,
     ) -> Result<Attempt, RunnerError> {
-        let mut tx = self.unit.begin().await.map_err(|e| self.storage(e))?;
-        let checkpoint = self
-            .unit
-            .lock_checkpoint(&mut tx, &self.name)
-            .await
-            .map_err(|e| self.storage(e))?;
-        self.known = Some(checkpoint);
+        let (mut tx, checkpoint) = self.begin_locked().await?;
         if let (Some(position), Some(checkpoint)) = (event.position(), checkpoint)
             && position <= checkpoint
         {
@@ -543,6 +531,18 @@ where
         self.unit.commit(tx).await?;
         self.known = Some(checkpoint.max(position));
         Ok(Some(entry_id))
+    }
+
+    /// Opens a transaction and locks the projection's checkpoint in it; returns both.
+    async fn begin_locked(&mut self) -> Result<(U::Transaction, Option<u64>), RunnerError> {
+        let mut tx = self.unit.begin().await.map_err(|e| self.storage(e))?;
+        let checkpoint = self
+            .unit
+            .lock_checkpoint(&mut tx, &self.name)
+            .await
+            .map_err(|e| self.storage(e))?;
+        self.known = Some(checkpoint);
+        Ok((tx, checkpoint))
     }
 
     /// Runs the handler for `event` through `tx`.
