@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod coordinator;
 pub mod dlq;
 pub mod event;
+pub mod failure;
 mod join;
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -19,12 +20,13 @@ pub mod store;
 pub mod telemetry;
 pub mod transactional;
 
-pub use checkpoint::{CheckpointData, CheckpointRepository, LagMetrics};
+pub use checkpoint::{CheckpointData, CheckpointRepository, Halt, LagMetrics, StoppedAt};
 pub use coordinator::ProjectionCoordinator;
 pub use dlq::{DLQEntry, DLQRepository, DLQStats, DLQStatus};
 pub use event::{
     AnyEvent, DecodeError, Envelope, Event, EventMetadata, EventRegistry, RegistryError,
 };
+pub use failure::FailureKind;
 pub use memory::{InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore};
 pub use projection::{
     AsyncEventHandler, BoxError, DatabaseProjection, EventHandler, EventSubscriber, HandlerError,

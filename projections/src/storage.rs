@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::failure::FailureKind;
 use crate::projection::BoxError;
 
 /// A boxed, sendable future: what the storage traits return, so they can be trait objects.
@@ -46,5 +47,15 @@ impl StorageError {
     /// Wraps a backend error.
     pub fn backend(error: impl Into<BoxError>) -> Self {
         Self::Backend(error.into())
+    }
+
+    /// Whose fault this failure is. A storage failure is never an event's: a wrong setup
+    /// (missing table, permission denied, an invalid identifier) is [`FailureKind::Setup`],
+    /// anything else is [`FailureKind::Infrastructure`] (waited out and retried).
+    pub fn kind(&self) -> FailureKind {
+        match crate::failure::classify(self) {
+            FailureKind::Setup => FailureKind::Setup,
+            _ => FailureKind::Infrastructure,
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Checkpoints: how far each projection has got, as a global position.
 
+mod halt;
 mod lag;
 
+pub use halt::{Halt, StoppedAt};
 pub use lag::LagMetrics;
 
 use chrono::{DateTime, Utc};
@@ -26,6 +28,9 @@ pub struct CheckpointData {
     pub last_processed_at: Option<DateTime<Utc>>,
     /// How many events the projection has applied since its last reset.
     pub events_processed: u64,
+    /// Paused or stopped: the projection applies nothing until resumed. Survives restarts.
+    #[serde(default)]
+    pub halt: Option<Halt>,
 }
 
 /// A move of a checkpoint.
@@ -95,7 +100,15 @@ pub trait CheckpointRepository: Send + Sync {
         update: CheckpointUpdate,
     ) -> BoxFuture<'a, Result<(), StorageError>>;
 
-    /// Deletes the checkpoint of `projection`.
+    /// Records that `projection` is paused or stopped (`Some`), or clears it (`None`). Creates
+    /// the checkpoint (at position 0) if there is none; the position never moves here.
+    fn set_halt<'a>(
+        &'a self,
+        projection: &'a str,
+        halt: Option<&'a Halt>,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+
+    /// Deletes the checkpoint of `projection`, and its halt with it.
     fn reset_checkpoint<'a>(
         &'a self,
         projection: &'a str,

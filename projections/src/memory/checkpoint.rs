@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::lock;
-use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate};
+use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt};
 use crate::storage::{BoxFuture, StorageError};
 
 /// Checkpoints in a map.
@@ -50,6 +50,7 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
                 position: 0,
                 last_processed_at: None,
                 events_processed: 0,
+                halt: None,
             });
         entry.events_processed += update.events_applied;
         if update.position > entry.position {
@@ -59,6 +60,33 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
             entry.last_processed_at = Some(update.at);
         } else if update.events_applied > 0 {
             entry.last_processed_at = Some(update.at);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn set_halt<'a>(
+        &'a self,
+        projection: &'a str,
+        halt: Option<&'a Halt>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        let mut checkpoints = lock(&self.checkpoints);
+        match checkpoints.get_mut(projection) {
+            Some(entry) => entry.halt = halt.cloned(),
+            None if halt.is_some() => {
+                checkpoints.insert(
+                    projection.to_owned(),
+                    CheckpointData {
+                        projection_name: projection.to_owned(),
+                        last_event_id: None,
+                        last_event_type: None,
+                        position: 0,
+                        last_processed_at: None,
+                        events_processed: 0,
+                        halt: halt.cloned(),
+                    },
+                );
+            }
+            None => {}
         }
         Box::pin(std::future::ready(Ok(())))
     }

@@ -8,7 +8,7 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{Schema, backend, to_i64, to_u64};
-use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate};
+use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt};
 use crate::storage::{BoxFuture, StorageError};
 
 /// The checkpoint table.
@@ -261,6 +261,7 @@ fn checkpoint_data(row: &PgRow) -> Result<CheckpointData, StorageError> {
         last_processed_at: row
             .try_get::<Option<DateTime<Utc>>, _>("last_processed_at")
             .map_err(backend)?,
+        halt: None,
         events_processed: to_u64(
             row.try_get("events_processed").map_err(backend)?,
             "events processed",
@@ -305,6 +306,15 @@ impl CheckpointRepository for PostgreSQLCheckpointRepository {
         update: CheckpointUpdate,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { write_update(&self.sql, &self.pool, projection, &update).await })
+    }
+
+    fn set_halt<'a>(
+        &'a self,
+        _projection: &'a str,
+        _halt: Option<&'a Halt>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        // TODO(halt): stored with the checkpoint (migration 0004).
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn reset_checkpoint<'a>(

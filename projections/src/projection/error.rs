@@ -1,5 +1,7 @@
 use uuid::Uuid;
 
+use crate::failure::FailureKind;
+
 /// Any error, boxed; what handler errors are converted to.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -14,12 +16,73 @@ pub enum HandlerError {
     /// the `Result` every handler returns stays small on the hot path.
     #[error(transparent)]
     Unhandled(Box<UnhandledEventError>),
+    /// The handler said the event is bad ([`HandlerError::event`]).
+    #[error("{0}")]
+    Rejected(#[source] BoxError),
+    /// The handler said the infrastructure is failing ([`HandlerError::infrastructure`]).
+    #[error("{0}")]
+    Infrastructure(#[source] BoxError),
+    /// The handler said the setup is wrong ([`HandlerError::setup`]).
+    #[error("{0}")]
+    Setup(#[source] BoxError),
+    /// The handler panicked; the panic's message. A failure of the event, like any other.
+    #[error("handler panicked: {0}")]
+    Panicked(String),
 }
 
 impl HandlerError {
     /// Wraps any error.
     pub fn new(error: impl Into<BoxError>) -> Self {
         Self::Failed(error.into())
+    }
+
+    /// An error that is the event's fault, whatever it is made of: retried, then
+    /// dead-lettered or stopped at ([`FailureKind::Event`]).
+    pub fn event(error: impl Into<BoxError>) -> Self {
+        Self::Rejected(error.into())
+    }
+
+    /// An error of the infrastructure (a broker or service away, a connection lost): never
+    /// dead-lettered, retried until it clears ([`FailureKind::Infrastructure`]).
+    pub fn infrastructure(error: impl Into<BoxError>) -> Self {
+        Self::Infrastructure(error.into())
+    }
+
+    /// An error of the setup (a missing table, a permission): the projection stops until an
+    /// operator resumes it ([`FailureKind::Setup`]).
+    pub fn setup(error: impl Into<BoxError>) -> Self {
+        Self::Setup(error.into())
+    }
+
+    /// Whose fault this error is: the kind it was built with, else what
+    /// [`classify`](crate::failure::classify) finds in its source chain.
+    pub fn kind(&self) -> FailureKind {
+        match self.stated_kind() {
+            Some(kind) => kind,
+            None => crate::failure::classify(self.inner()),
+        }
+    }
+
+    /// The kind this error was built with, if any.
+    pub(crate) fn stated_kind(&self) -> Option<FailureKind> {
+        match self {
+            Self::Rejected(_) | Self::Panicked(_) | Self::Unhandled(_) => Some(FailureKind::Event),
+            Self::Infrastructure(_) => Some(FailureKind::Infrastructure),
+            Self::Setup(_) => Some(FailureKind::Setup),
+            Self::Failed(_) => None,
+        }
+    }
+
+    /// The error this one wraps (itself for a panic).
+    fn inner(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            Self::Failed(inner)
+            | Self::Rejected(inner)
+            | Self::Infrastructure(inner)
+            | Self::Setup(inner) => inner.as_ref(),
+            Self::Unhandled(inner) => &**inner,
+            Self::Panicked(_) => self,
+        }
     }
 
     /// Whether this error, or one in its source chain, is an `E`.
@@ -29,10 +92,7 @@ impl HandlerError {
 
     /// The first error of type `E` in this error's chain.
     pub fn find<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        let mut current: Option<&(dyn std::error::Error + 'static)> = match self {
-            Self::Failed(inner) => Some(inner.as_ref()),
-            Self::Unhandled(inner) => Some(&**inner),
-        };
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self.inner());
         while let Some(error) = current {
             if let Some(found) = error.downcast_ref::<E>() {
                 return Some(found);

@@ -1,7 +1,6 @@
-use std::fmt;
-
 use uuid::Uuid;
 
+pub use crate::checkpoint::StoppedAt;
 use crate::projection::HandlerError;
 use crate::storage::StorageError;
 
@@ -60,36 +59,6 @@ impl BatchOutcome {
         } else {
             EventOutcome::Skipped
         }
-    }
-}
-
-/// Where and why a projection stopped under the stop policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StoppedAt {
-    /// The position of the event that failed (the checkpoint stays below it).
-    pub position: Option<u64>,
-    /// Its id.
-    pub event_id: Uuid,
-    /// Its type.
-    pub event_type: String,
-    /// The last error's message.
-    pub error: String,
-    /// Attempts made.
-    pub attempts: u32,
-}
-
-impl fmt::Display for StoppedAt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "event {} `{}`", self.event_id, self.event_type)?;
-        if let Some(position) = self.position {
-            write!(f, " at position {position}")?;
-        }
-        write!(
-            f,
-            " failed after {} attempt(s): {}",
-            self.attempts, self.error
-        )
     }
 }
 

@@ -446,13 +446,9 @@ where
                 Ok(())
             }
             FailurePolicy::Stop => {
-                let at = StoppedAt {
-                    position,
-                    event_id,
-                    event_type: event_type.to_owned(),
-                    error: error.to_string(),
-                    attempts,
-                };
+                let at = StoppedAt::new(error.kind(), error.to_string())
+                    .with_event(position, event_id, event_type)
+                    .with_attempts(attempts);
                 tracing::error!(projection = %self.name, stopped_at = %at, "projection stopped");
                 self.stopped = Some(at.clone());
                 Err(RunnerError::Stopped {
