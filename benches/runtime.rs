@@ -15,6 +15,7 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use projections::runner::Repositories;
 use projections::{
     AnyEvent, CheckpointRepository, Envelope, Event, InMemoryCheckpointRepository, NoRetryPolicy,
     ProjectionRegistry, ProjectionRunner, projection,
@@ -187,11 +188,15 @@ fn tracked_by_hand(events: &[AnyEvent]) -> Duration {
 /// `dispatch_many` per batch.
 fn fan_out_ours(events: &[AnyEvent]) -> Duration {
     let checkpoints: Arc<dyn CheckpointRepository> = Arc::new(InMemoryCheckpointRepository::new());
+    let storage = Repositories::new(
+        checkpoints,
+        Arc::new(projections::InMemoryDLQRepository::new()),
+    );
     let mut registry = ProjectionRegistry::new().with_tracing(false);
     registry
         .register_projection(
             ProjectionRunner::builder(Balances::default())
-                .checkpoints(checkpoints.clone())
+                .storage(storage.clone())
                 .tracing(false)
                 .build(),
         )
@@ -199,7 +204,7 @@ fn fan_out_ours(events: &[AnyEvent]) -> Duration {
     registry
         .register_projection(
             ProjectionRunner::builder(Counts::default())
-                .checkpoints(checkpoints.clone())
+                .storage(storage.clone())
                 .tracing(false)
                 .build(),
         )
@@ -207,7 +212,7 @@ fn fan_out_ours(events: &[AnyEvent]) -> Duration {
     registry
         .register_projection(
             ProjectionRunner::builder(NameLengths::default())
-                .checkpoints(checkpoints)
+                .storage(storage)
                 .tracing(false)
                 .build(),
         )

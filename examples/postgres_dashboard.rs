@@ -178,20 +178,28 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\n== Catch-up ==");
     if rebuild {
-        let applied = coordinator.rebuild_projection("order-dashboard").await?;
+        let report = coordinator.rebuild_projection("order-dashboard").await?;
         println!(
-            "  order-dashboard  rebuilt: read model and checkpoint cleared, {applied} events applied"
+            "  order-dashboard  rebuilt: read model and checkpoint cleared, {} events applied",
+            report.applied
         );
     } else {
         let report = coordinator.catch_up().await;
-        for (name, result) in &report.projections {
-            match result {
-                Ok(0) => println!(
-                    "  {name}  applied 0 events: all were applied by an earlier run \
-                     (`-- --rebuild` replays them)"
+        for projection in &report.projections {
+            let name = &projection.name;
+            match &projection.error {
+                Some(error) => println!("  {name}  FAILED: {error}"),
+                None if projection.applied == 0 && projection.dead_lettered.is_empty() => {
+                    println!(
+                        "  {name}  applied 0 events: all were applied by an earlier run \
+                         (`-- --rebuild` replays them)"
+                    )
+                }
+                None => println!(
+                    "  {name}  applied {} events, dead-lettered {}",
+                    projection.applied,
+                    projection.dead_lettered.len()
                 ),
-                Ok(applied) => println!("  {name}  applied {applied} events"),
-                Err(error) => println!("  {name}  FAILED: {error}"),
             }
         }
     }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use projections::coordinator::ProjectionCoordinator;
 use projections::retry::RetryConfig;
+use projections::runner::Repositories;
 use projections::{
-    DLQRepository, Envelope, Event, EventStore, ExpectedVersion, ExponentialBackoffRetryPolicy,
-    InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore, ProjectionRegistry,
-    ProjectionRunner, projection,
+    Envelope, Event, EventStore, ExpectedVersion, ExponentialBackoffRetryPolicy,
+    InMemoryEventStore, ProjectionRegistry, ProjectionRunner, projection,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -157,8 +157,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Both projections share one checkpoint table and one dead-letter queue. Retries are
     // short here so the example finishes at once; the default waits 2, 4 and 8 seconds.
-    let checkpoints = Arc::new(InMemoryCheckpointRepository::new());
-    let dead_letters = Arc::new(InMemoryDLQRepository::new());
+    let storage = Repositories::in_memory();
     let retry = RetryConfig::builder()
         .max_retries(2)
         .initial_delay(Duration::from_millis(10))
@@ -167,25 +166,28 @@ async fn main() -> anyhow::Result<()> {
     let mut registry = ProjectionRegistry::new();
     registry.register_projection(
         ProjectionRunner::builder(OrderSummary::default())
-            .checkpoints(checkpoints.clone())
-            .dead_letters(dead_letters.clone())
+            .storage(storage.clone())
             .retry_policy(ExponentialBackoffRetryPolicy::new(retry))
             .build(),
     )?;
     registry.register_projection(
         ProjectionRunner::builder(DailyMetrics::default())
-            .checkpoints(checkpoints.clone())
-            .dead_letters(dead_letters.clone())
+            .storage(storage.clone())
             .build(),
     )?;
 
     let mut coordinator = ProjectionCoordinator::new(registry, store.clone()).batch_size(100);
     let report = coordinator.catch_up().await;
     println!("== Catch-up ==");
-    for (name, result) in &report.projections {
-        match result {
-            Ok(applied) => println!("  {name:<14} applied {applied} events"),
-            Err(error) => println!("  {name:<14} FAILED: {error}"),
+    for projection in &report.projections {
+        let name = &projection.name;
+        println!(
+            "  {name:<14} applied {}, dead-lettered {}",
+            projection.applied,
+            projection.dead_lettered.len()
+        );
+        if let Some(error) = &projection.error {
+            println!("  {name:<14} FAILED: {error}");
         }
     }
 
@@ -219,7 +221,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("\n== Checkpoints ==");
-    for checkpoint in projections::CheckpointRepository::get_all_checkpoints(&*checkpoints).await? {
+    for checkpoint in storage
+        .checkpoint_repository()
+        .get_all_checkpoints()
+        .await?
+    {
         println!(
             "  {:<14} position {}  events processed {}  last event {}",
             checkpoint.projection_name,
@@ -230,7 +236,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("\n== Dead letters ==");
-    for entry in dead_letters.get_failed_events(Default::default()).await? {
+    for entry in storage
+        .dead_letter_repository()
+        .get_failed_events(Default::default())
+        .await?
+    {
         println!(
             "  #{} {} at position {} in `{}` after {} attempts: {}",
             entry.id,

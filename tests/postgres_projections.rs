@@ -1038,7 +1038,7 @@ async fn the_stop_policy_keeps_the_checkpoint_before_the_failing_event() {
             };
             assert_eq!(
                 (at.position, at.event_id),
-                (Some(3), event_id_of(&events[2]))
+                (Some(3), Some(event_id_of(&events[2])))
             );
             assert!(at.error.contains("order 3 is poison"), "{at:?}");
             assert!(runner.stopped().is_some());
@@ -1126,7 +1126,7 @@ async fn catch_up_to(coordinator: &mut ProjectionCoordinator, position: u64) {
                 .map(|(name, error)| format!("{name}: {error}"))
                 .collect();
             assert!(failures.is_empty(), "{failures:?}");
-            let runner = coordinator.registry().runner_of::<Runner>().unwrap();
+            let runner = coordinator.registry_mut().runner_mut::<Runner>().unwrap();
             if runner.checkpoint().await.unwrap() >= Some(position) {
                 return;
             }

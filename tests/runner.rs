@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{Balances, Permanent, Tally, deposit, positioned, rename, withdraw};
+use projections::Halt;
 use projections::checkpoint::CheckpointUpdate;
 use projections::dlq::{DLQFilter, FailedEvent};
+use projections::runner::Repositories;
 use projections::runner::{EventOutcome, RunnerError};
 use projections::storage::BoxFuture;
 use projections::store::UndecodableEvent;
@@ -29,8 +31,7 @@ fn runner_with(
     on_failure: FailurePolicy,
 ) -> ProjectionRunner<Balances> {
     ProjectionRunner::builder(projection)
-        .checkpoints(checkpoints)
-        .dead_letters(dead_letters)
+        .storage(Repositories::new(checkpoints, dead_letters))
         .retry_policy(NoRetryPolicy)
         .on_failure(on_failure)
         .build()
@@ -220,7 +221,7 @@ async fn the_stop_policy_keeps_the_checkpoint_before_the_event_and_applies_nothi
         panic!("{error:?}")
     };
     assert_eq!(at.position, Some(2));
-    assert_eq!(at.event_id, events[1].event_id());
+    assert_eq!(at.event_id, Some(events[1].event_id()));
     assert!(source.is_some());
     assert!(error.to_string().contains("stopped"), "{error}");
     assert_eq!(runner.checkpoint().await.unwrap(), Some(1));
@@ -241,7 +242,7 @@ async fn the_stop_policy_keeps_the_checkpoint_before_the_event_and_applies_nothi
     );
 
     // Resuming tries the failed event again; it still fails, so the projection stops again.
-    runner.resume();
+    runner.resume().await.unwrap();
     assert!(matches!(
         runner.handle_batch(&events).await,
         Err(RunnerError::Stopped { .. })
@@ -281,6 +282,13 @@ impl CheckpointRepository for FlakyCheckpoints {
     }
     fn reset_checkpoint<'a>(&'a self, p: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         self.inner.reset_checkpoint(p)
+    }
+    fn set_halt<'a>(
+        &'a self,
+        p: &'a str,
+        halt: Option<&'a Halt>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.set_halt(p, halt)
     }
     fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>> {
         self.inner.get_all_checkpoints()

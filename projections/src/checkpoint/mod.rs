@@ -69,6 +69,20 @@ impl CheckpointUpdate {
         self
     }
 
+    /// This update followed by `next`: the furthest position (with its event), the events of
+    /// both, the later time.
+    pub(crate) fn merged(self, next: Option<CheckpointUpdate>) -> CheckpointUpdate {
+        let Some(next) = next else { return self };
+        let applied = self.events_applied + next.events_applied;
+        let mut merged = if next.position >= self.position {
+            next
+        } else {
+            self
+        };
+        merged.events_applied = applied;
+        merged
+    }
+
     /// Counts `events` applied since the previous update.
     #[must_use]
     pub fn with_events_applied(mut self, events: u64) -> Self {

@@ -1,13 +1,26 @@
-//! The coordinator: feeds each registered projection from the event store, in batches, each
-//! at its own pace; rebuilds; live tailing; health.
+//! The coordinator: a supervisor that runs one worker task per projection. Each worker
+//! catches up from its checkpoint, then follows the store live, at its own pace: a slow,
+//! retrying, backing-off, paused or stopped projection never delays another. A
+//! [`CoordinatorHandle`] reads status and steers the workers while they run.
 
+mod backoff;
+mod handle;
 mod health;
+mod report;
+mod status;
+mod worker;
 
+pub use backoff::InfrastructureBackoff;
+pub use handle::CoordinatorHandle;
 pub use health::{HealthReport, ProjectionHealth, ProjectionStatus};
+pub use report::{CatchUpReport, ProjectionReport, RunReport};
+pub use status::{ProjectionSnapshot, WorkerState};
+pub use worker::ReplayReport;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -17,53 +30,39 @@ use crate::registry::{DispatchReport, ProjectionRegistry, RegisteredProjection};
 use crate::runner::RunnerError;
 use crate::storage::BoxFuture;
 use crate::store::EventStore;
+use handle::{Running, WorkerLink};
+use worker::{Worker, WorkerConfig};
 
 /// The coordinator's errors that are not one projection's.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CoordinatorError {
-    /// No projection has this name.
+    /// No projection has this name (or type).
     #[error("no projection named `{0}` is registered")]
     UnknownProjection(String),
+    /// The projection's worker has ended (shutdown or stop).
+    #[error("the worker of projection `{0}` is not running")]
+    NotRunning(String),
     /// The named projection failed.
     #[error(transparent)]
-    Runner(#[from] RunnerError),
+    Runner(Box<RunnerError>),
 }
 
-/// What each projection did in one pass over the store.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct CatchUpReport {
-    /// Per projection, in registration order: events applied, or the error that ended its pass.
-    pub projections: Vec<(String, Result<u64, RunnerError>)>,
-}
-
-impl CatchUpReport {
-    /// Events applied over all projections.
-    pub fn applied(&self) -> u64 {
-        self.projections
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .sum()
-    }
-
-    /// Whether every projection finished its pass.
-    pub fn is_ok(&self) -> bool {
-        self.projections.iter().all(|(_, r)| r.is_ok())
-    }
-
-    /// The projections that did not finish, with why.
-    pub fn failures(&self) -> impl Iterator<Item = (&str, &RunnerError)> {
-        self.projections
-            .iter()
-            .filter_map(|(name, r)| r.as_ref().err().map(|e| (name.as_str(), e)))
+impl From<RunnerError> for CoordinatorError {
+    fn from(error: RunnerError) -> Self {
+        Self::Runner(Box::new(error))
     }
 }
 
 /// Feeds the projections of a [`ProjectionRegistry`] from an [`EventStore`].
 ///
-/// Each projection reads the store from its own checkpoint in batches of `batch_size`, and the
-/// projections run concurrently: a slow or failing one never holds back the others.
+/// - [`start`](Self::start): one worker task per projection, live until shut down; returns a
+///   [`CoordinatorHandle`].
+/// - [`run`](Self::run): the same until a token is cancelled, then the projections are back in
+///   the registry.
+/// - [`catch_up`](Self::catch_up), [`catchup`](Self::catchup),
+///   [`rebuild_projection`](Self::rebuild_projection), [`rebuild_all`](Self::rebuild_all): one
+///   pass to the store's head, concurrently, without workers.
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -72,17 +71,18 @@ impl CatchUpReport {
 /// # #[derive(Clone, serde::Serialize, serde::Deserialize, Event)] struct Ping;
 /// # #[derive(Default)] struct Pings(u32);
 /// # #[projection] impl Pings { #[handles(Ping)] async fn on(&mut self, _e: &Envelope<Ping>) { self.0 += 1 } }
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let store = Arc::new(InMemoryEventStore::new());
 /// let id = uuid::Uuid::new_v4();
 /// store.append(id, ExpectedVersion::NoStream, vec![Envelope::new(id, Ping).into()]).await?;
 ///
 /// let mut registry = ProjectionRegistry::new();
 /// registry.register_projection(Pings::default())?;
-/// let mut coordinator = ProjectionCoordinator::new(registry, store).batch_size(500);
-/// let report = coordinator.catch_up().await;
-/// assert_eq!(report.applied(), 1);
-/// assert_eq!(coordinator.registry().projection::<Pings>().unwrap().0, 1);
+/// let handle = ProjectionCoordinator::new(registry, store).start();
+/// handle.wait_for_checkpoint("Pings", 1).await?;
+/// assert_eq!(handle.read(|pings: &Pings| pings.0).await?, 1);
+/// let report = handle.shutdown(std::time::Duration::from_secs(5)).await;
+/// assert!(report.is_ok());
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
@@ -91,6 +91,7 @@ pub struct ProjectionCoordinator {
     store: Arc<dyn EventStore>,
     batch_size: usize,
     poll_interval: Duration,
+    backoff: InfrastructureBackoff,
     tracing: bool,
 }
 
@@ -102,21 +103,30 @@ impl ProjectionCoordinator {
             store,
             batch_size: 100,
             poll_interval: Duration::from_secs(1),
+            backoff: InfrastructureBackoff::default(),
             tracing: true,
         }
     }
 
-    /// Events read (and checkpointed) at a time, at least 1.
+    /// Events read (and committed) at a time, at least 1.
     #[must_use]
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self
     }
 
-    /// How often [`run`](Self::run) looks for new events when the store does not notify.
+    /// How often a live worker looks for new events when the store does not notify (and as a
+    /// safety net when it does).
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// How a worker waits out a failing infrastructure.
+    #[must_use]
+    pub fn infrastructure_backoff(mut self, backoff: InfrastructureBackoff) -> Self {
+        self.backoff = backoff;
         self
     }
 
@@ -150,28 +160,93 @@ impl ProjectionCoordinator {
         (report.applied(), report)
     }
 
-    /// One pass: every projection reads from its checkpoint to the store's head, concurrently.
-    pub async fn catch_up(&mut self) -> CatchUpReport {
-        self.catch_up_until(&CancellationToken::new()).await
+    /// Starts one worker task per projection and returns the handle. Needs a tokio runtime
+    /// (with time enabled).
+    pub fn start(mut self) -> CoordinatorHandle {
+        let projections = self.registry.take_projections();
+        self.spawn(projections, CancellationToken::new())
     }
 
-    async fn catch_up_until(&mut self, shutdown: &CancellationToken) -> CatchUpReport {
+    fn spawn(
+        &self,
+        projections: Vec<Box<dyn RegisteredProjection>>,
+        shutdown: CancellationToken,
+    ) -> CoordinatorHandle {
+        let config = WorkerConfig {
+            store: Arc::clone(&self.store),
+            batch_size: self.batch_size,
+            poll_interval: self.poll_interval,
+            backoff: self.backoff,
+        };
+        let mut workers = Vec::with_capacity(projections.len());
+        let mut tasks = Vec::with_capacity(projections.len());
+        for runner in projections {
+            let name = runner.name().to_owned();
+            let runner_type = (*runner).as_any().type_id();
+            let (commands, receiver) = mpsc::unbounded_channel();
+            let (status, watcher) = watch::channel(status::ProjectionSnapshot::new(&name));
+            let worker = Worker::new(runner, config.clone(), receiver, status, shutdown.clone());
+            let task = if self.tracing {
+                let span = tracing::info_span!("projection.worker", projection = %name);
+                tokio::spawn(worker.run().instrument(span))
+            } else {
+                tokio::spawn(worker.run())
+            };
+            tasks.push((name.clone(), task));
+            workers.push(WorkerLink {
+                name,
+                runner_type,
+                commands,
+                status: watcher,
+            });
+        }
+        CoordinatorHandle {
+            running: Arc::new(Running {
+                workers,
+                shutdown,
+                tasks: Mutex::new(tasks),
+            }),
+        }
+    }
+
+    /// Runs every projection in its own worker (as [`start`](Self::start)) until `shutdown`
+    /// is cancelled; each finishes its batch in hand. The projections are then back in the
+    /// registry. Returns what each did.
+    pub async fn run(&mut self, shutdown: CancellationToken) -> RunReport {
+        let projections = self.registry.take_projections();
+        let handle = self.spawn(projections, shutdown.child_token());
+        shutdown.cancelled().await;
+        let mut reports = Vec::new();
+        let mut runners = Vec::new();
+        for (_, report, runner) in handle.shutdown_workers(None).await {
+            reports.push(report);
+            runners.extend(runner);
+        }
+        self.registry.restore_projections(runners);
+        RunReport {
+            projections: reports,
+        }
+    }
+
+    /// One pass: every projection reads from its checkpoint to the store's head,
+    /// concurrently.
+    pub async fn catch_up(&mut self) -> CatchUpReport {
         let store = &*self.store;
         let batch_size = self.batch_size;
+        let never = CancellationToken::new();
+        let never = &never;
         let span = self.tracing.then(|| {
             tracing::debug_span!(
                 "projection.coordinate",
                 projections = self.registry.projection_count()
             )
         });
-        let work: Vec<BoxFuture<'_, (String, Result<u64, RunnerError>)>> = self
+        let work: Vec<BoxFuture<'_, ProjectionReport>> = self
             .registry
             .projections_mut()
             .map(|projection| {
-                let future: BoxFuture<'_, _> = Box::pin(async move {
-                    let result = catch_up_one(&mut **projection, store, batch_size, shutdown).await;
-                    (projection.name().to_owned(), result)
-                });
+                let future: BoxFuture<'_, _> =
+                    Box::pin(worker::pass(&mut **projection, store, batch_size, never));
                 future
             })
             .collect();
@@ -182,26 +257,29 @@ impl ProjectionCoordinator {
         CatchUpReport { projections }
     }
 
-    /// Catches up one projection from its checkpoint (no reset); returns events applied.
-    pub async fn catchup(&mut self, name: &str) -> Result<u64, CoordinatorError> {
+    /// Catches up one projection from its checkpoint (no reset).
+    pub async fn catchup(&mut self, name: &str) -> Result<ProjectionReport, CoordinatorError> {
         let store = &*self.store;
         let batch_size = self.batch_size;
         let projection = self
             .registry
             .get_mut(name)
             .ok_or_else(|| CoordinatorError::UnknownProjection(name.to_owned()))?;
-        Ok(catch_up_one(
+        Ok(worker::pass(
             &mut **projection,
             store,
             batch_size,
             &CancellationToken::new(),
         )
-        .await?)
+        .await)
     }
 
-    /// Resets one projection (checkpoint and read model) and replays the store from the
-    /// beginning; returns events applied.
-    pub async fn rebuild_projection(&mut self, name: &str) -> Result<u64, CoordinatorError> {
+    /// Resets one projection (checkpoint, halt and read model) and replays the store from the
+    /// beginning.
+    pub async fn rebuild_projection(
+        &mut self,
+        name: &str,
+    ) -> Result<ProjectionReport, CoordinatorError> {
         let projection = self
             .registry
             .get_mut(name)
@@ -220,148 +298,28 @@ impl ProjectionCoordinator {
         }
         let mut report = self.catch_up().await;
         for (name, error) in failed_resets {
-            if let Some(entry) = report.projections.iter_mut().find(|(n, _)| *n == name) {
-                entry.1 = Err(error);
+            if let Some(entry) = report.projections.iter_mut().find(|p| p.name == name) {
+                entry.error = Some(error);
             }
         }
         report
     }
 
-    /// The status, checkpoint, lag and dead-letter count of every projection.
-    pub async fn health_check(&self) -> HealthReport {
+    /// The status, checkpoint, lag and dead-letter count of every projection, read from
+    /// storage. The future is `Send`: it holds nothing of the registry.
+    pub fn health_check(&self) -> impl std::future::Future<Output = HealthReport> + Send + '_ {
+        let projections: Vec<_> = self
+            .registry
+            .projections()
+            .map(|p| (p.reads(), p.halt().cloned()))
+            .collect();
         let store = &*self.store;
-        let mut projections = Vec::with_capacity(self.registry.projection_count());
-        for projection in self.registry.projections() {
-            projections.push(health_of(projection, store).await);
-        }
-        HealthReport::new(projections)
-    }
-
-    /// Catches up, then follows the store live (woken by its notifications, or every
-    /// `poll_interval`) until `shutdown` is cancelled. A batch in hand is finished before
-    /// returning. Projection failures are logged and reported by [`health_check`](Self::health_check);
-    /// a stopped projection stays stopped, the others go on.
-    pub async fn run(&mut self, shutdown: CancellationToken) {
-        let mut notifications = self.store.subscribe();
-        loop {
-            let report = self.catch_up_until(&shutdown).await;
-            for (name, error) in report.failures() {
-                tracing::error!(projection = name, %error, "projection pass failed");
+        async move {
+            let mut health = Vec::with_capacity(projections.len());
+            for (reads, halt) in projections {
+                health.push(health::health_of(&reads, halt.as_ref(), store).await);
             }
-            if shutdown.is_cancelled() {
-                return;
-            }
-            // A pass can end short of an announced append: a database store never reads past a
-            // transaction still in flight anywhere. Then look again soon rather than waiting
-            // for the next notification or the poll interval.
-            let announced = notifications.as_ref().map_or(0, |r| *r.borrow());
-            let wait = if self.behind(announced).await {
-                self.poll_interval.min(HORIZON_RETRY)
-            } else {
-                self.poll_interval
-            };
-            let changed = async {
-                match notifications.as_mut() {
-                    Some(receiver) => {
-                        if receiver.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = changed => {}
-                () = tokio::time::sleep(wait) => {}
-            }
+            HealthReport::new(health)
         }
-    }
-
-    /// Whether a projection that is not stopped has its checkpoint below `position`.
-    async fn behind(&mut self, position: u64) -> bool {
-        if position == 0 {
-            return false;
-        }
-        for projection in self.registry.projections_mut() {
-            if projection.stopped().is_some() {
-                continue;
-            }
-            match projection.checkpoint().await {
-                Ok(checkpoint) if checkpoint.unwrap_or(0) >= position => {}
-                _ => return true,
-            }
-        }
-        false
-    }
-}
-
-/// How soon [`ProjectionCoordinator::run`] looks again when a pass ended short of an
-/// announced append.
-const HORIZON_RETRY: Duration = Duration::from_millis(50);
-
-async fn catch_up_one(
-    projection: &mut dyn RegisteredProjection,
-    store: &dyn EventStore,
-    batch_size: usize,
-    shutdown: &CancellationToken,
-) -> Result<u64, RunnerError> {
-    let mut after = projection.checkpoint().await?.unwrap_or(0);
-    let mut applied = 0;
-    while !shutdown.is_cancelled() {
-        let events =
-            store
-                .read_all(after, batch_size)
-                .await
-                .map_err(|source| RunnerError::Storage {
-                    projection: projection.name().to_owned(),
-                    source,
-                })?;
-        let Some(last) = events.last().and_then(|e| e.position()) else {
-            break;
-        };
-        let outcome = projection.handle_stored(&events).await?;
-        applied += outcome.applied;
-        after = after.max(last);
-        if events.len() < batch_size {
-            break;
-        }
-    }
-    Ok(applied)
-}
-
-async fn health_of(
-    projection: &dyn RegisteredProjection,
-    store: &dyn EventStore,
-) -> ProjectionHealth {
-    let name = projection.name().to_owned();
-    let state = async {
-        let checkpoint = projection.checkpoint_data().await?;
-        let lag = projection.lag_metrics(store).await?;
-        let dead_letters = projection.dead_letter_count().await?;
-        Ok::<_, RunnerError>((checkpoint, lag, dead_letters))
-    };
-    match state.await {
-        Ok((checkpoint, lag, dead_letters)) => ProjectionHealth {
-            status: ProjectionStatus::of(projection.stopped(), dead_letters, &lag),
-            name,
-            checkpoint,
-            lag: Some(lag),
-            dead_letters,
-        },
-        Err(error) => ProjectionHealth {
-            status: match projection.stopped() {
-                Some(at) => ProjectionStatus::Stopped {
-                    reason: at.to_string(),
-                },
-                None => ProjectionStatus::Unknown {
-                    error: error.to_string(),
-                },
-            },
-            name,
-            checkpoint: None,
-            lag: None,
-            dead_letters: 0,
-        },
     }
 }

@@ -12,7 +12,7 @@
 
 mod classify;
 
-pub use classify::classify;
+pub use classify::{classify, sqlstate_kind};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,16 +1,17 @@
-//! The object-safe face of a [`ProjectionRunner`], so one registry holds runners of different
-//! projection types.
+//! The object-safe face of a [`Runner`], so one registry holds runners of different
+//! projection types and commit strategies.
 
 use std::any::Any;
 
-use crate::checkpoint::{CheckpointData, LagMetrics};
+use crate::checkpoint::Halt;
 use crate::event::AnyEvent;
-use crate::projection::{EventHandler, HandlerError, Projection};
-use crate::runner::{BatchOutcome, ProjectionRunner, RunnerError, StoppedAt};
+use crate::projection::{DatabaseProjection, EventHandler, HandlerError};
+use crate::runner::{BatchOutcome, CommitStrategy, Runner, RunnerError, RunnerReads, StoppedAt};
 use crate::storage::BoxFuture;
-use crate::store::{EventStore, StoredEvent};
+use crate::store::StoredEvent;
 
-/// A registered projection: a [`ProjectionRunner`] whose projection type is erased.
+/// A registered projection: a [`Runner`] whose projection type and commit strategy are erased.
+/// Implemented once, for every runner.
 pub trait RegisteredProjection: Send + Any {
     /// The projection's stable name.
     fn name(&self) -> &str;
@@ -21,43 +22,47 @@ pub trait RegisteredProjection: Send + Any {
         &'a mut self,
         events: &'a [AnyEvent],
     ) -> BoxFuture<'a, Result<BatchOutcome, RunnerError>>;
-    /// Handles stored events in order.
+    /// Handles stored events in order, adding what was done to `outcome` (also on error).
     fn handle_stored<'a>(
         &'a mut self,
         events: &'a [StoredEvent],
-    ) -> BoxFuture<'a, Result<BatchOutcome, RunnerError>>;
+        outcome: &'a mut BatchOutcome,
+    ) -> BoxFuture<'a, Result<(), RunnerError>>;
     /// Clears checkpoint and read model.
     fn reset(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
-    /// The current checkpoint position.
+    /// Reads the checkpoint and halt from storage, the first time.
+    fn load(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
+    /// The checkpoint position, as last read or written.
     fn checkpoint(&mut self) -> BoxFuture<'_, Result<Option<u64>, RunnerError>>;
-    /// The stored checkpoint.
-    fn checkpoint_data(&self) -> BoxFuture<'_, Result<Option<CheckpointData>, RunnerError>>;
-    /// Lag against `store`.
-    fn lag_metrics<'a>(
-        &'a self,
-        store: &'a dyn EventStore,
-    ) -> BoxFuture<'a, Result<LagMetrics, RunnerError>>;
-    /// Failed dead-letter entries of this projection.
-    fn dead_letter_count(&self) -> BoxFuture<'_, Result<u64, RunnerError>>;
+    /// Owned handles to read its state from storage.
+    fn reads(&self) -> RunnerReads;
     /// Replays one dead-letter entry.
     fn replay_dead_letter(&mut self, entry_id: i64) -> BoxFuture<'_, Result<(), RunnerError>>;
-    /// Where it stopped, under the stop policy.
+    /// Paused or stopped.
+    fn halt(&self) -> Option<&Halt>;
+    /// Where it stopped, if stopped.
     fn stopped(&self) -> Option<&StoppedAt>;
-    /// Lets a stopped projection go on.
-    fn resume(&mut self);
+    /// Halts it durably (pause or stop).
+    fn halt_with(&mut self, halt: Halt) -> BoxFuture<'_, Result<(), RunnerError>>;
+    /// Lets a paused or stopped projection go on.
+    fn resume(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
     /// For downcasting to the concrete runner.
     fn as_any(&self) -> &dyn Any;
     /// For downcasting to the concrete runner.
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-impl<P: Projection + 'static> RegisteredProjection for ProjectionRunner<P> {
+impl<P, S> RegisteredProjection for Runner<P, S>
+where
+    P: DatabaseProjection + 'static,
+    S: CommitStrategy<Connection = P::Connection>,
+{
     fn name(&self) -> &str {
-        ProjectionRunner::name(self)
+        Runner::name(self)
     }
 
     fn subscribed_to(&self) -> &[&'static str] {
-        ProjectionRunner::subscribed_to(self)
+        Runner::subscribed_to(self)
     }
 
     fn handle_events<'a>(
@@ -70,44 +75,45 @@ impl<P: Projection + 'static> RegisteredProjection for ProjectionRunner<P> {
     fn handle_stored<'a>(
         &'a mut self,
         events: &'a [StoredEvent],
-    ) -> BoxFuture<'a, Result<BatchOutcome, RunnerError>> {
-        Box::pin(self.handle_batch(events))
+        outcome: &'a mut BatchOutcome,
+    ) -> BoxFuture<'a, Result<(), RunnerError>> {
+        Box::pin(self.handle_batch_into(events, outcome))
     }
 
     fn reset(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
-        Box::pin(ProjectionRunner::reset(self))
+        Box::pin(Runner::reset(self))
+    }
+
+    fn load(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(Runner::load(self))
     }
 
     fn checkpoint(&mut self) -> BoxFuture<'_, Result<Option<u64>, RunnerError>> {
-        Box::pin(ProjectionRunner::checkpoint(self))
+        Box::pin(Runner::checkpoint(self))
     }
 
-    fn checkpoint_data(&self) -> BoxFuture<'_, Result<Option<CheckpointData>, RunnerError>> {
-        Box::pin(ProjectionRunner::checkpoint_data(self))
-    }
-
-    fn lag_metrics<'a>(
-        &'a self,
-        store: &'a dyn EventStore,
-    ) -> BoxFuture<'a, Result<LagMetrics, RunnerError>> {
-        Box::pin(ProjectionRunner::lag_metrics(self, store))
-    }
-
-    fn dead_letter_count(&self) -> BoxFuture<'_, Result<u64, RunnerError>> {
-        let failed = self.failed_events();
-        Box::pin(async move { Ok(failed.await?.len() as u64) })
+    fn reads(&self) -> RunnerReads {
+        Runner::reads(self)
     }
 
     fn replay_dead_letter(&mut self, entry_id: i64) -> BoxFuture<'_, Result<(), RunnerError>> {
-        Box::pin(ProjectionRunner::replay_dead_letter(self, entry_id))
+        Box::pin(Runner::replay_dead_letter(self, entry_id))
+    }
+
+    fn halt(&self) -> Option<&Halt> {
+        Runner::halt(self)
     }
 
     fn stopped(&self) -> Option<&StoppedAt> {
-        ProjectionRunner::stopped(self)
+        Runner::stopped(self)
     }
 
-    fn resume(&mut self) {
-        ProjectionRunner::resume(self);
+    fn halt_with(&mut self, halt: Halt) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(Runner::halt_with(self, halt))
+    }
+
+    fn resume(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(Runner::resume(self))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -108,6 +108,16 @@ impl ProjectionRegistry {
         Some(self.projections.remove(index))
     }
 
+    /// Takes every projection out (for the coordinator's workers).
+    pub(crate) fn take_projections(&mut self) -> Vec<Box<dyn RegisteredProjection>> {
+        std::mem::take(&mut self.projections)
+    }
+
+    /// Puts projections back (when the workers end).
+    pub(crate) fn restore_projections(&mut self, projections: Vec<Box<dyn RegisteredProjection>>) {
+        self.projections.extend(projections);
+    }
+
     /// Registers a handler.
     pub fn register_handler<H: EventHandler + 'static>(&mut self, handler: H) -> HandlerId {
         self.next_handler += 1;

@@ -1,93 +1,102 @@
-//! Checkpoint tracking around a projection: skip what is done, retry what fails, dead-letter
-//! or stop when the retry policy gives up, record progress.
+//! The runner: checkpoint tracking around a projection. Skip what is done, retry what fails,
+//! tell failures apart, dead-letter or stop when the retry policy gives up, record progress.
+//!
+//! There is one runner, [`Runner`], and two ways of committing ([`CommitStrategy`]):
+//!
+//! | | [`ProjectionRunner`] (`Runner<P, Repositories>`) | [`TransactionalRunner`](crate::transactional::TransactionalRunner) (`Runner<P, Arc<U>>`) |
+//! |---|---|---|
+//! | handlers | take no connection | may take the batch's connection |
+//! | a batch | handlers run, then one checkpoint write | one transaction: handlers, checkpoint, dead letters |
+//! | after a crash | **at least once**: the events of the batch in hand (up to the batch size) whose checkpoint was not written are applied again | **exactly once**: a batch commits whole or not at all |
+//! | a dead letter | written, then the checkpoint moves (a crash in between dead-letters the event again, same entry) | in the checkpoint's transaction |
+//!
+//! What happens to a failure depends on whose fault it is ([`FailureKind`]):
+//! - the **event's** (the handler rejects it, it does not decode, the handler panics): the
+//!   retry policy, then the [`FailurePolicy`]: dead letter and move past it, or stop before it;
+//! - the **infrastructure's** (connection lost, database restarting, serialization failure):
+//!   never dead-lettered, the checkpoint does not move; the runner returns
+//!   [`RunnerError::Infrastructure`] (or a storage error of that kind) and the caller (the
+//!   coordinator's worker) waits and tries the batch again;
+//! - the **setup's** (missing table, permission denied): the projection stops before the event,
+//!   durably, with the error; nothing is dead-lettered.
+//!
+//! A stop or a pause is stored with the checkpoint and survives a restart: a runner that
+//! starts halted applies nothing until [`Runner::resume`].
 
+mod batch;
 mod builder;
 mod item;
 mod outcome;
+mod panic;
+mod progress;
 pub(crate) mod reads;
+mod replay;
 pub(crate) mod step;
+mod strategy;
 
 pub use builder::RunnerBuilder;
 pub use item::BatchItem;
 pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
+pub use reads::RunnerReads;
+pub use strategy::{CommitStrategy, NoTransaction, Repositories};
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tracing::Instrument;
-use uuid::Uuid;
-
-use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, LagMetrics};
-use crate::dlq::{DLQRepository, DLQStatus, FailedEvent};
+use crate::checkpoint::{CheckpointData, Halt, LagMetrics};
 use crate::event::{AnyEvent, EventMetadata, EventRegistry};
-use crate::projection::{HandlerError, Projection};
-use crate::retry::RetryPolicy;
+use crate::failure::FailureKind;
+use crate::projection::{DatabaseProjection, Projection};
+use crate::retry::{ExponentialBackoffRetryPolicy, RetryPolicy};
 use crate::storage::StorageError;
 use crate::store::EventStore;
-use step::{DecodeFailure, Step, classify, event_data};
 
-/// What the runner does when the retry policy gives up on an event.
+#[allow(unused_imports)] // for the docs
+use crate::failure::FailureKind as _;
+
+/// What the runner does when the retry policy gives up on an event that is at fault.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FailurePolicy {
     /// Record the event in the dead-letter queue and move the checkpoint past it (default).
     #[default]
     DeadLetter,
-    /// Return the error and apply nothing further until [`ProjectionRunner::resume`]; the
-    /// checkpoint stays before the event.
+    /// Stop before the event, durably, until [`Runner::resume`]; the checkpoint stays
+    /// before it.
     Stop,
 }
 
-/// Progress not yet written to the checkpoint repository.
-#[derive(Debug, Default)]
-struct Pending {
-    position: Option<u64>,
-    event_id: Option<Uuid>,
-    /// The type of the event at `position`; kept as a reused buffer.
-    event_type: String,
-    applied: u64,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.position.is_none() && self.applied == 0
-    }
-
-    /// Forgets what was written, keeping the buffer.
-    fn clear(&mut self) {
-        self.position = None;
-        self.event_id = None;
-        self.event_type.clear();
-        self.applied = 0;
-    }
-}
-
-/// Checkpoint tracking around a projection (the seed's `CheckpointTrackingProjection`).
+/// Checkpoint tracking around a projection (the seed's `CheckpointTrackingProjection`), with
+/// the commit strategy `S`. See the [module documentation](self) for what each strategy
+/// guarantees after a crash.
 ///
-/// For each event:
+/// For each event of a batch:
 /// - at or below the checkpoint: skipped, nothing runs;
-/// - of a type the projection does not subscribe to: passed over;
-/// - otherwise the handler runs under the retry policy, sleeping its backoff between attempts;
-///   on success the checkpoint moves forward (never backwards);
-/// - when the policy gives up, the [`FailurePolicy`] decides.
-///
-/// Progress is written once per batch. A checkpoint write that fails is returned as
-/// [`RunnerError::Checkpoint`]; the handler is not run again and nothing is dead-lettered.
+/// - of a type the projection does not subscribe to: passed over (the checkpoint moves);
+/// - otherwise the handler runs (a panic is caught and is that event's failure); a failure
+///   goes where its [`FailureKind`] says.
 ///
 /// A runner drives one projection from one ordered loop; it takes `&mut self` and no lock.
-pub struct ProjectionRunner<P> {
+pub struct Runner<P, S> {
     projection: P,
     name: String,
-    checkpoints: Arc<dyn CheckpointRepository>,
-    dead_letters: Arc<dyn DLQRepository>,
+    storage: S,
     retry: Arc<dyn RetryPolicy>,
     on_failure: FailurePolicy,
     tracing: bool,
-    /// The checkpoint as this runner knows it, ahead of the repository by `pending`.
-    position: Option<u64>,
+    /// The checkpoint as last read or written (`None` until then), so a batch reports its
+    /// checkpoint without another round trip.
+    known: Option<Option<u64>>,
+    /// Whether the halt and checkpoint were read from storage.
     loaded: bool,
-    pending: Pending,
-    stopped: Option<StoppedAt>,
+    halt: Option<Halt>,
+    /// Progress whose checkpoint write failed, to be written with the next commit (only for
+    /// strategies whose handlers' effects do not roll back).
+    unwritten: Option<crate::checkpoint::CheckpointUpdate>,
 }
+
+/// A runner whose handlers take no connection, with checkpoints and dead letters in
+/// [`Repositories`]: **at least once** (see the [module documentation](self)).
+pub type ProjectionRunner<P> = Runner<P, Repositories>;
 
 impl<P: Projection> From<P> for ProjectionRunner<P> {
     fn from(projection: P) -> Self {
@@ -95,15 +104,56 @@ impl<P: Projection> From<P> for ProjectionRunner<P> {
     }
 }
 
-impl<P: Projection> ProjectionRunner<P> {
-    /// A runner with every default (see [`RunnerBuilder`]).
+impl<P: Projection> Runner<P, Repositories> {
+    /// A runner with every default (see [`RunnerBuilder`]): in-memory repositories.
     pub fn new(projection: P) -> Self {
-        Self::builder(projection).build()
+        Self::with_storage(projection, Repositories::in_memory())
     }
 
     /// Configures a runner.
     pub fn builder(projection: P) -> RunnerBuilder<P> {
         RunnerBuilder::new(projection)
+    }
+}
+
+impl<P: DatabaseProjection, S> Runner<P, S> {
+    /// A runner committing through `storage`, with the default retry policy
+    /// ([`ExponentialBackoffRetryPolicy`]), dead-lettering on terminal failure, tracing on.
+    pub(crate) fn with_storage(projection: P, storage: S) -> Self {
+        let name = projection.name().to_owned();
+        Self {
+            projection,
+            name,
+            storage,
+            retry: Arc::new(ExponentialBackoffRetryPolicy::default()),
+            on_failure: FailurePolicy::DeadLetter,
+            tracing: true,
+            known: None,
+            loaded: false,
+            halt: None,
+            unwritten: None,
+        }
+    }
+
+    /// Sets the retry policy (for an event that is at fault).
+    #[must_use]
+    pub fn retry_policy(mut self, policy: impl RetryPolicy + 'static) -> Self {
+        self.retry = Arc::new(policy);
+        self
+    }
+
+    /// Sets what happens when the retry policy gives up.
+    #[must_use]
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// Whether to open `tracing` spans per event (on by default; off saves a little per event).
+    #[must_use]
+    pub fn tracing(mut self, enabled: bool) -> Self {
+        self.tracing = enabled;
+        self
     }
 
     /// The projection's stable name.
@@ -131,24 +181,19 @@ impl<P: Projection> ProjectionRunner<P> {
         self.projection.subscribed_to()
     }
 
-    /// The checkpoint repository.
-    pub fn checkpoints(&self) -> &Arc<dyn CheckpointRepository> {
-        &self.checkpoints
+    /// The storage it commits through.
+    pub fn storage(&self) -> &S {
+        &self.storage
     }
 
-    /// The dead-letter repository.
-    pub fn dead_letters(&self) -> &Arc<dyn DLQRepository> {
-        &self.dead_letters
+    /// Paused or stopped, as last read from or written to storage.
+    pub fn halt(&self) -> Option<&Halt> {
+        self.halt.as_ref()
     }
 
-    /// Where the projection stopped, under the stop policy.
+    /// Where the projection stopped, if it is stopped.
     pub fn stopped(&self) -> Option<&StoppedAt> {
-        self.stopped.as_ref()
-    }
-
-    /// Lets a stopped projection go on: the next batch tries the failed event again.
-    pub fn resume(&mut self) {
-        self.stopped = None;
+        self.halt.as_ref().and_then(Halt::stopped)
     }
 
     fn storage_error(&self, source: StorageError) -> RunnerError {
@@ -157,27 +202,58 @@ impl<P: Projection> ProjectionRunner<P> {
             source,
         }
     }
+}
 
-    async fn ensure_loaded(&mut self) -> Result<(), RunnerError> {
+impl<P, S> Runner<P, S>
+where
+    P: DatabaseProjection,
+    S: CommitStrategy<Connection = P::Connection>,
+{
+    /// Reads the checkpoint and the halt from storage, the first time.
+    pub async fn load(&mut self) -> Result<(), RunnerError> {
         if !self.loaded {
-            let stored = self.checkpoints.get_checkpoint(&self.name).await;
-            self.position = stored.map_err(|e| self.storage_error(e))?;
+            let data = self
+                .storage
+                .checkpoints()
+                .get_checkpoint_data(&self.name)
+                .await
+                .map_err(|e| self.storage_error(e))?;
+            self.known = Some(data.as_ref().map(|d| d.position));
+            self.halt = data.and_then(|d| d.halt);
             self.loaded = true;
         }
         Ok(())
     }
 
-    /// The current checkpoint position, including progress not yet written.
+    /// The checkpoint position, as last read or written.
     pub async fn checkpoint(&mut self) -> Result<Option<u64>, RunnerError> {
-        self.ensure_loaded().await?;
-        Ok(self.position)
+        self.load().await?;
+        match self.known {
+            Some(known) => Ok(known),
+            None => {
+                let stored = self.storage.checkpoints().get_checkpoint(&self.name).await;
+                let stored = stored.map_err(|e| self.storage_error(e))?;
+                self.known = Some(stored);
+                Ok(stored)
+            }
+        }
+    }
+
+    /// Owned handles to read this runner's state from storage while it works.
+    pub fn reads(&self) -> RunnerReads {
+        RunnerReads {
+            name: self.name.clone(),
+            subscribed: self.projection.subscribed_to().to_vec(),
+            checkpoints: self.storage.checkpoints(),
+            dead_letters: self.storage.dead_letters(),
+        }
     }
 
     /// The stored checkpoint.
     pub fn checkpoint_data(
         &self,
     ) -> impl Future<Output = Result<Option<CheckpointData>, RunnerError>> + Send + 'static {
-        reads::checkpoint_data(Arc::clone(&self.checkpoints), self.name.clone())
+        reads::checkpoint_data(self.storage.checkpoints(), self.name.clone())
     }
 
     /// How far the projection is behind `store`; see [`LagMetrics`] for the definitions.
@@ -185,13 +261,27 @@ impl<P: Projection> ProjectionRunner<P> {
         &self,
         store: &'a dyn EventStore,
     ) -> impl Future<Output = Result<LagMetrics, RunnerError>> + Send + 'a {
-        let subscribed = self.projection.subscribed_to().to_vec();
         reads::lag_metrics(
-            Arc::clone(&self.checkpoints),
+            self.storage.checkpoints(),
             self.name.clone(),
-            subscribed,
+            self.projection.subscribed_to().to_vec(),
             store,
         )
+    }
+
+    /// The failed dead-letter entries of this projection, oldest first.
+    pub fn failed_events(
+        &self,
+    ) -> impl Future<Output = Result<Vec<crate::dlq::DLQEntry>, RunnerError>> + Send + 'static {
+        reads::failed_events(self.storage.dead_letters(), self.name.clone())
+    }
+
+    /// The number of failed dead-letter entries of this projection.
+    pub fn dead_letter_count(
+        &self,
+    ) -> impl Future<Output = Result<u64, RunnerError>> + Send + 'static {
+        let failed = self.failed_events();
+        async move { Ok(failed.await?.len() as u64) }
     }
 
     /// Handles one event (a batch of one).
@@ -200,375 +290,69 @@ impl<P: Projection> ProjectionRunner<P> {
         Ok(outcome.single())
     }
 
-    /// Handles events in order and writes the checkpoint once at the end.
+    /// Handles events in order, committing once for the batch (more only around failures).
     ///
-    /// On an error, the progress made before the failing event is written first, so nothing
-    /// applied is applied again and nothing unapplied is passed over.
+    /// On an error, what was done before the failing event is committed and counted; use
+    /// [`handle_batch_into`](Self::handle_batch_into) to keep those counts.
     pub async fn handle_batch<T: BatchItem>(
         &mut self,
         events: &[T],
     ) -> Result<BatchOutcome, RunnerError> {
-        self.ensure_loaded().await?;
-        if let Some(at) = &self.stopped {
-            return Err(RunnerError::Stopped {
-                projection: self.name.clone(),
-                at: at.clone(),
-                source: None,
-            });
-        }
         let mut outcome = BatchOutcome::default();
-        for item in events {
-            let step = classify(item, self.position, self.projection.subscribed_to());
-            // The common steps are handled here, without entering the (large) future of the
-            // retry and tracing machinery until a handler fails.
-            let result = match step {
-                Step::Skip => Ok(EventOutcome::Skipped),
-                Step::PassOver {
-                    position,
-                    event_id,
-                    event_type,
-                } => {
-                    self.advance(position, event_id, event_type, false);
-                    Ok(EventOutcome::NotSubscribed)
-                }
-                Step::Apply(event) if !self.tracing => match self.projection.handle(event).await {
-                    Ok(()) => {
-                        self.advance(event.position(), event.event_id(), event.event_type(), true);
-                        Ok(EventOutcome::Applied)
-                    }
-                    Err(error) => self.after_failure(event, error).await,
-                },
-                step => self.handle_step(step).await,
-            };
-            match result {
-                Ok(event_outcome) => outcome.record(event_outcome),
-                Err(error) => {
-                    // Keep what was done before the failure; report the failure itself.
-                    if let Err(flush_error) = self.flush().await {
-                        tracing::error!(projection = %self.name, error = %flush_error, "could not record progress after a failure");
-                    }
-                    return Err(error);
-                }
-            }
-        }
-        self.flush().await?;
-        outcome.checkpoint = self.position;
+        self.handle_batch_into(events, &mut outcome).await?;
         Ok(outcome)
     }
 
-    async fn handle_step(&mut self, step: Step<'_>) -> Result<EventOutcome, RunnerError> {
-        match step {
-            Step::Skip => Ok(EventOutcome::Skipped),
-            Step::PassOver {
-                position,
-                event_id,
-                event_type,
-            } => {
-                self.advance(position, event_id, event_type, false);
-                Ok(EventOutcome::NotSubscribed)
-            }
-            Step::Undecodable(raw) => {
-                let error = HandlerError::new(DecodeFailure(raw.error.to_string()));
-                self.give_up(
-                    Some(raw.position),
-                    raw.event_id,
-                    &raw.event_type,
-                    raw.raw.clone(),
-                    error,
-                    1,
-                )
-                .await
-            }
-            Step::Apply(event) => match self.apply_with_retry(event).await {
-                Ok(()) => {
-                    self.advance(event.position(), event.event_id(), event.event_type(), true);
-                    Ok(EventOutcome::Applied)
-                }
-                Err((error, attempts)) => self.give_up_on(event, error, attempts).await,
-            },
-        }
+    /// Pauses the projection, durably: it applies nothing until [`resume`](Self::resume),
+    /// across restarts.
+    pub async fn pause(&mut self, reason: impl Into<String>) -> Result<(), RunnerError> {
+        self.halt_with(Halt::paused(reason)).await
     }
 
-    /// The first attempt at `event` failed with `error` (tracing off): retries, then the
-    /// failure policy.
-    async fn after_failure(
-        &mut self,
-        event: &AnyEvent,
-        error: HandlerError,
-    ) -> Result<EventOutcome, RunnerError> {
-        match self.retry_after(event, error, None).await {
-            Ok(_) => {
-                self.advance(event.position(), event.event_id(), event.event_type(), true);
-                Ok(EventOutcome::Applied)
-            }
-            Err((error, attempts)) => self.give_up_on(event, error, attempts).await,
-        }
+    /// Stops the projection, durably, as an operator: like a stop by the failure policy.
+    pub async fn stop(&mut self, reason: impl Into<String>) -> Result<(), RunnerError> {
+        let at = StoppedAt::new(FailureKind::Setup, reason);
+        self.halt_with(Halt::Stopped(at)).await
     }
 
-    async fn give_up_on(
-        &mut self,
-        event: &AnyEvent,
-        error: HandlerError,
-        attempts: u32,
-    ) -> Result<EventOutcome, RunnerError> {
-        self.give_up(
-            event.position(),
-            event.event_id(),
-            event.event_type(),
-            event_data(event),
-            error,
-            attempts,
-        )
-        .await
+    /// Lets a paused or stopped projection go on: the next batch tries the event it stopped
+    /// at again.
+    pub async fn resume(&mut self) -> Result<(), RunnerError> {
+        self.storage
+            .checkpoints()
+            .set_halt(&self.name, None)
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        self.loaded = true;
+        self.halt = None;
+        Ok(())
     }
 
-    fn advance(&mut self, position: Option<u64>, event_id: Uuid, event_type: &str, applied: bool) {
-        if let Some(position) = position
-            && self.position.is_none_or(|p| position > p)
-        {
-            self.position = Some(position);
-            self.pending.position = Some(position);
-            self.pending.event_id = Some(event_id);
-            // Reuses the buffer: no allocation per event.
-            self.pending.event_type.clear();
-            self.pending.event_type.push_str(event_type);
-        }
-        if applied {
-            self.pending.applied += 1;
-        }
+    /// Records `halt` in storage, then keeps it.
+    pub(crate) async fn halt_with(&mut self, halt: Halt) -> Result<(), RunnerError> {
+        self.load().await?;
+        self.storage
+            .checkpoints()
+            .set_halt(&self.name, Some(&halt))
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        self.halt = Some(halt);
+        Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), RunnerError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let position = self.pending.position.or(self.position).unwrap_or(0);
-        let mut update = CheckpointUpdate::new(position).with_events_applied(self.pending.applied);
-        if let Some(event_id) = self.pending.event_id {
-            update = update.with_event(event_id, self.pending.event_type.clone());
-        }
-        match self.checkpoints.update_checkpoint(&self.name, update).await {
-            Ok(()) => {
-                self.pending.clear();
-                Ok(())
-            }
-            Err(source) => Err(RunnerError::Checkpoint {
+    /// The error a halted runner answers a batch with.
+    fn halted(&self) -> Option<RunnerError> {
+        match self.halt.as_ref()? {
+            Halt::Paused { reason, .. } => Some(RunnerError::Paused {
                 projection: self.name.clone(),
-                position: self.pending.position,
-                source,
+                reason: reason.clone(),
+            }),
+            Halt::Stopped(at) => Some(RunnerError::Stopped {
+                projection: self.name.clone(),
+                at: at.clone(),
+                source: None,
             }),
         }
-    }
-
-    /// Runs the handler under the retry policy; on failure returns the last error and the
-    /// number of attempts made.
-    async fn apply_with_retry(&mut self, event: &AnyEvent) -> Result<(), (HandlerError, u32)> {
-        if !self.tracing {
-            return match self.projection.handle(event).await {
-                Ok(()) => Ok(()),
-                Err(error) => self.retry_after(event, error, None).await.map(|_| ()),
-            };
-        }
-        let span = tracing::info_span!(
-            "projection.handle",
-            projection = %self.name,
-            event_type = event.event_type(),
-            event_id = %event.event_id(),
-            position = event.position(),
-            attempts = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        let traced = async {
-            let handler = tracing::debug_span!("projection.handler", attempt = 1);
-            match self.projection.handle(event).instrument(handler).await {
-                Ok(()) => Ok(1),
-                Err(error) => self.retry_after(event, error, Some(&span)).await,
-            }
-        };
-        let result = traced.instrument(span.clone()).await;
-        match &result {
-            Ok(attempts) => {
-                span.record("attempts", attempts);
-                span.record("outcome", "applied");
-            }
-            Err((_, attempts)) => {
-                span.record("attempts", attempts);
-                span.record("outcome", "failed");
-            }
-        }
-        result.map(|_| ())
-    }
-
-    /// Attempt 1 failed with `error`: retries as the policy says. Returns the number of
-    /// attempts on success, the last error and the attempts on failure.
-    async fn retry_after(
-        &mut self,
-        event: &AnyEvent,
-        mut error: HandlerError,
-        span: Option<&tracing::Span>,
-    ) -> Result<u32, (HandlerError, u32)> {
-        let max_retries = self.retry.max_retries();
-        let mut attempt: u32 = 0;
-        loop {
-            tracing::warn!(
-                projection = %self.name,
-                event_type = event.event_type(),
-                event_id = %event.event_id(),
-                attempt = attempt + 1,
-                max_attempts = max_retries + 1,
-                %error,
-                "projection handler failed",
-            );
-            // The cap holds even for a policy that always answers "retry".
-            if attempt >= max_retries || !self.retry.should_retry(attempt, &error) {
-                return Err((error, attempt + 1));
-            }
-            tokio::time::sleep(self.retry.backoff(attempt)).await;
-            attempt += 1;
-            let result = match span {
-                Some(_) => {
-                    let handler = tracing::debug_span!("projection.handler", attempt = attempt + 1);
-                    self.projection.handle(event).instrument(handler).await
-                }
-                None => self.projection.handle(event).await,
-            };
-            match result {
-                Ok(()) => return Ok(attempt + 1),
-                Err(next) => error = next,
-            }
-        }
-    }
-
-    async fn give_up(
-        &mut self,
-        position: Option<u64>,
-        event_id: Uuid,
-        event_type: &str,
-        event_data: serde_json::Value,
-        error: HandlerError,
-        attempts: u32,
-    ) -> Result<EventOutcome, RunnerError> {
-        match self.on_failure {
-            FailurePolicy::DeadLetter => {
-                let failure = FailedEvent::new(
-                    event_id, &self.name, event_type, event_data, &error, attempts,
-                )
-                .with_position(position);
-                match self.dead_letters.add_failed_event(failure).await {
-                    Ok(entry_id) => {
-                        tracing::error!(
-                            projection = %self.name, %event_id, event_type, attempts, entry_id, %error,
-                            "event sent to the dead-letter queue",
-                        );
-                        self.advance(position, event_id, event_type, false);
-                        Ok(EventOutcome::DeadLettered { entry_id })
-                    }
-                    Err(source) => Err(RunnerError::DeadLetter {
-                        projection: self.name.clone(),
-                        event_id,
-                        handler_error: error.to_string(),
-                        source,
-                    }),
-                }
-            }
-            FailurePolicy::Stop => {
-                let at = StoppedAt::new(error.kind(), error.to_string())
-                    .with_event(position, event_id, event_type)
-                    .with_attempts(attempts);
-                tracing::error!(projection = %self.name, stopped_at = %at, "projection stopped");
-                self.stopped = Some(at.clone());
-                Err(RunnerError::Stopped {
-                    projection: self.name.clone(),
-                    at,
-                    source: Some(error),
-                })
-            }
-        }
-    }
-
-    /// Clears the checkpoint, then the read model.
-    ///
-    /// The checkpoint goes first: if the process dies in between, the projection restarts from
-    /// the beginning over a stale read model, which the next `reset` (or rebuild) repairs; the
-    /// other order would leave an empty read model behind a checkpoint that claims it is full.
-    pub async fn reset(&mut self) -> Result<(), RunnerError> {
-        self.checkpoints
-            .reset_checkpoint(&self.name)
-            .await
-            .map_err(|e| self.storage_error(e))?;
-        self.position = None;
-        self.loaded = true;
-        self.pending.clear();
-        self.stopped = None;
-        self.projection
-            .reset()
-            .await
-            .map_err(|source| RunnerError::Reset {
-                projection: self.name.clone(),
-                source,
-            })
-    }
-
-    /// Runs dead-letter entry `entry_id` through the projection again (under the retry
-    /// policy) and marks it resolved by `"replay"` on success. On failure the entry goes back
-    /// to `failed` with the attempts added, and the error is returned.
-    pub async fn replay_dead_letter(&mut self, entry_id: i64) -> Result<(), RunnerError> {
-        let name = self.name.clone();
-        let replay_error = move |reason: String| RunnerError::Replay {
-            projection: name.clone(),
-            entry_id,
-            reason,
-        };
-        let entry = self
-            .dead_letters
-            .get_by_id(entry_id)
-            .await
-            .map_err(|e| self.storage_error(e))?
-            .ok_or_else(|| replay_error("no such entry".into()))?;
-        if entry.projection_name != self.name {
-            return Err(replay_error(format!(
-                "it belongs to projection `{}`",
-                entry.projection_name
-            )));
-        }
-        if entry.status == DLQStatus::Resolved {
-            return Err(replay_error("it is already resolved".into()));
-        }
-        let event = decode_dead_letter(&entry.event_data).map_err(&replay_error)?;
-        self.dead_letters
-            .mark_retrying(entry_id)
-            .await
-            .map_err(|e| self.storage_error(e))?;
-        match self.apply_with_retry(&event).await {
-            Ok(()) => self
-                .dead_letters
-                .mark_resolved(entry_id, "replay")
-                .await
-                .map_err(|e| self.storage_error(e)),
-            Err((error, attempts)) => {
-                let failure = FailedEvent::new(
-                    entry.event_id,
-                    &self.name,
-                    &entry.event_type,
-                    entry.event_data.clone(),
-                    &error,
-                    attempts,
-                )
-                .with_position(entry.position);
-                self.dead_letters
-                    .add_failed_event(failure)
-                    .await
-                    .map_err(|e| self.storage_error(e))?;
-                Err(replay_error(error.to_string()))
-            }
-        }
-    }
-
-    /// The failed dead-letter entries of this projection, oldest first.
-    pub fn failed_events(
-        &self,
-    ) -> impl Future<Output = Result<Vec<crate::dlq::DLQEntry>, RunnerError>> + Send + 'static {
-        reads::failed_events(Arc::clone(&self.dead_letters), self.name.clone())
     }
 }
 

@@ -1,6 +1,7 @@
 use uuid::Uuid;
 
 pub use crate::checkpoint::StoppedAt;
+use crate::failure::FailureKind;
 use crate::projection::HandlerError;
 use crate::storage::StorageError;
 
@@ -34,20 +35,14 @@ pub struct BatchOutcome {
     pub not_subscribed: u64,
     /// Dead-letter entries written, in order.
     pub dead_lettered: Vec<i64>,
+    /// Events the batch ended at without applying or dead-lettering them: the projection
+    /// stopped before them, or the infrastructure failed (0 or 1 per batch).
+    pub failed: u64,
     /// The checkpoint after the batch.
     pub checkpoint: Option<u64>,
 }
 
 impl BatchOutcome {
-    pub(crate) fn record(&mut self, outcome: EventOutcome) {
-        match outcome {
-            EventOutcome::Applied => self.applied += 1,
-            EventOutcome::Skipped => self.skipped += 1,
-            EventOutcome::NotSubscribed => self.not_subscribed += 1,
-            EventOutcome::DeadLettered { entry_id } => self.dead_lettered.push(entry_id),
-        }
-    }
-
     /// The outcome of a batch of one event.
     pub fn single(&self) -> EventOutcome {
         if let Some(&entry_id) = self.dead_lettered.first() {
@@ -81,7 +76,7 @@ pub enum RunnerError {
     /// Events were applied but the checkpoint could not be written; the handler is not run
     /// again and nothing was dead-lettered.
     #[error(
-        "projection `{projection}` applied events up to position {position:?} but could not record its checkpoint"
+        "projection `{projection}` applied events up to position {position:?} but could not record its checkpoint: {source}"
     )]
     Checkpoint {
         /// The projection.
@@ -95,7 +90,7 @@ pub enum RunnerError {
     /// The retry policy gave up on an event and the dead-letter write failed; the checkpoint
     /// stays before the event.
     #[error(
-        "projection `{projection}` gave up on event {event_id} ({handler_error}) and could not dead-letter it"
+        "projection `{projection}` gave up on event {event_id} ({handler_error}) and could not dead-letter it: {source}"
     )]
     DeadLetter {
         /// The projection.
@@ -108,8 +103,29 @@ pub enum RunnerError {
         #[source]
         source: StorageError,
     },
+    /// The projection is paused and applies nothing until resumed.
+    #[error("projection `{projection}` is paused: {reason}")]
+    Paused {
+        /// The projection.
+        projection: String,
+        /// Why, as given.
+        reason: String,
+    },
+    /// A handler failed because the infrastructure did (a connection lost, the database
+    /// restarting): the event is not at fault, nothing was dead-lettered, the checkpoint is
+    /// before it. Try again later.
+    #[error("projection `{projection}`: infrastructure failure, will try again: {source}")]
+    Infrastructure {
+        /// The projection.
+        projection: String,
+        /// The event being applied, if any.
+        event_id: Option<Uuid>,
+        /// The handler's error.
+        #[source]
+        source: HandlerError,
+    },
     /// Reading or writing storage failed.
-    #[error("projection `{projection}`: storage failed")]
+    #[error("projection `{projection}`: storage failed: {source}")]
     Storage {
         /// The projection.
         projection: String,
@@ -138,4 +154,27 @@ pub enum RunnerError {
         #[source]
         source: HandlerError,
     },
+}
+
+impl RunnerError {
+    /// Whose fault it is: what a worker does next.
+    /// - [`FailureKind::Infrastructure`]: wait (backing off) and try the batch again;
+    /// - [`FailureKind::Setup`]: the projection cannot go on until its setup is fixed (a
+    ///   storage failure of that kind), or it stopped (`Stopped`, `Paused`);
+    /// - [`FailureKind::Event`]: an operation on one event or entry failed (`Replay`, `Reset`).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Stopped { .. } | Self::Paused { .. } => FailureKind::Setup,
+            Self::Infrastructure { .. } => FailureKind::Infrastructure,
+            Self::Checkpoint { source, .. }
+            | Self::DeadLetter { source, .. }
+            | Self::Storage { source, .. } => source.kind(),
+            Self::Replay { .. } | Self::Reset { .. } => FailureKind::Event,
+        }
+    }
+
+    /// Whether the projection is halted (paused or stopped) after this error.
+    pub fn is_halt(&self) -> bool {
+        matches!(self, Self::Stopped { .. } | Self::Paused { .. })
+    }
 }

@@ -1,5 +1,6 @@
 //! Reads every runner offers: the stored checkpoint, lag, failed dead letters. They take owned
-//! handles, so their futures borrow nothing from the runner (and need no `Sync` projection).
+//! handles, so their futures borrow nothing from the runner (and need no `Sync` projection):
+//! a status read never waits for the runner's batch.
 
 use std::sync::Arc;
 
@@ -59,4 +60,66 @@ pub(crate) async fn failed_events(
         .get_failed_events(DLQFilter::failed_in(&name))
         .await
         .map_err(storage(&name))
+}
+
+/// What it takes to read a runner's state from its storage, without the runner: owned, so
+/// the reads can run in any task while the runner works.
+#[derive(Clone)]
+pub struct RunnerReads {
+    pub(crate) name: String,
+    pub(crate) subscribed: Vec<&'static str>,
+    pub(crate) checkpoints: Arc<dyn CheckpointRepository>,
+    pub(crate) dead_letters: Arc<dyn DLQRepository>,
+}
+
+impl std::fmt::Debug for RunnerReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerReads")
+            .field("name", &self.name)
+            .field("subscribed", &self.subscribed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunnerReads {
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stored checkpoint (with the halt, if any).
+    pub async fn checkpoint_data(&self) -> Result<Option<CheckpointData>, RunnerError> {
+        checkpoint_data(Arc::clone(&self.checkpoints), self.name.clone()).await
+    }
+
+    /// Lag behind `store`.
+    pub async fn lag_metrics(&self, store: &dyn EventStore) -> Result<LagMetrics, RunnerError> {
+        lag_metrics(
+            Arc::clone(&self.checkpoints),
+            self.name.clone(),
+            self.subscribed.clone(),
+            store,
+        )
+        .await
+    }
+
+    /// Failed dead-letter entries, oldest first.
+    pub async fn failed_events(&self) -> Result<Vec<DLQEntry>, RunnerError> {
+        failed_events(Arc::clone(&self.dead_letters), self.name.clone()).await
+    }
+
+    /// The number of failed dead-letter entries.
+    pub async fn dead_letter_count(&self) -> Result<u64, RunnerError> {
+        Ok(self.failed_events().await?.len() as u64)
+    }
+
+    /// The checkpoint repository.
+    pub fn checkpoints(&self) -> &Arc<dyn CheckpointRepository> {
+        &self.checkpoints
+    }
+
+    /// The dead-letter repository.
+    pub fn dead_letters(&self) -> &Arc<dyn DLQRepository> {
+        &self.dead_letters
+    }
 }

@@ -1,0 +1,307 @@
+//! The handle of a running coordinator: cloneable, `Send + Sync`, usable from any task while
+//! the workers run.
+
+use std::any::TypeId;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::report::{ProjectionReport, RunReport};
+use super::status::ProjectionSnapshot;
+use super::worker::{Command, ReplayReport, WorkerExit};
+use super::{CoordinatorError, HealthReport, ProjectionHealth, ProjectionStatus};
+use crate::projection::Projection;
+use crate::registry::RegisteredProjection;
+use crate::runner::{ProjectionRunner, RunnerError};
+
+/// One worker, as the handle sees it.
+pub(crate) struct WorkerLink {
+    pub(crate) name: String,
+    pub(crate) runner_type: TypeId,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) status: watch::Receiver<ProjectionSnapshot>,
+}
+
+pub(crate) struct Running {
+    pub(crate) workers: Vec<WorkerLink>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: Mutex<Vec<(String, JoinHandle<WorkerExit>)>>,
+}
+
+impl Drop for Running {
+    /// The last handle gone: the workers finish their batch in hand and end.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A running coordinator, from [`ProjectionCoordinator::start`](super::ProjectionCoordinator::start).
+///
+/// Clone it freely; every clone reaches the same workers. Commands (pause, resume, stop,
+/// rebuild, replay, read) are answered by the projection's worker between two batches, so they
+/// never interleave with a batch; status reads never wait. When the last clone is dropped the
+/// workers shut down as by [`shutdown`](Self::shutdown), without a report.
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    pub(crate) running: Arc<Running>,
+}
+
+impl std::fmt::Debug for CoordinatorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorHandle")
+            .field("projections", &self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CoordinatorHandle {
+    /// The projections' names, in registration order.
+    pub fn names(&self) -> Vec<&str> {
+        self.running
+            .workers
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect()
+    }
+
+    fn worker(&self, name: &str) -> Result<&WorkerLink, CoordinatorError> {
+        self.running
+            .workers
+            .iter()
+            .find(|w| w.name == name)
+            .ok_or_else(|| CoordinatorError::UnknownProjection(name.to_owned()))
+    }
+
+    /// Every projection's status, as its worker last published it. Never waits.
+    pub fn status(&self) -> Vec<ProjectionSnapshot> {
+        self.running
+            .workers
+            .iter()
+            .map(|w| w.status.borrow().clone())
+            .collect()
+    }
+
+    /// One projection's status.
+    pub fn projection_status(&self, name: &str) -> Result<ProjectionSnapshot, CoordinatorError> {
+        Ok(self.worker(name)?.status.borrow().clone())
+    }
+
+    /// A receiver of one projection's status, changed each time its worker publishes: to
+    /// wait for a checkpoint, a state, a count.
+    pub fn watch(
+        &self,
+        name: &str,
+    ) -> Result<watch::Receiver<ProjectionSnapshot>, CoordinatorError> {
+        Ok(self.worker(name)?.status.clone())
+    }
+
+    /// Waits until projection `name` has its checkpoint at or past `position`.
+    pub async fn wait_for_checkpoint(
+        &self,
+        name: &str,
+        position: u64,
+    ) -> Result<ProjectionSnapshot, CoordinatorError> {
+        let mut status = self.watch(name)?;
+        let snapshot = status
+            .wait_for(|s| s.checkpoint.is_some_and(|c| c >= position))
+            .await
+            .map_err(|_| CoordinatorError::NotRunning(name.to_owned()))?;
+        Ok(snapshot.clone())
+    }
+
+    /// Health, from the workers' snapshots (no database round trip).
+    pub fn health(&self) -> HealthReport {
+        let projections = self
+            .status()
+            .into_iter()
+            .map(|s| ProjectionHealth {
+                status: ProjectionStatus::of_snapshot(&s),
+                name: s.name,
+                checkpoint: None,
+                lag: None,
+                dead_letters: s.dead_letters,
+            })
+            .collect();
+        HealthReport::new(projections)
+    }
+
+    async fn ask<T>(
+        &self,
+        name: &str,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CoordinatorError> {
+        let worker = self.worker(name)?;
+        let (reply, answer) = oneshot::channel();
+        worker
+            .commands
+            .send(command(reply))
+            .map_err(|_| CoordinatorError::NotRunning(name.to_owned()))?;
+        answer
+            .await
+            .map_err(|_| CoordinatorError::NotRunning(name.to_owned()))
+    }
+
+    /// Pauses projection `name`, durably (it stays paused across restarts), after the batch
+    /// in hand.
+    pub async fn pause(&self, name: &str, reason: &str) -> Result<(), CoordinatorError> {
+        let reason = reason.to_owned();
+        Ok(self
+            .ask(name, |reply| Command::Pause { reason, reply })
+            .await??)
+    }
+
+    /// Resumes a paused or stopped projection: it tries the event it stopped at again.
+    pub async fn resume(&self, name: &str) -> Result<(), CoordinatorError> {
+        Ok(self.ask(name, |reply| Command::Resume { reply }).await??)
+    }
+
+    /// Resets projection `name` and replays the store from the beginning; returns what the
+    /// replay did, once caught up. The projection then goes on live.
+    pub async fn rebuild(&self, name: &str) -> Result<ProjectionReport, CoordinatorError> {
+        Ok(self.ask(name, |reply| Command::Rebuild { reply }).await??)
+    }
+
+    /// Replays one dead-letter entry of projection `name`.
+    pub async fn replay_dead_letter(
+        &self,
+        name: &str,
+        entry_id: i64,
+    ) -> Result<(), CoordinatorError> {
+        self.ask(name, |reply| Command::Replay {
+            entry_id: Some(entry_id),
+            reply,
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// Replays every failed dead-letter entry of projection `name`, in position order.
+    pub async fn replay_dead_letters(&self, name: &str) -> Result<ReplayReport, CoordinatorError> {
+        Ok(self
+            .ask(name, |reply| Command::Replay {
+                entry_id: None,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Reads the read model of the in-memory projection of type `P` (run by a
+    /// [`ProjectionRunner`]) between two of its batches.
+    pub async fn read<P, R>(
+        &self,
+        read: impl FnOnce(&P) -> R + Send + 'static,
+    ) -> Result<R, CoordinatorError>
+    where
+        P: Projection + 'static,
+        R: Send + 'static,
+    {
+        let wanted = TypeId::of::<ProjectionRunner<P>>();
+        let worker = self
+            .running
+            .workers
+            .iter()
+            .find(|w| w.runner_type == wanted)
+            .ok_or_else(|| {
+                CoordinatorError::UnknownProjection(std::any::type_name::<P>().to_owned())
+            })?;
+        let name = worker.name.clone();
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Read(Box::new(move |runner: &dyn RegisteredProjection| {
+            if let Some(runner) = runner.as_any().downcast_ref::<ProjectionRunner<P>>() {
+                let _ = reply.send(read(runner.projection()));
+            }
+        }));
+        worker
+            .commands
+            .send(command)
+            .map_err(|_| CoordinatorError::NotRunning(name.clone()))?;
+        answer.await.map_err(|_| CoordinatorError::NotRunning(name))
+    }
+
+    /// Ends projection `name`'s worker in this process after the batch in hand, its
+    /// checkpoint written; returns what it did. Not durable: it runs again at the next start
+    /// (use [`pause`](Self::pause) to hold it across restarts).
+    pub async fn stop(&self, name: &str) -> Result<ProjectionReport, CoordinatorError> {
+        let worker = self.worker(name)?;
+        let _ = worker.commands.send(Command::Stop);
+        let task = {
+            let mut tasks = lock(&self.running.tasks);
+            let index = tasks.iter().position(|(n, _)| n == name);
+            index.map(|i| tasks.remove(i).1)
+        };
+        match task {
+            Some(task) => match task.await {
+                Ok(exit) => Ok(exit.report),
+                Err(_) => Err(CoordinatorError::NotRunning(name.to_owned())),
+            },
+            None => Err(CoordinatorError::NotRunning(name.to_owned())),
+        }
+    }
+
+    /// Shuts every worker down: each finishes the batch in hand and writes its checkpoint,
+    /// then ends. A worker still busy after `deadline` is aborted: a transactional batch in
+    /// hand rolls back (nothing lost); with repositories, the events of that batch applied
+    /// before the abort are applied again at the next start (at least once). Returns what each
+    /// projection did since the start; an aborted one has `error` set.
+    pub async fn shutdown(&self, deadline: Duration) -> RunReport {
+        let exits = self.shutdown_workers(Some(deadline)).await;
+        RunReport {
+            projections: exits.into_iter().map(|(_, report, _)| report).collect(),
+        }
+    }
+
+    /// Cancels, waits (up to `deadline`), and returns per worker its report and runner (if it
+    /// ended by itself).
+    pub(crate) async fn shutdown_workers(
+        &self,
+        deadline: Option<Duration>,
+    ) -> Vec<(
+        String,
+        ProjectionReport,
+        Option<Box<dyn RegisteredProjection>>,
+    )> {
+        self.running.shutdown.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.running.tasks));
+        let limit = deadline.map(|d| tokio::time::Instant::now() + d);
+        let mut exits = Vec::with_capacity(tasks.len());
+        for (name, mut task) in tasks {
+            let ended = match limit {
+                Some(limit) => tokio::time::timeout_at(limit, &mut task).await.ok(),
+                None => Some((&mut task).await),
+            };
+            match ended {
+                Some(Ok(exit)) => exits.push((name, exit.report, Some(exit.runner))),
+                Some(Err(join)) => {
+                    let mut report = ProjectionReport::named(&name);
+                    report.error = Some(RunnerError::Storage {
+                        projection: name.clone(),
+                        source: crate::StorageError::backend(format!("worker ended: {join}")),
+                    });
+                    exits.push((name, report, None));
+                }
+                None => {
+                    task.abort();
+                    tracing::warn!(projection = %name, "worker aborted at the shutdown deadline");
+                    let mut report = ProjectionReport::named(&name);
+                    report.error = Some(RunnerError::Storage {
+                        projection: name.clone(),
+                        source: crate::StorageError::backend(
+                            "aborted at the shutdown deadline, its batch in hand unfinished",
+                        ),
+                    });
+                    exits.push((name, report, None));
+                }
+            }
+        }
+        exits
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

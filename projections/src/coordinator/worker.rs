@@ -1,0 +1,483 @@
+//! One projection's worker: its own task and loop. Catch up from the checkpoint, then follow
+//! the store live; answer commands between batches; wait out a failing infrastructure; stay
+//! halted while paused or stopped. Nothing it does delays another projection's worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::InfrastructureBackoff;
+use super::report::ProjectionReport;
+use super::status::{ProjectionSnapshot, Throughput, WorkerState};
+use crate::checkpoint::Halt;
+use crate::failure::FailureKind;
+use crate::registry::RegisteredProjection;
+use crate::runner::{BatchOutcome, RunnerError, RunnerReads};
+use crate::store::EventStore;
+
+/// How soon a worker looks again when a pass ended short of an announced append (a database
+/// store never reads past a transaction still in flight).
+const HORIZON_RETRY: Duration = Duration::from_millis(50);
+
+/// How often lag is measured while catching up.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// What a replay of every failed dead letter of a projection did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Entries replayed and resolved, in position order.
+    pub replayed: Vec<i64>,
+    /// Entries that failed again, with why.
+    pub failed: Vec<(i64, String)>,
+}
+
+/// Something asked of a worker, answered between batches.
+pub(crate) enum Command {
+    Pause {
+        reason: String,
+        reply: oneshot::Sender<Result<(), RunnerError>>,
+    },
+    Resume {
+        reply: oneshot::Sender<Result<(), RunnerError>>,
+    },
+    /// End the worker; the reply is its report.
+    Stop,
+    Rebuild {
+        reply: oneshot::Sender<Result<ProjectionReport, RunnerError>>,
+    },
+    Replay {
+        /// One entry, or every failed entry of the projection (`None`).
+        entry_id: Option<i64>,
+        reply: oneshot::Sender<Result<ReplayReport, RunnerError>>,
+    },
+    Read(ReadRunner),
+}
+
+/// A read of a runner, run by its worker between batches.
+pub(crate) type ReadRunner = Box<dyn FnOnce(&dyn RegisteredProjection) + Send>;
+
+/// What every worker of a coordinator shares.
+#[derive(Clone)]
+pub(crate) struct WorkerConfig {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) batch_size: usize,
+    pub(crate) poll_interval: Duration,
+    pub(crate) backoff: InfrastructureBackoff,
+}
+
+/// Whether a batch reached the readable head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    More,
+    CaughtUp,
+}
+
+/// Reads one batch after the checkpoint and hands it to the runner, adding what it did to
+/// `report`. Shared by the workers and by one-shot catch-ups, so they cannot disagree.
+pub(crate) async fn step(
+    runner: &mut dyn RegisteredProjection,
+    store: &dyn EventStore,
+    batch_size: usize,
+    report: &mut ProjectionReport,
+) -> Result<(Pass, BatchOutcome), RunnerError> {
+    let after = runner.checkpoint().await?.unwrap_or(0);
+    let events =
+        store
+            .read_all(after, batch_size)
+            .await
+            .map_err(|source| RunnerError::Storage {
+                projection: runner.name().to_owned(),
+                source,
+            })?;
+    if events.is_empty() {
+        return Ok((Pass::CaughtUp, BatchOutcome::default()));
+    }
+    let mut outcome = BatchOutcome::default();
+    let result = runner.handle_stored(&events, &mut outcome).await;
+    report.add(&outcome);
+    result?;
+    let pass = if events.len() < batch_size {
+        Pass::CaughtUp
+    } else {
+        Pass::More
+    };
+    Ok((pass, outcome))
+}
+
+/// Catches `runner` up to the readable head once (no waiting out failures).
+pub(crate) async fn pass(
+    runner: &mut dyn RegisteredProjection,
+    store: &dyn EventStore,
+    batch_size: usize,
+    shutdown: &CancellationToken,
+) -> ProjectionReport {
+    let mut report = ProjectionReport::named(runner.name());
+    while !shutdown.is_cancelled() {
+        match step(runner, store, batch_size, &mut report).await {
+            Ok((Pass::More, _)) => {}
+            Ok((Pass::CaughtUp, _)) => break,
+            Err(error) => {
+                report.error = Some(error);
+                break;
+            }
+        }
+    }
+    report.stopped = runner.stopped().cloned();
+    report
+}
+
+pub(crate) struct Worker {
+    pub(crate) runner: Box<dyn RegisteredProjection>,
+    pub(crate) config: WorkerConfig,
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) status: watch::Sender<ProjectionSnapshot>,
+    pub(crate) shutdown: CancellationToken,
+    report: ProjectionReport,
+    reads: RunnerReads,
+    throughput: Throughput,
+    notifications: Option<watch::Receiver<u64>>,
+    /// Consecutive infrastructure failures.
+    failures: u32,
+    lag_measured: Option<Instant>,
+    /// The worker was asked to end.
+    stopping: bool,
+}
+
+/// What a worker hands back when it ends.
+pub(crate) struct WorkerExit {
+    pub(crate) runner: Box<dyn RegisteredProjection>,
+    pub(crate) report: ProjectionReport,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        runner: Box<dyn RegisteredProjection>,
+        config: WorkerConfig,
+        commands: mpsc::UnboundedReceiver<Command>,
+        status: watch::Sender<ProjectionSnapshot>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let notifications = config.store.subscribe();
+        Self {
+            report: ProjectionReport::named(runner.name()),
+            reads: runner.reads(),
+            runner,
+            config,
+            commands,
+            status,
+            shutdown,
+            throughput: Throughput::new(),
+            notifications,
+            failures: 0,
+            lag_measured: None,
+            stopping: false,
+        }
+    }
+
+    /// The worker's loop, until shutdown or a stop command.
+    pub(crate) async fn run(mut self) -> WorkerExit {
+        self.refresh_dead_letters().await;
+        while !self.shutdown.is_cancelled() && !self.stopping {
+            while let Ok(command) = self.commands.try_recv() {
+                self.obey(command).await;
+            }
+            if self.stopping {
+                break;
+            }
+            if let Err(error) = self.runner.load().await {
+                self.degraded(error).await;
+                continue;
+            }
+            if let Some(halt) = self.runner.halt().cloned() {
+                self.publish_halt(&halt);
+                self.idle(None).await;
+                continue;
+            }
+            let store = Arc::clone(&self.config.store);
+            match step(
+                &mut *self.runner,
+                &*store,
+                self.config.batch_size,
+                &mut self.report,
+            )
+            .await
+            {
+                Ok((pass, outcome)) => {
+                    self.failures = 0;
+                    self.after_batch(&outcome, pass).await;
+                    if pass == Pass::CaughtUp {
+                        let wait = self.live_wait().await;
+                        self.idle(Some(wait)).await;
+                    } else {
+                        // Let the other tasks of this thread run between full batches.
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Err(error) => self.failed(error).await,
+            }
+        }
+        self.report.stopped = self.runner.stopped().cloned();
+        self.publish(|s| s.state = WorkerState::Finished);
+        WorkerExit {
+            runner: self.runner,
+            report: self.report,
+        }
+    }
+
+    /// A batch ended with `error`: wait out the infrastructure, stop on a wrong setup.
+    async fn failed(&mut self, error: RunnerError) {
+        if error.is_halt() {
+            // The runner stopped (and recorded it); the loop shows the halt.
+            self.set_error(&error);
+            return;
+        }
+        match error.kind() {
+            FailureKind::Infrastructure => self.degraded(error).await,
+            _ => {
+                // A storage failure of the setup's kind (a missing table, a permission):
+                // stop, with the error, until an operator resumes.
+                let at = crate::runner::StoppedAt::new(FailureKind::Setup, error_chain(&error));
+                tracing::error!(projection = %self.runner.name(), %error, "projection stopped: wrong setup");
+                if let Err(record) = self.runner.halt_with(Halt::Stopped(at)).await {
+                    tracing::error!(projection = %self.runner.name(), error = %record, "could not record the stop");
+                    self.set_error(&error);
+                    self.degraded(record).await;
+                    return;
+                }
+                self.set_error(&error);
+            }
+        }
+    }
+
+    /// Reports degraded and waits (backing off), answering commands meanwhile.
+    async fn degraded(&mut self, error: RunnerError) {
+        self.failures += 1;
+        let delay = self.config.backoff.delay(self.failures);
+        let failures = self.failures;
+        let message = error_chain(&error);
+        tracing::warn!(
+            projection = %self.runner.name(), failures, retry_in_ms = delay.as_millis() as u64,
+            error = %message, "infrastructure failing; waiting to try again",
+        );
+        self.publish(|s| {
+            s.state = WorkerState::Degraded {
+                error: message.clone(),
+                failures,
+            };
+            s.last_error = Some(message.clone());
+        });
+        self.idle(Some(delay)).await;
+    }
+
+    fn set_error(&mut self, error: &RunnerError) {
+        let message = error_chain(error);
+        self.publish(|s| s.last_error = Some(message));
+    }
+
+    /// Waits for a command, shutdown, or (when given) the end of `wait` or a notification.
+    async fn idle(&mut self, wait: Option<Duration>) {
+        let sleep = async {
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (notifications, commands, shutdown) =
+            (&mut self.notifications, &mut self.commands, &self.shutdown);
+        let notified = async {
+            match (wait, notifications.as_mut()) {
+                (Some(_), Some(receiver)) => {
+                    if receiver.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        let command = tokio::select! {
+            () = shutdown.cancelled() => None,
+            () = sleep => None,
+            () = notified => None,
+            command = commands.recv() => command,
+        };
+        if let Some(command) = command {
+            self.obey(command).await;
+        }
+    }
+
+    /// How long to wait once caught up: the poll interval, or much less when an append was
+    /// announced beyond the checkpoint (it was behind the read horizon).
+    async fn live_wait(&mut self) -> Duration {
+        let announced = self
+            .notifications
+            .as_mut()
+            .map_or(0, |receiver| *receiver.borrow_and_update());
+        let checkpoint = self.runner.checkpoint().await.ok().flatten().unwrap_or(0);
+        if announced > checkpoint {
+            self.config.poll_interval.min(HORIZON_RETRY)
+        } else {
+            self.config.poll_interval
+        }
+    }
+
+    async fn after_batch(&mut self, outcome: &BatchOutcome, pass: Pass) {
+        self.throughput.record(outcome.applied);
+        let eps = self.throughput.per_second();
+        let dead = outcome.dead_lettered.len() as u64;
+        let lag = match pass {
+            Pass::CaughtUp => Some((0, 0.0)),
+            Pass::More => self.measure_lag().await,
+        };
+        let applied = self.report.applied;
+        self.publish(|s| {
+            s.state = match pass {
+                Pass::CaughtUp => WorkerState::Live,
+                Pass::More => WorkerState::CatchingUp,
+            };
+            s.checkpoint = outcome.checkpoint.or(s.checkpoint);
+            s.dead_letters += dead;
+            s.events_per_second = eps;
+            s.applied = applied;
+            if let Some((events, seconds)) = lag {
+                s.events_behind = events;
+                s.seconds_behind = seconds;
+            }
+            if !matches!(s.state, WorkerState::Stopped { .. }) && dead == 0 {
+                s.last_error = None;
+            }
+        });
+    }
+
+    /// Lag in relevant events and seconds, at most once per [`LAG_EVERY`].
+    async fn measure_lag(&mut self) -> Option<(u64, f64)> {
+        if self.lag_measured.is_some_and(|at| at.elapsed() < LAG_EVERY) {
+            return None;
+        }
+        self.lag_measured = Some(Instant::now());
+        let lag = self.reads.lag_metrics(&*self.config.store).await.ok()?;
+        let seconds = lag
+            .oldest_unprocessed_age
+            .map_or(0.0, |age| age.as_secs_f64());
+        Some((lag.events_behind, seconds))
+    }
+
+    async fn refresh_dead_letters(&mut self) {
+        if let Ok(count) = self.reads.dead_letter_count().await {
+            self.publish(|s| s.dead_letters = count);
+        }
+    }
+
+    fn publish_halt(&mut self, halt: &Halt) {
+        let state = match halt {
+            Halt::Paused { reason, .. } => WorkerState::Paused {
+                reason: reason.clone(),
+            },
+            Halt::Stopped(at) => WorkerState::Stopped { at: at.clone() },
+        };
+        self.publish(|s| {
+            if s.state != state {
+                s.state = state;
+            }
+        });
+    }
+
+    fn publish(&mut self, change: impl FnOnce(&mut ProjectionSnapshot)) {
+        self.status.send_modify(|snapshot| {
+            change(snapshot);
+            snapshot.updated_at = chrono::Utc::now();
+        });
+    }
+
+    async fn obey(&mut self, command: Command) {
+        match command {
+            Command::Pause { reason, reply } => {
+                let result = self.runner.halt_with(Halt::paused(reason)).await;
+                let _ = reply.send(result);
+            }
+            Command::Resume { reply } => {
+                let result = self.runner.resume().await;
+                if result.is_ok() {
+                    self.publish(|s| {
+                        s.state = WorkerState::CatchingUp;
+                        s.last_error = None;
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            Command::Stop => self.stopping = true,
+            Command::Rebuild { reply } => {
+                let result = self.rebuild().await;
+                let _ = reply.send(result);
+            }
+            Command::Replay { entry_id, reply } => {
+                let result = self.replay(entry_id).await;
+                self.refresh_dead_letters().await;
+                let _ = reply.send(result);
+            }
+            Command::Read(read) => read(&*self.runner),
+        }
+    }
+
+    /// Resets, then catches up to the head; the worker then goes on live.
+    async fn rebuild(&mut self) -> Result<ProjectionReport, RunnerError> {
+        self.publish(|s| s.state = WorkerState::Rebuilding);
+        self.runner.reset().await?;
+        self.publish(|s| {
+            s.checkpoint = None;
+            s.last_error = None;
+        });
+        let store = Arc::clone(&self.config.store);
+        let report = pass(
+            &mut *self.runner,
+            &*store,
+            self.config.batch_size,
+            &self.shutdown,
+        )
+        .await;
+        self.refresh_dead_letters().await;
+        self.report.applied += report.applied;
+        let checkpoint = self.runner.checkpoint().await.ok().flatten();
+        self.publish(|s| s.checkpoint = checkpoint);
+        Ok(report)
+    }
+
+    async fn replay(&mut self, entry_id: Option<i64>) -> Result<ReplayReport, RunnerError> {
+        let ids = match entry_id {
+            Some(id) => vec![id],
+            None => {
+                let mut entries = self.reads.failed_events().await?;
+                entries.sort_by_key(|e| (e.position.unwrap_or(u64::MAX), e.id));
+                entries.into_iter().map(|e| e.id).collect()
+            }
+        };
+        let mut report = ReplayReport::default();
+        for id in ids {
+            match self.runner.replay_dead_letter(id).await {
+                Ok(()) => report.replayed.push(id),
+                Err(error) if error.kind() == FailureKind::Infrastructure => return Err(error),
+                Err(error) if entry_id.is_some() => return Err(error),
+                Err(error) => report.failed.push((id, error.to_string())),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// An error and its sources, as one line.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

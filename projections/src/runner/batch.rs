@@ -1,0 +1,511 @@
+//! A batch: applied in one commit, more only around a failure; each failure sent where its
+//! kind says.
+
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::panic::caught;
+use super::progress::Progress;
+use super::step::{DecodeFailure, Step, classify, event_data};
+use super::{
+    BatchItem, BatchOutcome, CommitStrategy, FailurePolicy, Runner, RunnerError, StoppedAt,
+};
+use crate::checkpoint::{CheckpointUpdate, Halt};
+use crate::dlq::FailedEvent;
+use crate::event::AnyEvent;
+use crate::failure::FailureKind;
+use crate::projection::{DatabaseProjection, HandlerError};
+use crate::storage::StorageError;
+
+/// How a segment of a batch ended.
+enum Segment {
+    /// Committed up to the segment's end.
+    Committed,
+    /// Stopped at a failing item. An atomic strategy rolled the segment back; the other
+    /// committed what came before the item.
+    Failed(Failure),
+}
+
+/// An item that failed.
+struct Failure {
+    at: usize,
+    error: HandlerError,
+    kind: FailureKind,
+    /// False for events that do not decode: trying again cannot help.
+    retryable: bool,
+}
+
+impl Failure {
+    fn new(at: usize, error: HandlerError, retryable: bool) -> Self {
+        Self {
+            at,
+            kind: error.kind(),
+            error,
+            retryable,
+        }
+    }
+}
+
+/// How one attempt in a commit of its own ended.
+enum Attempt {
+    Applied,
+    /// Another runner of the projection had already passed the event.
+    AlreadyDone,
+    Failed(HandlerError),
+}
+
+/// The failing item, as the logs, the dead letter and the stop name it.
+struct Subject<'a> {
+    position: Option<u64>,
+    event_id: Uuid,
+    event_type: &'a str,
+}
+
+impl<'a> Subject<'a> {
+    fn of<T: BatchItem>(item: &'a T) -> Self {
+        match item.decoded() {
+            Ok(event) => Self {
+                position: event.position(),
+                event_id: event.event_id(),
+                event_type: event.event_type(),
+            },
+            Err(raw) => Self {
+                position: Some(raw.position),
+                event_id: raw.event_id,
+                event_type: &raw.event_type,
+            },
+        }
+    }
+}
+
+impl<P, S> Runner<P, S>
+where
+    P: DatabaseProjection,
+    S: CommitStrategy<Connection = P::Connection>,
+{
+    /// Handles events in order, adding what was done to `outcome`, also when it returns an
+    /// error (what was committed before the error is counted).
+    ///
+    /// Errors:
+    /// - [`RunnerError::Paused`] or [`RunnerError::Stopped`] when the projection is halted
+    ///   (nothing runs), or when this batch stopped it;
+    /// - [`RunnerError::Infrastructure`], or a storage error whose
+    ///   [`kind`](RunnerError::kind) is [`FailureKind::Infrastructure`]: nothing was
+    ///   dead-lettered and the checkpoint is before the event that could not be applied; try
+    ///   the batch again later.
+    pub async fn handle_batch_into<T: BatchItem>(
+        &mut self,
+        events: &[T],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), RunnerError> {
+        self.load().await?;
+        if let Some(halted) = self.halted() {
+            return Err(halted);
+        }
+        let mut from = 0;
+        while from < events.len() {
+            let failure = match self.segment(events, from, events.len(), outcome).await? {
+                Segment::Committed => break,
+                Segment::Failed(failure) => failure,
+            };
+            let at = failure.at;
+            if S::ATOMIC && failure.kind != FailureKind::Infrastructure {
+                self.commit_before(events, from, at, outcome).await?;
+            }
+            self.settle(&events[at], failure, outcome).await?;
+            from = at + 1;
+        }
+        outcome.checkpoint = self.checkpoint().await?;
+        Ok(())
+    }
+
+    /// Applies `events[from..until]` in one commit, or up to the first failure.
+    async fn segment<T: BatchItem>(
+        &mut self,
+        events: &[T],
+        from: usize,
+        until: usize,
+        outcome: &mut BatchOutcome,
+    ) -> Result<Segment, RunnerError> {
+        let (mut tx, checkpoint) = self.begin_locked().await?;
+        let mut progress = Progress::from(checkpoint);
+        let (mut applied, mut skipped, mut not_subscribed) = (0, 0, 0);
+        let mut failure = None;
+        for (index, item) in events.iter().enumerate().take(until).skip(from) {
+            match classify(item, progress.position, self.projection.subscribed_to()) {
+                Step::Skip => skipped += 1,
+                Step::PassOver {
+                    position,
+                    event_id,
+                    event_type,
+                } => {
+                    progress.advance(position, event_id, event_type, false);
+                    not_subscribed += 1;
+                }
+                Step::Undecodable(raw) => {
+                    let error = HandlerError::new(DecodeFailure(raw.error.to_string()));
+                    failure = Some(Failure::new(index, error, false));
+                    break;
+                }
+                Step::Apply(event) => match self.apply(&mut tx, event, 1).await {
+                    Ok(()) => {
+                        progress.advance(
+                            event.position(),
+                            event.event_id(),
+                            event.event_type(),
+                            true,
+                        );
+                        applied += 1;
+                    }
+                    Err(error) => {
+                        failure = Some(Failure::new(index, error, true));
+                        break;
+                    }
+                },
+            }
+        }
+        if S::ATOMIC && failure.is_some() {
+            self.rollback(tx).await;
+        } else {
+            self.commit(tx, &progress).await?;
+            outcome.applied += applied;
+            outcome.skipped += skipped;
+            outcome.not_subscribed += not_subscribed;
+        }
+        Ok(match failure {
+            Some(failure) => Segment::Failed(failure),
+            None => Segment::Committed,
+        })
+    }
+
+    /// Commits the events before a failure at `at` (atomic strategies, whose segment rolled
+    /// back). A handler that fails now where it had succeeded moves the failure earlier; the
+    /// range shrinks each time, so this ends.
+    async fn commit_before<T: BatchItem>(
+        &mut self,
+        events: &[T],
+        from: usize,
+        mut at: usize,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), RunnerError> {
+        while at > from {
+            match self.segment(events, from, at, outcome).await? {
+                Segment::Committed => return Ok(()),
+                Segment::Failed(earlier) => at = earlier.at,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a failed item where its kind says: retries (each attempt in a commit of its own)
+    /// then the failure policy for an event at fault; an error for the infrastructure; a stop
+    /// for the setup.
+    async fn settle<T: BatchItem>(
+        &mut self,
+        item: &T,
+        failure: Failure,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), RunnerError> {
+        let Failure {
+            mut error,
+            mut kind,
+            retryable,
+            ..
+        } = failure;
+        let subject = Subject::of(item);
+        let event = item.decoded().ok().filter(|_| retryable);
+        let max_retries = self.retry.max_retries();
+        let mut attempts: u32 = 1;
+        loop {
+            match kind {
+                FailureKind::Infrastructure => {
+                    tracing::warn!(
+                        projection = %self.name, event_type = subject.event_type,
+                        event_id = %subject.event_id, %error,
+                        "infrastructure failure: the event is not at fault and will be tried again",
+                    );
+                    outcome.failed += 1;
+                    return Err(RunnerError::Infrastructure {
+                        projection: self.name.clone(),
+                        event_id: Some(subject.event_id),
+                        source: error,
+                    });
+                }
+                FailureKind::Setup => {
+                    outcome.failed += 1;
+                    return self.stop_at(&subject, error, kind, attempts).await;
+                }
+                FailureKind::Event => {}
+            }
+            let delay = match event {
+                Some(_)
+                    if attempts <= max_retries && self.retry.should_retry(attempts - 1, &error) =>
+                {
+                    Some(self.retry.backoff(attempts - 1))
+                }
+                _ => None,
+            };
+            tracing::warn!(
+                projection = %self.name,
+                event_type = subject.event_type,
+                event_id = %subject.event_id,
+                position = subject.position,
+                attempt = attempts,
+                max_attempts = if event.is_some() { max_retries + 1 } else { 1 },
+                next_delay_ms = delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                %error,
+                "projection handler failed",
+            );
+            let (Some(event), Some(delay)) = (event, delay) else {
+                break;
+            };
+            tokio::time::sleep(delay).await;
+            attempts += 1;
+            match self.attempt_alone(event, attempts).await? {
+                Attempt::Applied => {
+                    outcome.applied += 1;
+                    return Ok(());
+                }
+                Attempt::AlreadyDone => {
+                    outcome.skipped += 1;
+                    return Ok(());
+                }
+                Attempt::Failed(again) => {
+                    kind = again.kind();
+                    error = again;
+                }
+            }
+        }
+        match self.on_failure {
+            FailurePolicy::DeadLetter => {
+                let data = match item.decoded() {
+                    Ok(event) => event_data(event),
+                    Err(raw) => raw.raw.clone(),
+                };
+                let failure = FailedEvent::new(
+                    subject.event_id,
+                    &self.name,
+                    subject.event_type,
+                    data,
+                    &error,
+                    attempts,
+                )
+                .with_position(subject.position);
+                match self
+                    .dead_letter_and_advance(&failure, subject.position)
+                    .await
+                {
+                    Ok(Some(entry_id)) => {
+                        tracing::error!(
+                            projection = %self.name, event_id = %subject.event_id,
+                            event_type = subject.event_type, attempts, entry_id, %error,
+                            "event sent to the dead-letter queue",
+                        );
+                        outcome.dead_lettered.push(entry_id);
+                        Ok(())
+                    }
+                    Ok(None) => {
+                        outcome.skipped += 1;
+                        Ok(())
+                    }
+                    Err(source) => Err(RunnerError::DeadLetter {
+                        projection: self.name.clone(),
+                        event_id: subject.event_id,
+                        handler_error: error.to_string(),
+                        source,
+                    }),
+                }
+            }
+            FailurePolicy::Stop => {
+                outcome.failed += 1;
+                self.stop_at(&subject, error, kind, attempts).await
+            }
+        }
+    }
+
+    /// Stops before `subject`, durably where storage allows.
+    async fn stop_at(
+        &mut self,
+        subject: &Subject<'_>,
+        error: HandlerError,
+        kind: FailureKind,
+        attempts: u32,
+    ) -> Result<(), RunnerError> {
+        let at = StoppedAt::new(kind, error.to_string())
+            .with_event(subject.position, subject.event_id, subject.event_type)
+            .with_attempts(attempts);
+        let halt = Halt::Stopped(at.clone());
+        let recorded = self
+            .storage
+            .checkpoints()
+            .set_halt(&self.name, Some(&halt))
+            .await;
+        if let Err(source) = recorded {
+            if source.kind() == FailureKind::Infrastructure {
+                // Not recorded: stay unhalted, so the event is tried again once storage is
+                // back, and stops then, durably.
+                return Err(self.storage_error(source));
+            }
+            tracing::error!(projection = %self.name, error = %source, "could not record the stop; it holds in this process only");
+        }
+        tracing::error!(projection = %self.name, stopped_at = %at, "projection stopped");
+        self.halt = Some(halt);
+        Err(RunnerError::Stopped {
+            projection: self.name.clone(),
+            at,
+            source: Some(error),
+        })
+    }
+
+    /// Applies `event` alone, in a commit of its own.
+    async fn attempt_alone(
+        &mut self,
+        event: &AnyEvent,
+        attempt: u32,
+    ) -> Result<Attempt, RunnerError> {
+        let (mut tx, checkpoint) = self.begin_locked().await?;
+        if let (Some(position), Some(checkpoint)) = (event.position(), checkpoint)
+            && position <= checkpoint
+        {
+            self.rollback(tx).await;
+            return Ok(Attempt::AlreadyDone);
+        }
+        match self.apply(&mut tx, event, attempt).await {
+            Ok(()) => {
+                let mut progress = Progress::from(checkpoint);
+                progress.advance(event.position(), event.event_id(), event.event_type(), true);
+                self.commit(tx, &progress).await?;
+                Ok(Attempt::Applied)
+            }
+            Err(error) => {
+                self.rollback(tx).await;
+                Ok(Attempt::Failed(error))
+            }
+        }
+    }
+
+    /// Records the dead letter and moves the checkpoint past it, in one commit. `None` when
+    /// another runner had already passed the event.
+    async fn dead_letter_and_advance(
+        &mut self,
+        failure: &FailedEvent,
+        position: Option<u64>,
+    ) -> Result<Option<i64>, StorageError> {
+        let mut tx = self.storage.begin().await?;
+        let checkpoint = self
+            .storage
+            .lock_checkpoint(&mut tx, &self.name, self.known)
+            .await?;
+        self.known = Some(checkpoint);
+        if let (Some(position), Some(checkpoint)) = (position, checkpoint)
+            && position <= checkpoint
+        {
+            self.rollback(tx).await;
+            return Ok(None);
+        }
+        let entry_id = self.storage.dead_letter(&mut tx, failure).await?;
+        if let Some(position) = position {
+            let update = CheckpointUpdate::new(position)
+                .with_event(failure.event_id, failure.event_type.clone());
+            self.storage
+                .write_checkpoint(&mut tx, &self.name, &update)
+                .await?;
+        }
+        self.storage.commit(tx).await?;
+        self.known = Some(checkpoint.max(position));
+        Ok(Some(entry_id))
+    }
+
+    /// Opens a transaction and locks the projection's checkpoint in it.
+    async fn begin_locked(&mut self) -> Result<(S::Transaction, Option<u64>), RunnerError> {
+        let mut tx = self
+            .storage
+            .begin()
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        let checkpoint = self
+            .storage
+            .lock_checkpoint(&mut tx, &self.name, self.known)
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        self.known = Some(checkpoint);
+        Ok((tx, checkpoint))
+    }
+
+    /// Writes `progress` and commits.
+    async fn commit(
+        &mut self,
+        mut tx: S::Transaction,
+        progress: &Progress,
+    ) -> Result<(), RunnerError> {
+        let checkpoint_error = |name: &str, source| RunnerError::Checkpoint {
+            projection: name.to_owned(),
+            position: progress.position,
+            source,
+        };
+        let mut update = progress.update();
+        if !S::ATOMIC
+            && let Some(unwritten) = self.unwritten.take()
+        {
+            update = Some(unwritten.merged(update));
+        }
+        if let Some(update) = update
+            && let Err(error) = self
+                .storage
+                .write_checkpoint(&mut tx, &self.name, &update)
+                .await
+        {
+            if !S::ATOMIC {
+                // The handlers' effects happened: remember the progress, so this process
+                // does not apply those events again, and write it with the next commit.
+                self.unwritten = Some(update);
+                self.known = Some(progress.position);
+            }
+            return Err(checkpoint_error(&self.name, error));
+        }
+        self.storage
+            .commit(tx)
+            .await
+            .map_err(|e| checkpoint_error(&self.name, e))?;
+        self.known = Some(progress.position);
+        Ok(())
+    }
+
+    /// Rolls back; a failure to roll back is only logged (the transaction is gone either way,
+    /// and the failure that led here is the one to report).
+    pub(super) async fn rollback(&mut self, tx: S::Transaction) {
+        if let Err(error) = self.storage.rollback(tx).await {
+            tracing::debug!(projection = %self.name, %error, "rollback failed");
+        }
+    }
+
+    /// Runs the handler for `event` through `tx`; a panic is this event's failure.
+    #[inline]
+    pub(super) async fn apply(
+        &mut self,
+        tx: &mut S::Transaction,
+        event: &AnyEvent,
+        attempt: u32,
+    ) -> Result<(), HandlerError> {
+        let projection = &mut self.projection;
+        let conn = &mut **tx;
+        if !self.tracing {
+            return caught(|| projection.handle(conn, event)).await;
+        }
+        let span = tracing::info_span!(
+            "projection.handle",
+            projection = %self.name,
+            event_type = event.event_type(),
+            event_id = %event.event_id(),
+            position = event.position(),
+            attempts = attempt,
+            outcome = tracing::field::Empty,
+        );
+        let handler = tracing::debug_span!(parent: &span, "projection.handler", attempt);
+        let result = caught(|| projection.handle(conn, event))
+            .instrument(handler)
+            .await;
+        span.record("outcome", if result.is_ok() { "applied" } else { "failed" });
+        result
+    }
+}
