@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::SubsecRound;
 use projections::checkpoint::CheckpointUpdate;
 use projections::dlq::{DLQFilter, FailedEvent};
 use projections::postgres::{
@@ -31,7 +32,7 @@ use projections::postgres::{
 use projections::store::AppendError;
 use projections::{
     AnyEvent, CheckpointRepository, DLQRepository, DLQStatus, DecodeError, Envelope, EventStore,
-    ExpectedVersion, StorageError, StoredEvent,
+    ExpectedVersion, FailureKind, Halt, StoppedAt, StorageError, StoredEvent,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
@@ -720,7 +721,7 @@ async fn concurrent_migrations_of_a_new_schema() {
     postgres::migrate_schema(&pool, &schema).await.unwrap();
 
     let ledger = format!("\"{name}\".{MIGRATIONS_TABLE}");
-    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3]);
+    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3, 4]);
     for table in [
         "projection_events",
         "projection_positions",
@@ -779,7 +780,7 @@ async fn default_schema_migrations_are_idempotent_and_leave_sqlx_alone() {
     postgres::migrate(&pool).await.unwrap();
     assert_eq!(
         ledger_versions(&pool, &format!("public.{MIGRATIONS_TABLE}")).await,
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
     assert_eq!(sqlx_rows(pool.clone()).await, before);
 
@@ -1045,6 +1046,161 @@ async fn dead_letters_inside_transactions() {
         DLQStatus::Failed
     );
     drop(conn);
+    t.drop().await;
+}
+
+/// A halt set inside a transaction that rolls back is not recorded; one that commits is, and
+/// moving the checkpoint in a later transaction keeps it. The free function works on the
+/// `search_path`.
+#[tokio::test]
+async fn halts_inside_transactions() {
+    let t = TestSchema::new(4).await;
+    let repo = PostgreSQLCheckpointRepository::with_schema(t.pool.clone(), &t.schema);
+    let name = format!("pg-halt-{}", Uuid::new_v4());
+    let stopped = Halt::Stopped(
+        StoppedAt::new(FailureKind::Event, "poison")
+            .with_event(Some(8), Uuid::new_v4(), "pg_tests.deposited")
+            .with_attempts(3),
+    );
+
+    let mut conn = t.pool.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    assert_eq!(
+        repo.get_checkpoint_for_update(&mut tx, &name)
+            .await
+            .unwrap(),
+        None
+    );
+    repo.set_halt_in(&mut tx, &name, Some(&stopped))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(repo.get_checkpoint_data(&name).await.unwrap(), None);
+
+    let mut tx = conn.begin().await.unwrap();
+    repo.update_checkpoint_in(&mut tx, &name, &CheckpointUpdate::new(7))
+        .await
+        .unwrap();
+    repo.set_halt_in(&mut tx, &name, Some(&stopped))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    repo.update_checkpoint_in(&mut tx, &name, &CheckpointUpdate::new(9))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let data = repo.get_checkpoint_data(&name).await.unwrap().unwrap();
+    // PostgreSQL keeps microseconds.
+    let mut expected = stopped.clone();
+    if let Halt::Stopped(at) = &mut expected {
+        at.at = at.at.trunc_subsecs(6);
+    }
+    assert_eq!((data.position, data.halt), (9, Some(expected)));
+
+    // The free function, on the search_path.
+    sqlx::raw_sql(&format!("SET search_path TO \"{}\"", t.name))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    postgres::set_halt_in(&mut tx, &name, None).await.unwrap();
+    tx.commit().await.unwrap();
+    sqlx::raw_sql("RESET search_path")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let data = repo.get_checkpoint_data(&name).await.unwrap().unwrap();
+    assert_eq!((data.position, data.halt), (9, None));
+    t.drop().await;
+}
+
+/// The table's checks refuse a halt whose columns do not agree; a stored halt that does not
+/// read back (the checks dropped, a value edited by hand) is a `StorageError`, not a panic,
+/// and leaves the other checkpoints readable.
+#[tokio::test]
+async fn inconsistent_and_undecodable_halts() {
+    let t = TestSchema::new(2).await;
+    let repo = PostgreSQLCheckpointRepository::with_schema(t.pool.clone(), &t.schema);
+    let table = t.table("projection_checkpoints");
+    let name = format!("pg-halt-bad-{}", Uuid::new_v4());
+    repo.set_halt(&name, Some(&Halt::paused("maintenance")))
+        .await
+        .unwrap();
+
+    for (edit, why) in [
+        ("halt_state = NULL", "columns without a state"),
+        ("halt_reason = NULL", "a pause without reason"),
+        ("halt_attempts = 1", "a pause with attempts"),
+        ("halt_state = 'stopped'", "a stop without failure kind"),
+        ("halt_state = 'gone'", "an unknown state"),
+        ("halt_failure_kind = 'event'", "a pause with a failure kind"),
+    ] {
+        let result = sqlx::query(&format!(
+            "UPDATE {table} SET {edit} WHERE projection_name = $1"
+        ))
+        .bind(&name)
+        .execute(&t.pool)
+        .await;
+        assert!(result.is_err(), "the table accepted {why}");
+    }
+
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {table}
+             DROP CONSTRAINT projection_checkpoints_halt_consistent,
+             DROP CONSTRAINT projection_checkpoints_halt_state_check,
+             DROP CONSTRAINT projection_checkpoints_halt_failure_kind_check,
+             DROP CONSTRAINT projection_checkpoints_halt_attempts_check"
+    ))
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let fine = format!("pg-halt-fine-{}", Uuid::new_v4());
+    repo.update_checkpoint(&fine, CheckpointUpdate::new(1))
+        .await
+        .unwrap();
+    for edit in [
+        "halt_state = 'gone'",
+        "halt_reason = NULL",
+        "halt_at = NULL",
+        "halt_state = 'stopped', halt_attempts = 1, halt_failure_kind = 'cosmic'",
+        "halt_state = 'stopped', halt_attempts = 1",
+        "halt_state = 'stopped', halt_attempts = -1, halt_failure_kind = 'event'",
+    ] {
+        repo.set_halt(&name, Some(&Halt::paused("maintenance")))
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "UPDATE {table} SET {edit} WHERE projection_name = $1"
+        ))
+        .bind(&name)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+        let read = repo.get_checkpoint_data(&name).await;
+        assert!(
+            matches!(read, Err(StorageError::Backend(_))),
+            "`{edit}` read back as {read:?}"
+        );
+        assert!(matches!(
+            repo.get_all_checkpoints().await,
+            Err(StorageError::Backend(_))
+        ));
+        assert_eq!(
+            repo.get_checkpoint_data(&fine)
+                .await
+                .unwrap()
+                .map(|c| c.position),
+            Some(1)
+        );
+        // Clearing repairs it.
+        repo.set_halt(&name, None).await.unwrap();
+        assert_eq!(
+            repo.get_checkpoint_data(&name).await.unwrap().unwrap().halt,
+            None
+        );
+    }
     t.drop().await;
 }
 

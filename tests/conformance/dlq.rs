@@ -714,3 +714,81 @@ pub async fn delete_resolved_keeps_recently_resolved(repo: Repo) {
     }
     assert_eq!(entry(&repo, resolved).await.status, DLQStatus::Resolved);
 }
+
+/// A failure whose message, source chain, event data and names hold NUL characters, and whose
+/// message is 5 MB long, is recorded anyway, as a first failure and as a repeated one:
+/// `FailedEvent::new` makes it storable for every backend (NUL becomes U+FFFD, a message is
+/// cut to 16 KiB with a note), and it reads back as made.
+pub async fn failure_with_nul_and_huge_message_is_recorded(repo: Repo) {
+    let _queue = shared_dlq().await;
+    let projection = unique_name("dlq-storable");
+    let event_id = Uuid::new_v4();
+    let at = now_micros();
+    let huge = format!("bad\0input {}", "y".repeat(5 * 1024 * 1024));
+    let error = ChainedError::new(&[&huge, "cause\0one", "root"]);
+    let mut new_failure = FailedEvent::new(
+        event_id,
+        format!("{projection}\0"),
+        "conformance.nul\0type",
+        json!({
+            "metadata": { "event_id": event_id.to_string(), "note\0": "a\0b" },
+            "payload": { "raw": ["\0\0", 1, { "k\0": null }], "clean": "ä✓" },
+        }),
+        &error,
+        2,
+    );
+    new_failure.failed_at = at;
+
+    let stored_projection = format!("{projection}\u{FFFD}");
+    let id = add(&repo, new_failure.clone()).await;
+    let stored = entry(&repo, id).await;
+    assert!(
+        stored.error_message.starts_with("bad\u{FFFD}input yyy"),
+        "{:?}",
+        &stored.error_message[..40]
+    );
+    assert!(
+        stored.error_message.len() <= 16 * 1024,
+        "a message of {} bytes was kept",
+        stored.error_message.len()
+    );
+    assert!(
+        stored.error_message.ends_with(" more bytes]"),
+        "no note on the cut"
+    );
+    assert_eq!(stored.error_message, new_failure.error_message);
+    assert_eq!(stored.error_chain, ["cause\u{FFFD}one", "root"]);
+    assert_eq!(stored.projection_name, stored_projection);
+    assert_eq!(stored.event_type, "conformance.nul\u{FFFD}type");
+    assert_eq!(
+        stored.event_data,
+        json!({
+            "metadata": { "event_id": event_id.to_string(), "note\u{FFFD}": "a\u{FFFD}b" },
+            "payload": { "raw": ["\u{FFFD}\u{FFFD}", 1, { "k\u{FFFD}": null }], "clean": "ä✓" },
+        })
+    );
+    assert_eq!((stored.attempts, stored.first_failed_at), (2, at));
+
+    // Failing again updates the same entry, just as storably.
+    let again = ChainedError::new(&["again\0", &huge]);
+    let mut second = FailedEvent::new(
+        event_id,
+        format!("{projection}\0"),
+        "conformance.nul\0type",
+        json!({ "payload": "\0" }),
+        &again,
+        1,
+    );
+    second.failed_at = at + TimeDelta::seconds(1);
+    assert_eq!(add(&repo, second.clone()).await, id);
+    let updated = entry(&repo, id).await;
+    assert_eq!(updated.error_message, "again\u{FFFD}");
+    assert_eq!(updated.error_chain, second.error_chain);
+    assert!(updated.error_chain[0].len() <= 16 * 1024);
+    assert_eq!(updated.event_data, json!({ "payload": "\u{FFFD}" }));
+    assert_eq!(updated.attempts, 3);
+    assert_eq!(
+        list_ids(&repo, DLQFilter::all().projection(&stored_projection)).await,
+        [id]
+    );
+}

@@ -138,6 +138,14 @@ macro_rules! checkpoint_tests {
                 reset_removes_checkpoint,
                 get_all_sorted_by_name_and_complete,
                 projections_are_independent,
+                pause_round_trips,
+                stop_round_trips_every_field,
+                update_keeps_the_halt,
+                clearing_the_halt,
+                reset_removes_the_halt,
+                halt_without_checkpoint_creates_it_at_zero,
+                get_all_shows_halts,
+                halt_texts_are_made_storable,
             ]
         );
     };
@@ -163,6 +171,7 @@ macro_rules! dlq_tests {
                 projection_counts_cover_unresolved_entries,
                 delete_resolved_zero_days_deletes_only_resolved,
                 delete_resolved_keeps_recently_resolved,
+                failure_with_nul_and_huge_message_is_recorded,
             ]
         );
     };

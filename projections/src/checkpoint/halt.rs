@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::failure::FailureKind;
+use crate::failure::storable::{storable_message, without_nul};
 
 /// Why a projection applies nothing until an operator resumes it. Stored with its checkpoint
 /// ([`CheckpointRepository::set_halt`](super::CheckpointRepository::set_halt)).
@@ -27,12 +28,28 @@ pub enum Halt {
 }
 
 impl Halt {
-    /// A pause, now.
+    /// A pause, now. The reason is made storable as a dead letter's message is (NUL
+    /// characters replaced, at most 16 KiB; see
+    /// [`FailedEvent::new`](crate::dlq::FailedEvent::new)).
     pub fn paused(reason: impl Into<String>) -> Self {
         Self::Paused {
-            reason: reason.into(),
+            reason: storable_message(reason.into()),
             at: Utc::now(),
         }
+    }
+
+    /// This halt as every backend stores it: the reason or error and the event type made
+    /// storable (as in [`Halt::paused`] and [`StoppedAt::new`]), for a halt built by hand.
+    pub(crate) fn storable(&self) -> Self {
+        let mut halt = self.clone();
+        match &mut halt {
+            Self::Paused { reason, .. } => *reason = storable_message(std::mem::take(reason)),
+            Self::Stopped(stopped) => {
+                stopped.error = storable_message(std::mem::take(&mut stopped.error));
+                stopped.event_type = stopped.event_type.take().map(without_nul);
+            }
+        }
+        halt
     }
 
     /// The stored name of the state: `paused` or `stopped`.
@@ -90,13 +107,15 @@ pub struct StoppedAt {
 }
 
 impl StoppedAt {
-    /// A stop now, at no particular event.
+    /// A stop now, at no particular event. The error is made storable as a dead letter's
+    /// message is (NUL characters replaced, at most 16 KiB; see
+    /// [`FailedEvent::new`](crate::dlq::FailedEvent::new)).
     pub fn new(kind: FailureKind, error: impl Into<String>) -> Self {
         Self {
             position: None,
             event_id: None,
             event_type: None,
-            error: error.into(),
+            error: storable_message(error.into()),
             kind,
             attempts: 0,
             at: Utc::now(),
@@ -113,7 +132,7 @@ impl StoppedAt {
     ) -> Self {
         self.position = position;
         self.event_id = Some(event_id);
-        self.event_type = Some(event_type.into());
+        self.event_type = Some(without_nul(event_type.into()));
         self
     }
 
@@ -141,5 +160,61 @@ impl fmt::Display for StoppedAt {
             f.write_str(" stopped")?;
         }
         write!(f, " ({} failure): {}", self.kind, self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors_make_the_texts_storable() {
+        let Halt::Paused { reason, .. } = Halt::paused("a\0b") else {
+            unreachable!("a pause");
+        };
+        assert_eq!(reason, "a\u{FFFD}b");
+        let stopped = StoppedAt::new(FailureKind::Event, "x".repeat(1 << 20)).with_event(
+            Some(3),
+            Uuid::nil(),
+            "t\0",
+        );
+        assert!(stopped.error.len() <= 16 * 1024);
+        assert!(stopped.error.ends_with("more bytes]"));
+        assert_eq!(stopped.event_type.as_deref(), Some("t\u{FFFD}"));
+    }
+
+    #[test]
+    fn storable_fixes_a_halt_built_by_hand_and_keeps_a_clean_one() {
+        let at = Utc::now();
+        let by_hand = Halt::Paused {
+            reason: "\0".to_owned(),
+            at,
+        };
+        assert_eq!(
+            by_hand.storable(),
+            Halt::Paused {
+                reason: "\u{FFFD}".to_owned(),
+                at
+            }
+        );
+        let mut stopped = StoppedAt::new(FailureKind::Setup, "no table").with_attempts(2);
+        stopped.error.push('\0');
+        stopped.event_type = Some("\0".to_owned());
+        let Halt::Stopped(stored) = Halt::Stopped(stopped.clone()).storable() else {
+            unreachable!("a stop");
+        };
+        assert_eq!(stored.error, "no table\u{FFFD}");
+        assert_eq!(stored.event_type.as_deref(), Some("\u{FFFD}"));
+        assert_eq!(
+            (stored.kind, stored.attempts, stored.at),
+            (stopped.kind, 2, stopped.at)
+        );
+
+        let clean = Halt::Stopped(StoppedAt::new(FailureKind::Event, "bad").with_event(
+            Some(1),
+            Uuid::new_v4(),
+            "t",
+        ));
+        assert_eq!(clean.storable(), clean);
     }
 }

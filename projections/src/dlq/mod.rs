@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::failure::storable::{
+    storable_json, storable_message, storable_source_chain, without_nul,
+};
 use crate::storage::{BoxFuture, StorageError};
 
 /// Where a dead-letter entry stands.
@@ -87,28 +90,39 @@ pub struct FailedEvent {
 impl FailedEvent {
     /// A failure of `event_id` in `projection_name` with `error`; the message and the source
     /// chain are taken from the error.
+    ///
+    /// Recording a failure must never fail because of what the failure says, whatever the
+    /// backend, so the record is made storable here, once for every backend:
+    ///
+    /// - every NUL character becomes U+FFFD (the replacement character), in the error's
+    ///   message, in each message of its source chain, in `event_type`, in `projection_name`,
+    ///   and in every string and object key of `event_data`. PostgreSQL refuses NUL in `text`
+    ///   and `\u0000` in `jsonb`, so a handler error that quotes binary input could otherwise
+    ///   not be dead-lettered at all;
+    /// - each message (the error's and each source's) is at most 16 KiB: a longer one is cut
+    ///   at a character boundary and ends with `… [cut: N more bytes]`, `N` being the bytes
+    ///   left out, so that a multi-megabyte message does not bloat the queue;
+    /// - the chain has at most 32 entries: when the error has more sources, the last entry is
+    ///   `… [cut: N more sources]` in their place.
+    ///
+    /// An ordinary error (short, without NUL, with a short chain) is recorded exactly.
     pub fn new(
         event_id: Uuid,
         projection_name: impl Into<String>,
         event_type: impl Into<String>,
-        event_data: serde_json::Value,
+        mut event_data: serde_json::Value,
         error: &(dyn std::error::Error + 'static),
         attempts: u32,
     ) -> Self {
-        let mut error_chain = Vec::new();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            error_chain.push(cause.to_string());
-            source = cause.source();
-        }
+        storable_json(&mut event_data);
         Self {
             event_id,
             position: None,
-            projection_name: projection_name.into(),
-            event_type: event_type.into(),
+            projection_name: without_nul(projection_name.into()),
+            event_type: without_nul(event_type.into()),
             event_data,
-            error_message: error.to_string(),
-            error_chain,
+            error_message: storable_message(error.to_string()),
+            error_chain: storable_source_chain(error),
             attempts,
             failed_at: Utc::now(),
         }
@@ -256,4 +270,152 @@ pub trait DLQRepository: Send + Sync {
 
     /// Deletes resolved entries resolved more than `days` days ago; returns how many.
     fn delete_resolved(&self, older_than_days: u32) -> BoxFuture<'_, Result<u64, StorageError>>;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::error::Error;
+    use std::fmt;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// An error with a chain of sources, outermost first.
+    #[derive(Debug)]
+    struct Chained {
+        message: String,
+        source: Option<Box<Chained>>,
+    }
+
+    impl Chained {
+        fn new(messages: &[String]) -> Self {
+            let (message, sources) = messages.split_first().expect("a message");
+            Self {
+                message: message.clone(),
+                source: (!sources.is_empty()).then(|| Box::new(Self::new(sources))),
+            }
+        }
+    }
+
+    impl fmt::Display for Chained {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.message)
+        }
+    }
+
+    impl Error for Chained {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+        }
+    }
+
+    /// An error that is its own source.
+    #[derive(Debug)]
+    struct Looping;
+
+    impl fmt::Display for Looping {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("again")
+        }
+    }
+
+    impl Error for Looping {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(self)
+        }
+    }
+
+    fn failed(error: &(dyn Error + 'static)) -> FailedEvent {
+        FailedEvent::new(Uuid::nil(), "p", "t", json!({}), error, 1)
+    }
+
+    #[test]
+    fn an_ordinary_error_is_recorded_exactly() {
+        let error = Chained::new(&["outer ä✓".to_owned(), "inner".to_owned()]);
+        let data = json!({ "payload": { "sku": "SKU-1", "tags": ["a"] } });
+        let failure = FailedEvent::new(Uuid::nil(), "p", "t", data.clone(), &error, 2);
+        assert_eq!(failure.error_message, "outer ä✓");
+        assert_eq!(failure.error_chain, ["inner"]);
+        assert_eq!(failure.event_data, data);
+        assert_eq!(
+            (
+                failure.projection_name.as_str(),
+                failure.event_type.as_str()
+            ),
+            ("p", "t")
+        );
+    }
+
+    #[test]
+    fn nul_is_replaced_everywhere() {
+        let error = Chained::new(&["bad\0input".to_owned(), "\0cause".to_owned()]);
+        let failure = FailedEvent::new(
+            Uuid::nil(),
+            "proj\0ection",
+            "type\0",
+            json!({ "payload": { "na\0me": "va\0lue", "list": ["\0", 1, { "\0": null }] } }),
+            &error,
+            1,
+        );
+        assert_eq!(failure.error_message, "bad\u{FFFD}input");
+        assert_eq!(failure.error_chain, ["\u{FFFD}cause"]);
+        assert_eq!(failure.projection_name, "proj\u{FFFD}ection");
+        assert_eq!(failure.event_type, "type\u{FFFD}");
+        assert_eq!(
+            failure.event_data,
+            json!({
+                "payload": {
+                    "na\u{FFFD}me": "va\u{FFFD}lue",
+                    "list": ["\u{FFFD}", 1, { "\u{FFFD}": null }],
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn long_messages_are_capped_with_a_note() {
+        let huge = "✓".repeat(2 * 1024 * 1024);
+        let error = Chained::new(&[huge.clone(), format!("cause {huge}")]);
+        let failure = failed(&error);
+        for message in [&failure.error_message, &failure.error_chain[0]] {
+            assert!(message.len() <= 16 * 1024, "{} bytes kept", message.len());
+            let (kept, note) = message.rsplit_once("… [cut: ").expect("a note");
+            assert!(!kept.is_empty());
+            let cut: usize = note
+                .strip_suffix(" more bytes]")
+                .and_then(|n| n.parse().ok())
+                .expect("the number of bytes cut");
+            let original = if message == &failure.error_message {
+                huge.len()
+            } else {
+                huge.len() + "cause ".len()
+            };
+            assert_eq!(kept.len() + cut, original);
+        }
+        assert!(huge.starts_with(failure.error_message.split('…').next().unwrap()));
+    }
+
+    #[test]
+    fn the_chain_keeps_at_most_32_entries() {
+        let messages: Vec<String> = (0..41).map(|n| format!("m{n}")).collect();
+        let failure = failed(&Chained::new(&messages));
+        assert_eq!(failure.error_message, "m0");
+        assert_eq!(failure.error_chain.len(), 32);
+        assert_eq!(failure.error_chain[..31], messages[1..32]);
+        assert_eq!(failure.error_chain[31], "… [cut: 9 more sources]");
+
+        // Exactly 32 sources: all kept.
+        let failure = failed(&Chained::new(&messages[..33]));
+        assert_eq!(failure.error_chain, messages[1..33]);
+    }
+
+    #[test]
+    fn a_looping_chain_ends() {
+        let failure = failed(&Looping);
+        assert_eq!(failure.error_chain.len(), 32);
+        assert!(failure.error_chain[..31].iter().all(|m| m == "again"));
+        assert!(failure.error_chain[31].starts_with("… [cut: at least "));
+    }
 }

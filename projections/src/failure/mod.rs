@@ -11,6 +11,7 @@
 //! [`classify`], which looks through the error's source chain.
 
 mod classify;
+pub(crate) mod storable;
 
 pub use classify::{classify, sqlstate_kind};
 

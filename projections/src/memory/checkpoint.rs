@@ -69,9 +69,10 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
         projection: &'a str,
         halt: Option<&'a Halt>,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
+        let halt = halt.map(Halt::storable);
         let mut checkpoints = lock(&self.checkpoints);
         match checkpoints.get_mut(projection) {
-            Some(entry) => entry.halt = halt.cloned(),
+            Some(entry) => entry.halt = halt,
             None if halt.is_some() => {
                 checkpoints.insert(
                     projection.to_owned(),
@@ -82,7 +83,7 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
                         position: 0,
                         last_processed_at: None,
                         events_processed: 0,
-                        halt: halt.cloned(),
+                        halt,
                     },
                 );
             }

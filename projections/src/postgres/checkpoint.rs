@@ -8,7 +8,8 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{Schema, backend, to_i64, to_u64};
-use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt};
+use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt, StoppedAt};
+use crate::failure::FailureKind;
 use crate::storage::{BoxFuture, StorageError};
 
 /// The checkpoint table.
@@ -19,7 +20,8 @@ const CHECKPOINTS_TABLE: &str = "projection_checkpoints";
 const LOCK_ATTEMPTS: u32 = 8;
 
 const DATA_COLUMNS: &str = "projection_name, position, last_event_id, last_event_type, \
-     last_processed_at, events_processed";
+     last_processed_at, events_processed, halt_state, halt_reason, halt_at, halt_position, \
+     halt_event_id, halt_event_type, halt_attempts, halt_failure_kind";
 
 /// The statements, formatted once with the schema's table name.
 #[derive(Debug)]
@@ -30,6 +32,8 @@ struct Sql {
     lock: String,
     create: String,
     update: String,
+    set_halt: String,
+    clear_halt: String,
     reset: String,
 }
 
@@ -73,6 +77,33 @@ impl Sql {
                      events_processed = c.events_processed + EXCLUDED.events_processed,
                      updated_at = now()"
             ),
+            // Creates the row (at position 0) if there is none; never touches the position.
+            set_halt: format!(
+                "INSERT INTO {table} (
+                     projection_name, halt_state, halt_reason, halt_at, halt_position,
+                     halt_event_id, halt_event_type, halt_attempts, halt_failure_kind
+                 )
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (projection_name) DO UPDATE SET
+                     halt_state = EXCLUDED.halt_state,
+                     halt_reason = EXCLUDED.halt_reason,
+                     halt_at = EXCLUDED.halt_at,
+                     halt_position = EXCLUDED.halt_position,
+                     halt_event_id = EXCLUDED.halt_event_id,
+                     halt_event_type = EXCLUDED.halt_event_type,
+                     halt_attempts = EXCLUDED.halt_attempts,
+                     halt_failure_kind = EXCLUDED.halt_failure_kind,
+                     updated_at = now()"
+            ),
+            // A missing row stays missing.
+            clear_halt: format!(
+                "UPDATE {table} SET
+                     halt_state = NULL, halt_reason = NULL, halt_at = NULL,
+                     halt_position = NULL, halt_event_id = NULL, halt_event_type = NULL,
+                     halt_attempts = NULL, halt_failure_kind = NULL,
+                     updated_at = now()
+                 WHERE projection_name = $1 AND halt_state IS NOT NULL"
+            ),
             reset: format!("DELETE FROM {table} WHERE projection_name = $1"),
         }
     }
@@ -88,8 +119,12 @@ static DEFAULT_SQL: LazyLock<Arc<Sql>> = LazyLock::new(|| Arc::new(Sql::new(&Sch
 /// The trait methods each run on a connection of the pool, in a transaction of their own. To
 /// write a checkpoint in the same transaction as a read model, use
 /// [`get_checkpoint_for_update`](Self::get_checkpoint_for_update),
-/// [`update_checkpoint_in`](Self::update_checkpoint_in) and
+/// [`update_checkpoint_in`](Self::update_checkpoint_in),
+/// [`set_halt_in`](Self::set_halt_in) and
 /// [`reset_checkpoint_in`](Self::reset_checkpoint_in) with the transaction's connection.
+///
+/// A halt ([`CheckpointRepository::set_halt`]) is kept in the `halt_*` columns of the
+/// projection's row: moving the checkpoint leaves it alone, a reset deletes it with the row.
 #[derive(Debug, Clone)]
 pub struct PostgreSQLCheckpointRepository {
     pool: PgPool,
@@ -137,6 +172,16 @@ impl PostgreSQLCheckpointRepository {
         write_update(&self.sql, conn, projection, update).await
     }
 
+    /// [`set_halt_in`] in this repository's schema.
+    pub async fn set_halt_in(
+        &self,
+        conn: &mut PgConnection,
+        projection: &str,
+        halt: Option<&Halt>,
+    ) -> Result<(), StorageError> {
+        write_halt(&self.sql, conn, projection, halt).await
+    }
+
     /// [`reset_checkpoint_in`] in this repository's schema.
     pub async fn reset_checkpoint_in(
         &self,
@@ -173,6 +218,18 @@ pub async fn update_checkpoint_in(
     update: &CheckpointUpdate,
 ) -> Result<(), StorageError> {
     write_update(&DEFAULT_SQL, conn, projection, update).await
+}
+
+/// Records or clears the halt of `projection` as [`CheckpointRepository::set_halt`] does, on
+/// `conn` and in its transaction (nothing is committed here), so that a runner can stop at an
+/// event in the transaction that rolls back its batch's other writes. Works in the
+/// connection's `search_path`; the repository's method of the same name works in its schema.
+pub async fn set_halt_in(
+    conn: &mut PgConnection,
+    projection: &str,
+    halt: Option<&Halt>,
+) -> Result<(), StorageError> {
+    write_halt(&DEFAULT_SQL, conn, projection, halt).await
 }
 
 /// Deletes the checkpoint of `projection` on `conn` and in its transaction, so that a rebuild
@@ -234,6 +291,77 @@ async fn write_update<'c>(
     Ok(())
 }
 
+/// The halt's columns, in the order of [`Sql::set_halt`]'s parameters `$2`..`$9`.
+struct HaltColumns {
+    state: &'static str,
+    reason: String,
+    at: DateTime<Utc>,
+    position: Option<i64>,
+    event_id: Option<Uuid>,
+    event_type: Option<String>,
+    attempts: Option<i32>,
+    failure_kind: Option<&'static str>,
+}
+
+impl HaltColumns {
+    /// The columns of `halt` as stored, its texts made storable ([`Halt::storable`]).
+    fn new(halt: &Halt) -> Result<Self, StorageError> {
+        Ok(match halt.storable() {
+            Halt::Paused { reason, at } => Self {
+                state: halt.state(),
+                reason,
+                at,
+                position: None,
+                event_id: None,
+                event_type: None,
+                attempts: None,
+                failure_kind: None,
+            },
+            Halt::Stopped(stopped) => Self {
+                state: halt.state(),
+                position: stopped
+                    .position
+                    .map(|p| to_i64(p, "halt position"))
+                    .transpose()?,
+                // As for dead letters: more attempts than an `integer` holds are recorded as
+                // its maximum rather than not at all.
+                attempts: Some(i32::try_from(stopped.attempts).unwrap_or(i32::MAX)),
+                failure_kind: Some(stopped.kind.as_str()),
+                reason: stopped.error,
+                at: stopped.at,
+                event_id: stopped.event_id,
+                event_type: stopped.event_type,
+            },
+        })
+    }
+}
+
+async fn write_halt<'c>(
+    sql: &Sql,
+    executor: impl Executor<'c, Database = Postgres>,
+    projection: &str,
+    halt: Option<&Halt>,
+) -> Result<(), StorageError> {
+    let query = match halt {
+        None => sqlx::query(&sql.clear_halt).bind(projection),
+        Some(halt) => {
+            let columns = HaltColumns::new(halt)?;
+            sqlx::query(&sql.set_halt)
+                .bind(projection)
+                .bind(columns.state)
+                .bind(columns.reason)
+                .bind(columns.at)
+                .bind(columns.position)
+                .bind(columns.event_id)
+                .bind(columns.event_type)
+                .bind(columns.attempts)
+                .bind(columns.failure_kind)
+        }
+    };
+    query.execute(executor).await.map_err(backend)?;
+    Ok(())
+}
+
 async fn delete<'c>(
     sql: &Sql,
     executor: impl Executor<'c, Database = Postgres>,
@@ -261,12 +389,57 @@ fn checkpoint_data(row: &PgRow) -> Result<CheckpointData, StorageError> {
         last_processed_at: row
             .try_get::<Option<DateTime<Utc>>, _>("last_processed_at")
             .map_err(backend)?,
-        halt: None,
         events_processed: to_u64(
             row.try_get("events_processed").map_err(backend)?,
             "events processed",
         )?,
+        halt: halt(row)?,
     })
+}
+
+/// The halt stored in `row`'s `halt_*` columns. A value that does not read back as a halt
+/// (possible only if the table's checks were changed) is a [`StorageError`].
+fn halt(row: &PgRow) -> Result<Option<Halt>, StorageError> {
+    let Some(state) = row
+        .try_get::<Option<String>, _>("halt_state")
+        .map_err(backend)?
+    else {
+        return Ok(None);
+    };
+    let projection: String = row.try_get("projection_name").map_err(backend)?;
+    let invalid = |what: &str| {
+        StorageError::backend(format!(
+            "the stored halt of projection {projection} is invalid: {what}"
+        ))
+    };
+    let reason: Option<String> = row.try_get("halt_reason").map_err(backend)?;
+    let reason = reason.ok_or_else(|| invalid("no halt_reason"))?;
+    let at: Option<DateTime<Utc>> = row.try_get("halt_at").map_err(backend)?;
+    let at = at.ok_or_else(|| invalid("no halt_at"))?;
+    match state.as_str() {
+        "paused" => Ok(Some(Halt::Paused { reason, at })),
+        "stopped" => {
+            let kind: Option<String> = row.try_get("halt_failure_kind").map_err(backend)?;
+            let kind = kind.ok_or_else(|| invalid("no halt_failure_kind"))?;
+            let kind = FailureKind::parse(&kind)
+                .ok_or_else(|| invalid(&format!("unknown failure kind `{kind}`")))?;
+            let attempts: Option<i32> = row.try_get("halt_attempts").map_err(backend)?;
+            let attempts = attempts.ok_or_else(|| invalid("no halt_attempts"))?;
+            let attempts = u32::try_from(attempts)
+                .map_err(|_| invalid(&format!("negative halt_attempts {attempts}")))?;
+            let position: Option<i64> = row.try_get("halt_position").map_err(backend)?;
+            Ok(Some(Halt::Stopped(StoppedAt {
+                position: position.map(|p| to_u64(p, "halt position")).transpose()?,
+                event_id: row.try_get("halt_event_id").map_err(backend)?,
+                event_type: row.try_get("halt_event_type").map_err(backend)?,
+                error: reason,
+                kind,
+                attempts,
+                at,
+            })))
+        }
+        other => Err(invalid(&format!("unknown halt_state `{other}`"))),
+    }
 }
 
 impl CheckpointRepository for PostgreSQLCheckpointRepository {
@@ -310,11 +483,10 @@ impl CheckpointRepository for PostgreSQLCheckpointRepository {
 
     fn set_halt<'a>(
         &'a self,
-        _projection: &'a str,
-        _halt: Option<&'a Halt>,
+        projection: &'a str,
+        halt: Option<&'a Halt>,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
-        // TODO(halt): stored with the checkpoint (migration 0004).
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(async move { write_halt(&self.sql, &self.pool, projection, halt).await })
     }
 
     fn reset_checkpoint<'a>(

@@ -41,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "dead letters",
         sql: include_str!("../../migrations/0003_dead_letters.sql"),
     },
+    Migration {
+        version: 4,
+        description: "halts",
+        sql: include_str!("../../migrations/0004_halts.sql"),
+    },
 ];
 
 /// Creates or upgrades the crate's tables (event store, checkpoints, dead letters) in the
@@ -165,7 +170,7 @@ mod tests {
             assert!(pair[0].version < pair[1].version);
         }
         for migration in MIGRATIONS {
-            for statement in ["CREATE TABLE ", "INSERT INTO ", " ON "] {
+            for statement in ["CREATE TABLE ", "ALTER TABLE ", "INSERT INTO ", " ON "] {
                 for (at, _) in migration.sql.match_indices(statement) {
                     let rest = &migration.sql[at + statement.len()..];
                     assert!(

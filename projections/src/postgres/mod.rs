@@ -34,12 +34,12 @@
 //!
 //! # Inside the caller's transaction
 //!
-//! [`get_checkpoint_for_update`], [`update_checkpoint_in`], [`reset_checkpoint_in`],
-//! [`add_failed_event_in`], [`mark_resolved_in`] and [`mark_retrying_in`] take a
-//! `&mut PgConnection` and commit nothing, so that a transactional runner writes the
-//! checkpoint and dead letters in the same transaction as the read model. They work in the
-//! connection's `search_path`; the repositories have methods of the same names that work in
-//! their [`Schema`].
+//! [`get_checkpoint_for_update`], [`update_checkpoint_in`], [`set_halt_in`],
+//! [`reset_checkpoint_in`], [`add_failed_event_in`], [`mark_resolved_in`] and
+//! [`mark_retrying_in`] take a `&mut PgConnection` and commit nothing, so that a transactional
+//! runner writes the checkpoint (and its halt) and dead letters in the same transaction as the
+//! read model. They work in the connection's `search_path`; the repositories have methods of
+//! the same names that work in their [`Schema`].
 
 mod checkpoint;
 mod dlq;
@@ -49,7 +49,7 @@ mod schema;
 mod store;
 
 pub use checkpoint::{
-    PostgreSQLCheckpointRepository, get_checkpoint_for_update, reset_checkpoint_in,
+    PostgreSQLCheckpointRepository, get_checkpoint_for_update, reset_checkpoint_in, set_halt_in,
     update_checkpoint_in,
 };
 pub use dlq::{PostgreSQLDLQRepository, add_failed_event_in, mark_resolved_in, mark_retrying_in};
@@ -92,7 +92,7 @@ fn to_u64(value: i64, what: &'static str) -> Result<u64, StorageError> {
 #[cfg(test)]
 mod send_checks {
     use super::*;
-    use crate::checkpoint::CheckpointUpdate;
+    use crate::checkpoint::{CheckpointUpdate, Halt};
     use crate::dlq::FailedEvent;
 
     fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
@@ -111,8 +111,10 @@ mod send_checks {
         spawnable(async move {
             let mut conn = pool.acquire().await.map_err(backend)?;
             let update = CheckpointUpdate::new(1);
+            let halt = Halt::paused("maintenance");
             get_checkpoint_for_update(&mut conn, "p").await?;
             update_checkpoint_in(&mut conn, "p", &update).await?;
+            set_halt_in(&mut conn, "p", Some(&halt)).await?;
             reset_checkpoint_in(&mut conn, "p").await?;
             checkpoints
                 .get_checkpoint_for_update(&mut conn, "p")
@@ -120,6 +122,7 @@ mod send_checks {
             checkpoints
                 .update_checkpoint_in(&mut conn, "p", &update)
                 .await?;
+            checkpoints.set_halt_in(&mut conn, "p", None).await?;
             checkpoints.reset_checkpoint_in(&mut conn, "p").await?;
             add_failed_event_in(&mut conn, &failure).await?;
             mark_retrying_in(&mut conn, 1).await?;
