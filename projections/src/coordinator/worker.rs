@@ -193,6 +193,7 @@ impl Worker {
                 continue;
             }
             if let Some(halt) = self.runner.halt().cloned() {
+                self.publish_checkpoint().await;
                 self.publish_halt(&halt);
                 self.idle(None).await;
                 continue;
@@ -230,6 +231,8 @@ impl Worker {
 
     /// A batch ended with `error`: wait out the infrastructure, stop on a wrong setup.
     async fn failed(&mut self, error: RunnerError) {
+        // What was committed before the failure counts.
+        self.publish_checkpoint().await;
         if error.is_halt() {
             // The runner stopped (and recorded it); the loop shows the halt.
             self.set_error(&error);
@@ -363,6 +366,17 @@ impl Worker {
             .oldest_unprocessed_age
             .map_or(0.0, |age| age.as_secs_f64());
         Some((lag.events_behind, seconds))
+    }
+
+    /// Publishes the runner's checkpoint as it knows it (no round trip once known).
+    async fn publish_checkpoint(&mut self) {
+        if let Ok(checkpoint) = self.runner.checkpoint().await {
+            let applied = self.report.applied;
+            self.publish(|s| {
+                s.checkpoint = checkpoint;
+                s.applied = applied;
+            });
+        }
     }
 
     async fn refresh_dead_letters(&mut self) {
