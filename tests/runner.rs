@@ -554,3 +554,68 @@ async fn lag_counts_relevant_events_after_the_checkpoint() {
     assert!(lag.is_caught_up());
     assert_eq!(lag.oldest_unprocessed_age, None);
 }
+
+/// Fails deposits of 99 as if a downstream service were unreachable.
+#[derive(Default)]
+struct Forwarder {
+    forwarded: Vec<i64>,
+}
+
+#[projections::projection(name = "forwarder")]
+impl Forwarder {
+    #[handles(common::Deposited)]
+    async fn deposited(
+        &mut self,
+        event: &projections::Envelope<common::Deposited>,
+    ) -> Result<(), projections::HandlerError> {
+        if event.amount == 99 {
+            return Err(projections::HandlerError::infrastructure(
+                "service unreachable",
+            ));
+        }
+        self.forwarded.push(event.amount);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_infrastructure_failure_keeps_what_came_before_and_dead_letters_nothing() {
+    let storage = Repositories::in_memory();
+    let mut runner = ProjectionRunner::builder(Forwarder::default())
+        .storage(storage.clone())
+        .build();
+    let account = Uuid::new_v4();
+    let events = positioned(
+        vec![
+            deposit(account, 1),
+            deposit(account, 99),
+            deposit(account, 3),
+        ],
+        1,
+    );
+    let error = runner.handle_batch(&events).await.unwrap_err();
+    assert!(
+        matches!(error, RunnerError::Infrastructure { .. }),
+        "{error:?}"
+    );
+    // The handlers' effects before the failure happened and are recorded; the failing event
+    // and what follows are not passed.
+    assert_eq!(runner.projection().forwarded, vec![1]);
+    assert_eq!(runner.checkpoint().await.unwrap(), Some(1));
+    assert_eq!(
+        storage
+            .checkpoint_repository()
+            .get_checkpoint("forwarder")
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert!(
+        storage
+            .dead_letter_repository()
+            .get_failed_events(DLQFilter::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::{Deposited, deposit, positioned};
+use projections::HandlerError;
 use projections::checkpoint::CheckpointUpdate;
 use projections::dlq::FailedEvent;
 use projections::runner::RunnerError;
@@ -192,7 +193,8 @@ impl TransactionUnit for FakeDb {
     }
 }
 
-/// Writes two statements per deposit; a deposit of 13 fails between them, and `flaky` makes
+/// Writes two statements per deposit; a deposit of 13 fails between them, one of 99 fails
+/// there with a lost connection (an infrastructure failure), and `flaky` makes
 /// the next N calls fail after the first statement.
 #[derive(Default)]
 struct Ledger {
@@ -207,15 +209,22 @@ impl Ledger {
         &mut self,
         conn: &mut FakeConn,
         event: &Envelope<Deposited>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         conn.balances.push((event.aggregate_id(), event.amount));
         if self.flaky > 0 {
             self.flaky -= 1;
-            return Err("flaky".into());
+            return Err(HandlerError::new("flaky"));
         }
         if event.amount == 13 {
-            return Err(format!("refusing 13 on {}", event.aggregate_id()));
+            return Err(HandlerError::new(format!(
+                "refusing 13 on {}",
+                event.aggregate_id()
+            )));
+        }
+        if event.amount == 99 {
+            let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+            return Err(HandlerError::new(reset));
         }
         conn.balances.push((event.aggregate_id(), 1000));
         Ok(())
@@ -382,4 +391,39 @@ async fn a_failure_at_any_step_then_a_restart_gives_the_uninterrupted_result() {
             assert_eq!(dead.len(), 1, "fault {fault:?} #{occurrence}");
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_infrastructure_failure_rolls_back_and_is_never_dead_lettered() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[1, 2, 99, 4]);
+    let ledger = Ledger::default();
+    let calls = ledger.calls.clone();
+    // Even with retries configured, the infrastructure's failure is not the event's: it is
+    // returned at once, for the caller to wait out.
+    let mut runner = TransactionalRunner::new(ledger, db.clone());
+    let mut outcome = projections::runner::BatchOutcome::default();
+    let error = runner
+        .handle_batch_into(&events, &mut outcome)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, RunnerError::Infrastructure { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), projections::FailureKind::Infrastructure);
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "no retry of the event");
+    assert_eq!((outcome.applied, outcome.failed), (0, 1));
+    assert!(outcome.dead_lettered.is_empty());
+    // Nothing committed, nothing dead-lettered: the batch is tried again later, whole.
+    assert!(db.balances().is_empty());
+    assert_eq!(db.checkpoints.get_checkpoint("ledger").await.unwrap(), None);
+    assert!(
+        db.dead_letters
+            .get_failed_events(Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
