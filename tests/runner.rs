@@ -619,3 +619,47 @@ async fn an_infrastructure_failure_keeps_what_came_before_and_dead_letters_nothi
             .is_empty()
     );
 }
+
+/// A synchronous projection that panics on deposits of 666: the panic happens while the
+/// handler's future is built, not while it is polled.
+#[derive(Default)]
+struct SyncPanicky {
+    total: i64,
+}
+
+#[projections::projection(name = "sync-panicky", sync)]
+impl SyncPanicky {
+    #[handles(common::Deposited)]
+    fn deposited(&mut self, event: &projections::Envelope<common::Deposited>) {
+        if event.amount == 666 {
+            panic!("sync handler refuses {}", event.amount);
+        }
+        self.total += event.amount;
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_a_synchronous_handler_is_that_events_failure() {
+    let mut runner = ProjectionRunner::builder(SyncPanicky::default())
+        .retry_policy(NoRetryPolicy)
+        .build();
+    let account = Uuid::new_v4();
+    let events = positioned(
+        vec![
+            deposit(account, 1),
+            deposit(account, 666),
+            deposit(account, 2),
+        ],
+        1,
+    );
+    let outcome = runner.handle_batch(&events).await.unwrap();
+    assert_eq!((outcome.applied, outcome.dead_lettered.len()), (2, 1));
+    assert_eq!(runner.projection().total, 3);
+    let dead = runner.failed_events().await.unwrap();
+    assert!(
+        dead[0]
+            .error_message
+            .contains("panicked: sync handler refuses 666"),
+        "{dead:?}"
+    );
+}

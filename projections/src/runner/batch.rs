@@ -147,7 +147,13 @@ where
                     failure = Some(Failure::new(index, error, false));
                     break;
                 }
-                Step::Apply(event) => match self.apply(&mut tx, event, 1).await {
+                // The common case inline, without the tracing machinery's future.
+                Step::Apply(event) => match if self.tracing {
+                    self.apply(&mut tx, event, 1).await
+                } else {
+                    let (projection, conn) = (&mut self.projection, &mut *tx);
+                    caught(|| projection.handle(conn, event)).await
+                } {
                     Ok(()) => {
                         progress.advance(
                             event.position(),

@@ -20,17 +20,25 @@ pub(super) async fn caught<F>(make: impl FnOnce() -> F) -> Result<(), HandlerErr
 where
     F: Future<Output = Result<(), HandlerError>>,
 {
-    let future = match catch_unwind(AssertUnwindSafe(make)) {
-        Ok(future) => future,
-        Err(payload) => return Err(panicked(payload)),
-    };
-    let mut future = std::pin::pin!(future);
-    poll_fn(
-        move |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(poll) => poll,
+    // One landing pad per poll, around building the future (a synchronous handler runs
+    // while its future is built) and polling it.
+    let mut make = Some(make);
+    let mut slot = std::pin::pin!(None::<F>);
+    poll_fn(move |cx| {
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(make) = make.take() {
+                slot.set(Some(make()));
+            }
+            slot.as_mut().as_pin_mut().map(|future| future.poll(cx))
+        }));
+        match polled {
+            Ok(Some(poll)) => poll,
+            Ok(None) => Poll::Ready(Err(HandlerError::Panicked(
+                "handler future polled after a panic".to_owned(),
+            ))),
             Err(payload) => Poll::Ready(Err(panicked(payload))),
-        },
-    )
+        }
+    })
     .await
 }
 
