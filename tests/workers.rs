@@ -469,3 +469,96 @@ fn health_check_can_be_spawned() {
     );
     spawnable(&coordinator.health_check());
 }
+
+/// Checkpoints whose storage is set up wrong: every call fails as a missing table would.
+struct Misconfigured;
+
+impl projections::CheckpointRepository for Misconfigured {
+    fn get_checkpoint<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> projections::storage::BoxFuture<'a, Result<Option<u64>, projections::StorageError>> {
+        Box::pin(async { Err(missing()) })
+    }
+    fn get_checkpoint_data<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> projections::storage::BoxFuture<
+        'a,
+        Result<Option<projections::CheckpointData>, projections::StorageError>,
+    > {
+        Box::pin(async { Err(missing()) })
+    }
+    fn update_checkpoint<'a>(
+        &'a self,
+        _: &'a str,
+        _: projections::checkpoint::CheckpointUpdate,
+    ) -> projections::storage::BoxFuture<'a, Result<(), projections::StorageError>> {
+        Box::pin(async { Err(missing()) })
+    }
+    fn set_halt<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a projections::Halt>,
+    ) -> projections::storage::BoxFuture<'a, Result<(), projections::StorageError>> {
+        Box::pin(async { Err(missing()) })
+    }
+    fn reset_checkpoint<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> projections::storage::BoxFuture<'a, Result<(), projections::StorageError>> {
+        Box::pin(async { Err(missing()) })
+    }
+    fn get_all_checkpoints(
+        &self,
+    ) -> projections::storage::BoxFuture<
+        '_,
+        Result<Vec<projections::CheckpointData>, projections::StorageError>,
+    > {
+        Box::pin(async { Err(missing()) })
+    }
+}
+
+fn missing() -> projections::StorageError {
+    projections::StorageError::Invalid {
+        what: "checkpoint table",
+        reason: "relation \"projection_checkpoints\" does not exist".into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn storage_set_up_wrong_stops_the_projection_even_where_it_cannot_record_it() {
+    let account = Uuid::new_v4();
+    let store = Arc::new(InMemoryEventStore::new());
+    append(&store, vec![deposit(account, 1)]).await;
+    let balances = Balances::default();
+    let calls = balances.calls.clone();
+    let storage = Repositories::new(
+        Arc::new(Misconfigured),
+        Arc::new(projections::InMemoryDLQRepository::new()),
+    );
+    let mut registry = ProjectionRegistry::new();
+    registry
+        .register_projection(ProjectionRunner::builder(balances).storage(storage).build())
+        .unwrap();
+    registry.register_projection(Tally::default()).unwrap();
+    let handle = start(registry, store.clone());
+
+    let stopped = wait_for(&handle, "balances", |s| {
+        matches!(s.state, WorkerState::Stopped { .. })
+    })
+    .await;
+    let WorkerState::Stopped { at } = &stopped.state else {
+        unreachable!()
+    };
+    assert_eq!(at.kind, FailureKind::Setup);
+    assert!(at.error.contains("does not exist"), "{at:?}");
+    wait_for(&handle, "tally", |s| s.checkpoint == Some(1)).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(matches!(
+        handle.projection_status("balances").unwrap().state,
+        WorkerState::Stopped { .. }
+    ));
+    handle.shutdown(Duration::from_secs(5)).await;
+}

@@ -145,6 +145,9 @@ pub(crate) struct Worker {
     lag_measured: Option<Instant>,
     /// The worker was asked to end.
     stopping: bool,
+    /// A stop that storage could not record (its own setup is wrong, say the checkpoint table
+    /// is missing): held in this process until resumed.
+    unrecorded_stop: Option<crate::runner::StoppedAt>,
 }
 
 /// What a worker hands back when it ends.
@@ -175,6 +178,7 @@ impl Worker {
             failures: 0,
             lag_measured: None,
             stopping: false,
+            unrecorded_stop: None,
         }
     }
 
@@ -188,8 +192,13 @@ impl Worker {
             if self.stopping {
                 break;
             }
+            if let Some(at) = self.unrecorded_stop.clone() {
+                self.publish_halt(&Halt::Stopped(at));
+                self.idle(None).await;
+                continue;
+            }
             if let Err(error) = self.runner.load().await {
-                self.degraded(error).await;
+                self.failed(error).await;
                 continue;
             }
             if let Some(halt) = self.runner.halt().cloned() {
@@ -245,11 +254,18 @@ impl Worker {
                 // stop, with the error, until an operator resumes.
                 let at = crate::runner::StoppedAt::new(FailureKind::Setup, error_chain(&error));
                 tracing::error!(projection = %self.runner.name(), %error, "projection stopped: wrong setup");
-                if let Err(record) = self.runner.halt_with(Halt::Stopped(at)).await {
-                    tracing::error!(projection = %self.runner.name(), error = %record, "could not record the stop");
-                    self.set_error(&error);
-                    self.degraded(record).await;
-                    return;
+                match self.runner.halt_with(Halt::Stopped(at.clone())).await {
+                    Ok(()) => {}
+                    Err(record) if record.kind() == FailureKind::Infrastructure => {
+                        // Not recorded yet: wait, try again, and stop then.
+                        self.set_error(&error);
+                        self.degraded(record).await;
+                        return;
+                    }
+                    Err(record) => {
+                        tracing::error!(projection = %self.runner.name(), error = %record, "could not record the stop; it holds in this process only");
+                        self.unrecorded_stop = Some(at);
+                    }
                 }
                 self.set_error(&error);
             }
@@ -413,7 +429,10 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::Resume { reply } => {
-                let result = self.runner.resume().await;
+                let result = match self.unrecorded_stop.take() {
+                    Some(_) => Ok(()),
+                    None => self.runner.resume().await,
+                };
                 if result.is_ok() {
                     self.publish(|s| {
                         s.state = WorkerState::CatchingUp;

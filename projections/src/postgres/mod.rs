@@ -56,7 +56,7 @@ pub use dlq::{PostgreSQLDLQRepository, add_failed_event_in, mark_resolved_in, ma
 pub use migrate::{MIGRATIONS_TABLE, migrate, migrate_schema};
 pub use schema::Schema;
 pub use sqlx::{PgConnection, PgPool};
-pub use store::PostgresEventStore;
+pub use store::{ACQUIRE_TIMEOUT, PostgresEventStore};
 
 /// The `LISTEN`/`NOTIFY` channel on which every append announces itself, in the appending
 /// transaction (so the notification arrives only once the events are committed).

@@ -16,6 +16,9 @@ use crate::store::{
     AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, UndecodableEvent,
 };
 
+/// How long [`PostgresEventStore::connect`]'s pool waits for a connection before failing.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The event table.
 const EVENTS_TABLE: &str = "projection_events";
 
@@ -255,8 +258,17 @@ impl PostgresEventStore {
 
     /// Connects to the database at `url`, applies the crate's migrations (in the
     /// `search_path`) and returns a store on a new pool.
+    ///
+    /// The pool gives up waiting for a connection after [`ACQUIRE_TIMEOUT`] (sqlx's default is
+    /// 30 s): during an outage the workers report themselves degraded, with the cause, within
+    /// seconds rather than waiting silently. Build the pool yourself and use [`new`](Self::new)
+    /// for other settings.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
-        let pool = PgPoolOptions::new().connect(url).await.map_err(backend)?;
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(backend)?;
         migrate_schema(&pool, &Schema::default()).await?;
         Ok(Self::new(pool))
     }
