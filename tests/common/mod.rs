@@ -4,6 +4,8 @@
 
 #[cfg(feature = "postgres")]
 pub mod cluster;
+#[cfg(feature = "postgres")]
+pub mod faults;
 
 use std::collections::HashMap;
 use std::sync::Arc;
