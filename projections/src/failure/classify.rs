@@ -42,6 +42,16 @@ fn kind_of(link: &(dyn std::error::Error + 'static)) -> Option<FailureKind> {
     if let Some(database) = link.downcast_ref::<sqlx::Error>() {
         return Some(sqlx_kind(database));
     }
+    // Behind `#[error(transparent)]`, a wrapped `sqlx::Error::Database` hands on its inner
+    // database error directly: the chain never shows the `sqlx::Error` itself.
+    #[cfg(feature = "postgres")]
+    if let Some(database) = link.downcast_ref::<Box<dyn sqlx::error::DatabaseError>>() {
+        return Some(
+            database
+                .code()
+                .map_or(FailureKind::Event, |code| sqlstate_kind(&code)),
+        );
+    }
     if link.is::<std::io::Error>() {
         return Some(FailureKind::Infrastructure);
     }

@@ -73,10 +73,12 @@ pub enum RunnerError {
         #[source]
         source: Option<HandlerError>,
     },
-    /// Events were applied but the checkpoint could not be written; the handler is not run
-    /// again and nothing was dead-lettered.
+    /// The progress of a batch could not be committed. With one transaction per batch the
+    /// batch rolled back and nothing of it was applied; with repositories the events were
+    /// applied, this process will not apply them again, and their checkpoint is written with
+    /// the next commit. Nothing was dead-lettered.
     #[error(
-        "projection `{projection}` applied events up to position {position:?} but could not record its checkpoint: {source}"
+        "projection `{projection}` could not commit its progress up to position {position:?}: {source}"
     )]
     Checkpoint {
         /// The projection.
