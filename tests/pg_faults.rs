@@ -23,6 +23,7 @@ use common::cluster::ThrowawayCluster;
 use common::faults::{
     self, Ledger, MISSING_TABLE, MissingTableAudit, OnPoison, Tally, append_ticks, ticks_of,
 };
+use common::rig::{Rig, within};
 use projections::coordinator::{
     CoordinatorHandle, InfrastructureBackoff, ProjectionCoordinator, ProjectionSnapshot,
     WorkerState,
@@ -174,49 +175,7 @@ const CATCH_UP: Duration = Duration::from_secs(20);
 /// The projection under fault.
 const LEDGER: &str = "ledger";
 
-/// `future`, or a test failure naming `what` when it takes longer than `limit`.
-async fn within<F: Future>(what: &str, limit: Duration, future: F) -> F::Output {
-    tokio::time::timeout(limit, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
-}
-
-/// A throwaway cluster with the crate's tables and the read model, and a pool on it that gives
-/// up on a down server within 1 s.
-struct Rig {
-    cluster: Arc<ThrowawayCluster>,
-    pool: PgPool,
-}
-
 impl Rig {
-    async fn start() -> Self {
-        let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start)
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("cannot start a throwaway cluster: {e}"));
-        let pool = within(
-            "connecting",
-            STEP,
-            PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(1))
-                .connect(&cluster.url()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect: {e}\n{}", cluster.server_log()));
-        within("migrating", STEP, faults::prepare(&pool))
-            .await
-            .unwrap();
-        Self {
-            cluster: Arc::new(cluster),
-            pool,
-        }
-    }
-
-    fn store(&self) -> PostgresEventStore {
-        PostgresEventStore::new(self.pool.clone())
-    }
-
     fn unit(&self) -> Arc<PgTransactionUnit> {
         Arc::new(PgTransactionUnit::new(self.pool.clone()))
     }
@@ -450,7 +409,7 @@ async fn assert_exactly_once(rig: &Rig, handle: &CoordinatorHandle, committed: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_database_is_waited_out_and_nothing_is_lost_or_applied_twice() {
     within("the test", Duration::from_secs(60), async {
-        let rig = Rig::start().await;
+        let rig = Rig::start(8, Duration::from_secs(1)).await;
         let runner = TransactionalRunner::new(Ledger::new(OnPoison::Apply), rig.unit())
             .retry_policy(NoRetryPolicy);
         let handle = rig.coordinate(runner, 20);
@@ -520,7 +479,7 @@ async fn a_stopped_database_is_waited_out_and_nothing_is_lost_or_applied_twice()
 async fn connections_killed_mid_batch_lose_nothing_and_apply_nothing_twice() {
     within("the test", Duration::from_secs(60), async {
         const BACKLOG: u64 = 1_500;
-        let rig = Rig::start().await;
+        let rig = Rig::start(8, Duration::from_secs(1)).await;
         let backlog = within(
             "appending the backlog",
             STEP,
@@ -607,7 +566,7 @@ async fn connections_killed_mid_batch_lose_nothing_and_apply_nothing_twice() {
 async fn a_missing_table_stops_the_projection_as_a_setup_failure() {
     within("the test", Duration::from_secs(60), async {
         const PROJECTION: &str = "missing_table_audit";
-        let rig = Rig::start().await;
+        let rig = Rig::start(8, Duration::from_secs(1)).await;
         let store = rig.store();
         append_ticks(&store, [1, 2], 2).await.unwrap();
         let audit = faults::audited(3);
@@ -722,7 +681,7 @@ impl SelfTerminating {
 async fn a_transparent_database_error_is_still_infrastructure() {
     within("the test", Duration::from_secs(60), async {
         const PROJECTION: &str = "self_terminating";
-        let rig = Rig::start().await;
+        let rig = Rig::start(8, Duration::from_secs(1)).await;
         append_ticks(&rig.store(), 1..=3, 1).await.unwrap();
         let projection = SelfTerminating::default();
         let terminated = Arc::clone(&projection.terminated);

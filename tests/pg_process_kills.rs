@@ -18,63 +18,18 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::ThrowawayCluster;
 use common::faults::{self, POISON, append_ticks};
-use projections::postgres::PostgresEventStore;
+use common::rig::{Rig, within};
 use serde_json::Value;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The longest any one step may take.
 const STEP: Duration = Duration::from_secs(15);
 
-/// `future`, or a test failure naming `what` when it takes longer than `limit`.
-async fn within<F: Future>(what: &str, limit: Duration, future: F) -> F::Output {
-    tokio::time::timeout(limit, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
-}
-
-/// A throwaway cluster with the crate's tables and the read model.
-struct Rig {
-    cluster: Arc<ThrowawayCluster>,
-    pool: PgPool,
-}
-
 impl Rig {
-    async fn start() -> Self {
-        let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start)
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("cannot start a throwaway cluster: {e}"));
-        let pool = within(
-            "connecting",
-            STEP,
-            PgPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(2))
-                .connect(&cluster.url()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect: {e}\n{}", cluster.server_log()));
-        within("migrating", STEP, faults::prepare(&pool))
-            .await
-            .unwrap();
-        Self {
-            cluster: Arc::new(cluster),
-            pool,
-        }
-    }
-
-    fn store(&self) -> PostgresEventStore {
-        PostgresEventStore::new(self.pool.clone())
-    }
-
     /// Starts a node in `mode` on this cluster.
     fn node(&self, mode: &str) -> Node {
         Node::start(&self.cluster.url(), mode)
@@ -262,7 +217,7 @@ fn forward(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_projection_stays_stopped_across_a_sigkill() {
     within("the test", Duration::from_secs(60), async {
-        let rig = Rig::start().await;
+        let rig = Rig::start(4, Duration::from_secs(2)).await;
         // Positions 1..=9; the poison at 6.
         append_ticks(&rig.store(), [1, 2, 3, 4, 5, POISON, 7, 8, 9], 1)
             .await
@@ -356,7 +311,7 @@ async fn a_stopped_projection_stays_stopped_across_a_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_dead_letters_its_event_and_the_process_goes_on() {
     within("the test", Duration::from_secs(60), async {
-        let rig = Rig::start().await;
+        let rig = Rig::start(4, Duration::from_secs(2)).await;
         append_ticks(&rig.store(), [1, 2, 3, 4, POISON, 6, 7, 8, 9], 1)
             .await
             .unwrap();
@@ -428,7 +383,7 @@ async fn a_panicking_handler_dead_letters_its_event_and_the_process_goes_on() {
 async fn sigkills_at_random_moments_lose_nothing_and_apply_nothing_twice() {
     within("the test", Duration::from_secs(90), async {
         const EVENTS: i64 = 5_000;
-        let rig = Rig::start().await;
+        let rig = Rig::start(4, Duration::from_secs(2)).await;
         let head = within(
             "appending",
             STEP,

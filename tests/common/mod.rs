@@ -6,6 +6,8 @@
 pub mod cluster;
 #[cfg(feature = "postgres")]
 pub mod faults;
+#[cfg(feature = "postgres")]
+pub mod rig;
 
 use std::collections::HashMap;
 use std::sync::Arc;

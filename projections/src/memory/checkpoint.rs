@@ -43,15 +43,7 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
         let mut checkpoints = lock(&self.checkpoints);
         let entry = checkpoints
             .entry(projection.to_owned())
-            .or_insert_with(|| CheckpointData {
-                projection_name: projection.to_owned(),
-                last_event_id: None,
-                last_event_type: None,
-                position: 0,
-                last_processed_at: None,
-                events_processed: 0,
-                halt: None,
-            });
+            .or_insert_with(|| at_zero(projection));
         entry.events_processed += update.events_applied;
         if update.position > entry.position {
             entry.position = update.position;
@@ -74,18 +66,11 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
         match checkpoints.get_mut(projection) {
             Some(entry) => entry.halt = halt,
             None if halt.is_some() => {
-                checkpoints.insert(
-                    projection.to_owned(),
-                    CheckpointData {
-                        projection_name: projection.to_owned(),
-                        last_event_id: None,
-                        last_event_type: None,
-                        position: 0,
-                        last_processed_at: None,
-                        events_processed: 0,
-                        halt,
-                    },
-                );
+                let entry = CheckpointData {
+                    halt,
+                    ..at_zero(projection)
+                };
+                checkpoints.insert(projection.to_owned(), entry);
             }
             None => {}
         }
@@ -103,5 +88,18 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
     fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>> {
         let all = lock(&self.checkpoints).values().cloned().collect();
         Box::pin(std::future::ready(Ok(all)))
+    }
+}
+
+/// A new checkpoint of `projection`, at position 0.
+fn at_zero(projection: &str) -> CheckpointData {
+    CheckpointData {
+        projection_name: projection.to_owned(),
+        last_event_id: None,
+        last_event_type: None,
+        position: 0,
+        last_processed_at: None,
+        events_processed: 0,
+        halt: None,
     }
 }
