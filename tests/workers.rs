@@ -562,3 +562,39 @@ async fn storage_set_up_wrong_stops_the_projection_even_where_it_cannot_record_i
     ));
     handle.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Takes 10 ms per event.
+#[derive(Default)]
+struct Slow;
+
+#[projection(name = "slow")]
+impl Slow {
+    #[handles(Deposited)]
+    async fn deposited(&mut self, _event: &Envelope<Deposited>) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_append_announced_during_a_batch_is_read_at_once() {
+    let account = Uuid::new_v4();
+    let store = Arc::new(InMemoryEventStore::new());
+    let mut registry = ProjectionRegistry::new();
+    registry.register_projection(Slow).unwrap();
+    let handle = start(registry, store.clone());
+    wait_for(&handle, "slow", |s| s.state == WorkerState::Live).await;
+
+    let started = Instant::now();
+    append(&store, vec![deposit(account, 1)]).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Announced while the first event's handler runs.
+    append(&store, vec![deposit(account, 2)]).await;
+    wait_for(&handle, "slow", |s| s.checkpoint == Some(2)).await;
+    // Two handlers of 10 ms, and no wait between them.
+    assert!(
+        started.elapsed() < Duration::from_millis(25),
+        "{:?}",
+        started.elapsed()
+    );
+    handle.shutdown(Duration::from_secs(5)).await;
+}

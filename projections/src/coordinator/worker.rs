@@ -207,6 +207,8 @@ impl Worker {
                 self.idle(None).await;
                 continue;
             }
+            // What was announced before this read: a later announcement means look again.
+            let announced = self.announced();
             let store = Arc::clone(&self.config.store);
             match step(
                 &mut *self.runner,
@@ -220,8 +222,9 @@ impl Worker {
                     self.failures = 0;
                     self.after_batch(&outcome, pass).await;
                     if pass == Pass::CaughtUp {
-                        let wait = self.live_wait().await;
-                        self.idle(Some(wait)).await;
+                        if let Some(wait) = self.live_wait(announced).await {
+                            self.idle(Some(wait)).await;
+                        }
                     } else {
                         // Let the other tasks of this thread run between full batches.
                         tokio::task::yield_now().await;
@@ -328,19 +331,31 @@ impl Worker {
         }
     }
 
-    /// How long to wait once caught up: the poll interval, or much less when an append was
-    /// announced beyond the checkpoint (it was behind the read horizon).
-    async fn live_wait(&mut self) -> Duration {
-        let announced = self
-            .notifications
+    /// The last position the store announced, marking it seen.
+    fn announced(&mut self) -> u64 {
+        self.notifications
             .as_mut()
-            .map_or(0, |receiver| *receiver.borrow_and_update());
+            .map_or(0, |receiver| *receiver.borrow_and_update())
+    }
+
+    /// How long to wait once caught up: not at all when an append was announced during the
+    /// read; a little when one announced before it is not readable yet (a database store
+    /// never reads past a transaction still in flight); else until a notification or the poll
+    /// interval.
+    async fn live_wait(&mut self, announced: u64) -> Option<Duration> {
+        if self
+            .notifications
+            .as_ref()
+            .is_some_and(|receiver| receiver.has_changed().unwrap_or(false))
+        {
+            return None;
+        }
         let checkpoint = self.runner.checkpoint().await.ok().flatten().unwrap_or(0);
-        if announced > checkpoint {
+        Some(if announced > checkpoint {
             self.config.poll_interval.min(HORIZON_RETRY)
         } else {
             self.config.poll_interval
-        }
+        })
     }
 
     async fn after_batch(&mut self, outcome: &BatchOutcome, pass: Pass) {
