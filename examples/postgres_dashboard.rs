@@ -339,12 +339,13 @@ async fn print_health(coordinator: &ProjectionCoordinator) {
         println!("  {}: {}", projection.name, projection.status);
         match &projection.checkpoint {
             Some(c) => println!(
-                "    checkpoint   position {}, {} events applied, last {} at {}",
+                "    checkpoint   position {} (last event there: {}), {} events applied, moved {}",
                 c.position,
-                c.events_processed,
                 c.last_event_type.as_deref().unwrap_or("-"),
-                c.last_processed_at
-                    .map_or("-".into(), |t| t.format("%F %T UTC").to_string()),
+                c.events_processed,
+                c.last_processed_at.map_or("never".into(), |t| t
+                    .format("at %F %T UTC (processing time)")
+                    .to_string()),
             ),
             None => println!("    checkpoint   none yet"),
         }

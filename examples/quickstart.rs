@@ -218,6 +218,10 @@ async fn main() -> anyhow::Result<()> {
                 m.cancelled
             );
         }
+        println!(
+            "  (daily-metrics counts every shipment event, including the one for an order that\n   \
+             does not exist, which order-summary could not apply and dead-lettered)"
+        );
     }
 
     println!("\n== Checkpoints ==");

@@ -41,6 +41,8 @@ pub use retry::{
 pub use runner::{FailurePolicy, ProjectionRunner};
 pub use storage::StorageError;
 pub use store::{EventStore, ExpectedVersion, StoredEvent};
+/// What [`ProjectionCoordinator::run`] waits on to shut down.
+pub use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "postgres")]
 pub use sqlx::{self, PgConnection};

@@ -119,6 +119,7 @@ impl fmt::Display for ProjectionStatus {
         match self {
             Self::Healthy => f.write_str("healthy"),
             Self::Lagging { events_behind } => write!(f, "lagging ({events_behind} events behind)"),
+            Self::Failing { dead_letters: 1 } => f.write_str("failing (1 dead letter)"),
             Self::Failing { dead_letters } => write!(f, "failing ({dead_letters} dead letters)"),
             Self::Stopped { reason } => write!(f, "stopped: {reason}"),
             Self::Paused { reason } => write!(f, "paused: {reason}"),
