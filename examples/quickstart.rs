@@ -334,3 +334,99 @@ async fn append_orders(store: &InMemoryEventStore) -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// The quickstart's projections, tested with the test kit (`projections::testing`).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use projections::testing::{
+        event, given, rebuild_equals_incremental, redelivery_changes_nothing,
+    };
+
+    fn orders() -> (Uuid, Vec<projections::AnyEvent>) {
+        let (shipped, cancelled, ghost) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let events = vec![
+            event(
+                shipped,
+                OrderCreated {
+                    customer_id: "alice".into(),
+                    total_cents: 4200,
+                },
+            ),
+            event(
+                cancelled,
+                OrderCreated {
+                    customer_id: "bob".into(),
+                    total_cents: 1999,
+                },
+            ),
+            event(
+                shipped,
+                OrderShipped {
+                    tracking_number: "TRK-001".into(),
+                },
+            ),
+            event(
+                cancelled,
+                OrderCancelled {
+                    reason: "changed mind".into(),
+                },
+            ),
+            event(
+                ghost,
+                OrderShipped {
+                    tracking_number: "TRK-404".into(),
+                },
+            ),
+        ];
+        (shipped, events)
+    }
+
+    #[tokio::test]
+    async fn a_shipment_of_an_unknown_order_is_dead_lettered_and_the_rest_applied() {
+        let (shipped, events) = orders();
+        let outcome = given(events).when(OrderSummary::default()).await;
+        let order = &outcome.read_model().orders[&shipped];
+        assert_eq!(
+            (order.status, order.tracking_number.as_deref()),
+            ("shipped", Some("TRK-001"))
+        );
+        assert_eq!(outcome.report().applied, 4);
+        assert_eq!(outcome.dead_letters().len(), 1);
+        assert!(
+            outcome.dead_letters()[0]
+                .error_message
+                .contains("does not exist")
+        );
+    }
+
+    #[tokio::test]
+    async fn daily_metrics_count_every_shipment() {
+        let (_, events) = orders();
+        let outcome = given(events).when(DailyMetrics::default()).await;
+        let day = outcome.read_model().days.values().next().unwrap();
+        assert_eq!((day.orders, day.shipped, day.cancelled), (2, 2, 1));
+        assert!(outcome.dead_letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn both_read_models_rebuild_to_what_they_built_incrementally() {
+        let (_, events) = orders();
+        let summary = |s: &OrderSummary| {
+            let mut rows: Vec<_> = s.orders.iter().map(|(id, r)| (*id, r.status)).collect();
+            rows.sort();
+            rows
+        };
+        rebuild_equals_incremental(OrderSummary::default, &events, summary).await;
+        redelivery_changes_nothing(OrderSummary::default, &events, summary).await;
+        let metrics = |m: &DailyMetrics| {
+            m.days
+                .values()
+                .map(|d| (d.orders, d.revenue_cents, d.shipped, d.cancelled))
+                .collect::<Vec<_>>()
+        };
+        rebuild_equals_incremental(DailyMetrics::default, &events, metrics).await;
+        redelivery_changes_nothing(DailyMetrics::default, &events, metrics).await;
+    }
+}

@@ -18,6 +18,8 @@ pub mod storage;
 pub mod store;
 #[cfg(feature = "otel")]
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transactional;
 
 pub use checkpoint::{CheckpointData, CheckpointRepository, Halt, LagMetrics, StoppedAt};
