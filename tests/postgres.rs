@@ -680,6 +680,450 @@ async fn undecodable_rows_are_reported_not_fatal() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Timestamps chrono cannot hold (rows written before migration 5)
+// ---------------------------------------------------------------------------------------------
+
+/// Inserts one `pg_tests.deposited` row by hand, with `occurred_at` and `stored_at` given as
+/// PostgreSQL text (`'infinity'`, `'now'`, ...), at the next position of the counter. Returns
+/// (position, event id, aggregate id).
+async fn insert_timed_row(
+    conn: &mut sqlx::PgConnection,
+    schema: &TestSchema,
+    occurred_at: &str,
+    stored_at: &str,
+) -> (u64, Uuid, Uuid) {
+    let (event_id, aggregate_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let position: i64 = sqlx::query_scalar(&format!(
+        "WITH next AS (UPDATE {positions} SET position = position + 1 RETURNING position)
+         INSERT INTO {events} (
+             position, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
+             event_version, payload, correlation_id, occurred_at, stored_at
+         )
+         SELECT (SELECT position FROM next), $1, $2, 'PgAccount', 1, 'pg_tests.deposited', 1,
+                '{{\"amount\":5}}'::jsonb, $3, $4::timestamptz, $5::timestamptz
+         RETURNING position",
+        positions = schema.table("projection_positions"),
+        events = schema.table("projection_events"),
+    ))
+    .bind(event_id)
+    .bind(aggregate_id)
+    .bind(Uuid::new_v4())
+    .bind(occurred_at)
+    .bind(stored_at)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    (position as u64, event_id, aggregate_id)
+}
+
+/// Drops migration 5's checks on `table`, as in a database written before it.
+async fn drop_readable_checks(schema: &TestSchema, table: &str, columns: &[&str]) {
+    let drops: Vec<String> = columns
+        .iter()
+        .map(|column| format!("DROP CONSTRAINT {table}_{column}_readable"))
+        .collect();
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {} {}",
+        schema.table(table),
+        drops.join(", ")
+    ))
+    .execute(&schema.pool)
+    .await
+    .unwrap();
+}
+
+/// Counts deposits, for the catch-up over rows whose time is out of range.
+#[derive(Default)]
+struct DepositCount(u64);
+
+#[projections::projection(name = "pg-tests-deposit-count")]
+impl DepositCount {
+    #[handles(Deposited)]
+    async fn deposited(&mut self, _event: &Envelope<Deposited>) {
+        self.0 += 1;
+    }
+}
+
+/// Rows written before migration 5 (its checks dropped here) with an `occurred_at` of
+/// `'infinity'`, `'-infinity'` or the year 294276, which sqlx's chrono decoding panicked on:
+/// `read_all` and `read_stream` give them as `StoredEvent::Undecodable` with the time in the
+/// raw row, between events that decode; `catch_up` dead-letters them and moves on. A row whose
+/// `stored_at` is `'-infinity'` decodes, and makes `backlog` (lag) an error until the
+/// checkpoint passes it. Nothing panics.
+#[tokio::test]
+async fn out_of_range_event_times_are_undecodable_not_a_panic() {
+    let t = TestSchema::new(4).await;
+    drop_readable_checks(&t, "projection_events", &["occurred_at", "stored_at"]).await;
+    let store = t.store();
+    let first_aggregate = Uuid::new_v4();
+    store
+        .append(
+            first_aggregate,
+            ExpectedVersion::NoStream,
+            deposits(first_aggregate, 1),
+        )
+        .await
+        .unwrap();
+    let mut conn = t.pool.acquire().await.unwrap();
+    let mut unreadable = Vec::new();
+    for occurred_at in ["infinity", "-infinity", "294276-12-31 23:59:59+00"] {
+        unreadable.push(insert_timed_row(&mut conn, &t, occurred_at, "now").await);
+    }
+    let (stored_never, stored_never_id, _) =
+        insert_timed_row(&mut conn, &t, "now", "-infinity").await;
+    drop(conn);
+    let last_aggregate = Uuid::new_v4();
+    let last = store
+        .append(
+            last_aggregate,
+            ExpectedVersion::NoStream,
+            deposits(last_aggregate, 1),
+        )
+        .await
+        .unwrap()
+        .last_position;
+    wait_head(&store, last).await;
+
+    let read = store.read_all(0, 100).await.unwrap();
+    assert_eq!(positions(&read), [1, 2, 3, 4, 5, 6]);
+    let shown = ["infinity", "-infinity", "294276-12-31 23:59:59+00"];
+    for ((stored, (position, event_id, _)), shown) in read[1..4].iter().zip(&unreadable).zip(shown)
+    {
+        let StoredEvent::Undecodable(raw) = stored else {
+            panic!("an occurred_at of {shown} decoded: {stored:?}");
+        };
+        assert_eq!((raw.position, raw.event_id), (*position, *event_id));
+        assert!(matches!(raw.error, DecodeError::Payload { .. }));
+        assert!(
+            raw.error
+                .to_string()
+                .contains(&format!("occurred_at is {shown}")),
+            "{}",
+            raw.error
+        );
+        let raw_time = raw.raw["occurred_at"].as_str().unwrap();
+        assert!(raw_time.starts_with(shown), "{raw_time}");
+        assert_eq!(raw.raw["payload"], serde_json::json!({ "amount": 5 }));
+    }
+    assert_eq!(read[4].event().unwrap().event_id(), stored_never_id);
+    assert!(read[5].event().is_some() && read[0].event().is_some());
+    for (_, _, aggregate) in &unreadable {
+        let stream = store.read_stream(*aggregate).await.unwrap();
+        assert!(
+            matches!(stream[..], [StoredEvent::Undecodable(_)]),
+            "{stream:?}"
+        );
+    }
+
+    // The lag query: an error while the row is in the backlog, not a panic.
+    match store.backlog(0, &[]).await {
+        Err(StorageError::Backend(error)) => {
+            assert!(error.to_string().contains("-infinity"), "{error}");
+        }
+        other => panic!("a stored_at of -infinity in the backlog gave {other:?}"),
+    }
+    let past_it = store.backlog(stored_never, &[]).await.unwrap();
+    assert_eq!(past_it.events, 1);
+    assert!(past_it.oldest_stored_at.is_some());
+
+    // A catch-up dead-letters the three, applies the rest and moves past them all.
+    let runner = projections::ProjectionRunner::builder(DepositCount::default())
+        .storage(projections::runner::Repositories::postgres_in(
+            t.pool.clone(),
+            &t.schema,
+        ))
+        .build();
+    let mut registry = projections::ProjectionRegistry::new();
+    registry.register(runner).unwrap();
+    let mut coordinator =
+        projections::ProjectionCoordinator::new(registry, Arc::new(store.clone()));
+    let checkpoints = PostgreSQLCheckpointRepository::with_schema(t.pool.clone(), &t.schema);
+    let (mut applied, mut dead_lettered) = (0, 0);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // One pass may stop at the read horizon, held back by other tests' transactions.
+        while checkpoints
+            .get_checkpoint("pg-tests-deposit-count")
+            .await
+            .unwrap()
+            < Some(last)
+        {
+            let report = coordinator.catch_up().await;
+            assert!(
+                report.projections.iter().all(|p| p.error.is_none()),
+                "{report:?}"
+            );
+            applied += report.applied();
+            dead_lettered += report.dead_lettered();
+        }
+    })
+    .await
+    .expect("the catch-up did not reach the last event");
+    assert_eq!((applied, dead_lettered), (3, 3));
+    let count = coordinator
+        .registry()
+        .projection::<DepositCount>()
+        .unwrap()
+        .0;
+    assert_eq!(count, 3);
+    let dead = PostgreSQLDLQRepository::with_schema(t.pool.clone(), &t.schema)
+        .get_failed_events(DLQFilter::failed_in("pg-tests-deposit-count"))
+        .await
+        .unwrap();
+    let mut dead_times: Vec<String> = dead
+        .iter()
+        .map(|entry| entry.event_data["occurred_at"].as_str().unwrap().to_owned())
+        .collect();
+    dead_times.sort();
+    assert_eq!(
+        dead_times,
+        ["-infinity", "294276-12-31 23:59:59+00", "infinity"]
+    );
+    drop(coordinator);
+    t.drop().await;
+}
+
+/// Checkpoints and dead letters written before migration 5 with a time chrono cannot hold
+/// read back as a `StorageError` naming the column, not a panic; the other rows stay readable.
+#[tokio::test]
+async fn out_of_range_times_in_checkpoints_and_dead_letters_are_errors() {
+    let t = TestSchema::new(2).await;
+    drop_readable_checks(
+        &t,
+        "projection_checkpoints",
+        &["last_processed_at", "halt_at"],
+    )
+    .await;
+    drop_readable_checks(
+        &t,
+        "projection_dead_letters",
+        &["first_failed_at", "last_failed_at", "resolved_at"],
+    )
+    .await;
+    let unreadable = ["infinity", "-infinity", "294276-12-31 23:59:59+00"];
+    fn is_error_naming<T>(result: &Result<T, StorageError>, column: &str) -> bool {
+        match result {
+            Err(StorageError::Backend(error)) => error.to_string().contains(column),
+            _ => false,
+        }
+    }
+
+    let checkpoints = PostgreSQLCheckpointRepository::with_schema(t.pool.clone(), &t.schema);
+    let table = t.table("projection_checkpoints");
+    let (bad, fine) = (
+        format!("pg-time-bad-{}", Uuid::new_v4()),
+        format!("pg-time-fine-{}", Uuid::new_v4()),
+    );
+    for name in [&bad, &fine] {
+        checkpoints
+            .update_checkpoint(name, CheckpointUpdate::new(1))
+            .await
+            .unwrap();
+    }
+    checkpoints
+        .set_halt(&bad, Some(&Halt::paused("maintenance")))
+        .await
+        .unwrap();
+    for column in ["last_processed_at", "halt_at"] {
+        for value in unreadable {
+            let other = if column == "halt_at" {
+                "last_processed_at"
+            } else {
+                "halt_at"
+            };
+            sqlx::query(&format!(
+                "UPDATE {table} SET {other} = now(), {column} = $2::timestamptz
+                 WHERE projection_name = $1"
+            ))
+            .bind(&bad)
+            .bind(value)
+            .execute(&t.pool)
+            .await
+            .unwrap();
+            let read = checkpoints.get_checkpoint_data(&bad).await;
+            assert!(
+                is_error_naming(&read, column),
+                "{column} = {value}: {read:?}"
+            );
+            let all = checkpoints.get_all_checkpoints().await;
+            assert!(is_error_naming(&all, column), "{column} = {value}: {all:?}");
+            assert_eq!(checkpoints.get_checkpoint(&bad).await.unwrap(), Some(1));
+            let fine = checkpoints.get_checkpoint_data(&fine).await.unwrap();
+            assert_eq!(fine.map(|c| c.position), Some(1));
+        }
+    }
+
+    let dead_letters = PostgreSQLDLQRepository::with_schema(t.pool.clone(), &t.schema);
+    let table = t.table("projection_dead_letters");
+    let projection = format!("pg-time-dlq-{}", Uuid::new_v4());
+    let failure = || {
+        FailedEvent::new(
+            Uuid::new_v4(),
+            &projection,
+            "pg_tests.deposited",
+            serde_json::json!({}),
+            &std::io::Error::other("boom"),
+            1,
+        )
+    };
+    let bad = dead_letters.add_failed_event(failure()).await.unwrap();
+    let fine = dead_letters.add_failed_event(failure()).await.unwrap();
+    for column in ["first_failed_at", "last_failed_at", "resolved_at"] {
+        for value in unreadable {
+            let others: Vec<&str> = ["first_failed_at", "last_failed_at", "resolved_at"]
+                .into_iter()
+                .filter(|other| *other != column)
+                .collect();
+            sqlx::query(&format!(
+                "UPDATE {table} SET {} = now(), {} = now(), {column} = $2::timestamptz
+                 WHERE id = $1",
+                others[0], others[1]
+            ))
+            .bind(bad)
+            .bind(value)
+            .execute(&t.pool)
+            .await
+            .unwrap();
+            let read = dead_letters.get_by_id(bad).await;
+            assert!(
+                is_error_naming(&read, column),
+                "{column} = {value}: {read:?}"
+            );
+            let listed = dead_letters
+                .get_failed_events(DLQFilter::failed_in(&projection))
+                .await;
+            assert!(
+                is_error_naming(&listed, column),
+                "{column} = {value}: {listed:?}"
+            );
+            if column == "first_failed_at" && value == "-infinity" {
+                // The oldest failure of the queue's stats.
+                let stats = dead_letters.get_stats().await;
+                assert!(is_error_naming(&stats, column), "{stats:?}");
+            }
+            assert!(dead_letters.get_by_id(fine).await.unwrap().is_some());
+        }
+    }
+    t.drop().await;
+}
+
+/// Migration 5 refuses, in new and updated rows, every time that a reader could not read
+/// back: infinite, or from 262143-01-01 on; the last microsecond chrono holds is accepted and
+/// reads back.
+#[tokio::test]
+async fn migration_5_refuses_times_a_reader_cannot_read() {
+    let t = TestSchema::new(2).await;
+    let refused = ["infinity", "-infinity", "262143-01-01 00:00:00+00"];
+    let check_of = |result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>| {
+        let error = result.expect_err("the table accepted a time no reader can read");
+        let database = error.as_database_error().expect("a database error");
+        assert_eq!(database.code().as_deref(), Some("23514"), "{database}");
+        database.constraint().map(str::to_owned)
+    };
+
+    let mut conn = t.pool.acquire().await.unwrap();
+    for column in ["occurred_at", "stored_at"] {
+        for value in refused {
+            let (occurred_at, stored_at) = if column == "occurred_at" {
+                (value, "now")
+            } else {
+                ("now", value)
+            };
+            let result = sqlx::query(&format!(
+                "INSERT INTO {} (
+                     position, event_id, aggregate_id, aggregate_type, aggregate_version,
+                     event_type, event_version, payload, correlation_id, occurred_at, stored_at
+                 )
+                 VALUES (1000000, $1, $2, 'PgAccount', 1, 'pg_tests.deposited', 1, '{{}}',
+                         $3, $4::timestamptz, $5::timestamptz)",
+                t.table("projection_events")
+            ))
+            .bind(Uuid::new_v4())
+            .bind(Uuid::new_v4())
+            .bind(Uuid::new_v4())
+            .bind(occurred_at)
+            .bind(stored_at)
+            .execute(&mut *conn)
+            .await;
+            assert_eq!(
+                check_of(result).as_deref(),
+                Some(format!("projection_events_{column}_readable").as_str())
+            );
+        }
+    }
+    let (position, event_id, _) = insert_timed_row(
+        &mut conn,
+        &t,
+        "262142-12-31 23:59:59.999999+00",
+        "262142-12-31 23:59:59.999999+00",
+    )
+    .await;
+    drop(conn);
+    let store = t.store();
+    wait_head(&store, position).await;
+    let read = store.read_all(position - 1, 1).await.unwrap();
+    let event = read[0].event().expect("the last time chrono holds decodes");
+    assert_eq!(event.event_id(), event_id);
+    assert_eq!(
+        event.metadata().occurred_at,
+        chrono::DateTime::<chrono::Utc>::MAX_UTC.trunc_subsecs(6)
+    );
+    assert!(store.backlog(position - 1, &[]).await.is_ok());
+
+    let checkpoints = PostgreSQLCheckpointRepository::with_schema(t.pool.clone(), &t.schema);
+    let name = format!("pg-refuse-{}", Uuid::new_v4());
+    checkpoints
+        .set_halt(&name, Some(&Halt::paused("maintenance")))
+        .await
+        .unwrap();
+    for column in ["last_processed_at", "halt_at"] {
+        for value in refused {
+            let result = sqlx::query(&format!(
+                "UPDATE {} SET {column} = $2::timestamptz WHERE projection_name = $1",
+                t.table("projection_checkpoints")
+            ))
+            .bind(&name)
+            .bind(value)
+            .execute(&t.pool)
+            .await;
+            assert_eq!(
+                check_of(result).as_deref(),
+                Some(format!("projection_checkpoints_{column}_readable").as_str())
+            );
+        }
+    }
+
+    let dead_letters = PostgreSQLDLQRepository::with_schema(t.pool.clone(), &t.schema);
+    let id = dead_letters
+        .add_failed_event(FailedEvent::new(
+            Uuid::new_v4(),
+            &name,
+            "pg_tests.deposited",
+            serde_json::json!({}),
+            &std::io::Error::other("boom"),
+            1,
+        ))
+        .await
+        .unwrap();
+    for column in ["first_failed_at", "last_failed_at", "resolved_at"] {
+        for value in refused {
+            let result = sqlx::query(&format!(
+                "UPDATE {} SET {column} = $2::timestamptz WHERE id = $1",
+                t.table("projection_dead_letters")
+            ))
+            .bind(id)
+            .bind(value)
+            .execute(&t.pool)
+            .await;
+            assert_eq!(
+                check_of(result).as_deref(),
+                Some(format!("projection_dead_letters_{column}_readable").as_str())
+            );
+        }
+    }
+    t.drop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // (d) Migrations
 // ---------------------------------------------------------------------------------------------
 
@@ -721,7 +1165,7 @@ async fn concurrent_migrations_of_a_new_schema() {
     postgres::migrate_schema(&pool, &schema).await.unwrap();
 
     let ledger = format!("\"{name}\".{MIGRATIONS_TABLE}");
-    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3, 4]);
+    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3, 4, 5]);
     for table in [
         "projection_events",
         "projection_positions",
@@ -780,7 +1224,7 @@ async fn default_schema_migrations_are_idempotent_and_leave_sqlx_alone() {
     postgres::migrate(&pool).await.unwrap();
     assert_eq!(
         ledger_versions(&pool, &format!("public.{MIGRATIONS_TABLE}")).await,
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
     assert_eq!(sqlx_rows(pool.clone()).await, before);
 

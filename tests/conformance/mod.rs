@@ -191,6 +191,8 @@ macro_rules! store_tests {
                 event_of_another_aggregate_is_rejected,
                 empty_append_writes_nothing,
                 read_stream_keeps_metadata_and_payload,
+                events_read_back_exactly_as_appended,
+                occurred_at_before_every_store_is_refused,
                 read_stream_returns_one_aggregate_in_version_order,
                 read_all_after_position_with_limit,
                 head_position_is_the_last_readable_event,

@@ -3,9 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use projections::store::{AppendError, AppendResult};
-use projections::{AnyEvent, Envelope, Event, EventStore, ExpectedVersion, StoredEvent};
+use projections::{
+    AnyEvent, Envelope, Event, EventMetadata, EventStore, ExpectedVersion, StorageError,
+    StoredEvent,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -526,6 +529,157 @@ pub async fn read_stream_keeps_metadata_and_payload(store: Store) {
         .expect("read_all decodes CartCheckedOut");
     assert_eq!(read_checked_out.payload, checked_out.payload);
     assert_eq!(read_checked_out.metadata, expected_checked_out);
+}
+
+/// 4714-11-24 00:00:00 UTC BC, the earliest time PostgreSQL's `timestamptz` holds.
+fn earliest_storable() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+}
+
+/// Events made the ordinary way, fresh (`Envelope::new`, whose time has nanoseconds on most
+/// clocks) or with a time given (`with_occurred_at`, nanoseconds included), come back from
+/// `read_stream` and `read_all` equal to the envelopes appended, `occurred_at` included, with
+/// the position and version the store assigned. So do the extremes every store keeps. A time
+/// with nanoseconds assigned to the field directly comes back truncated to the microsecond,
+/// the same on every store.
+pub async fn events_read_back_exactly_as_appended(store: Store) {
+    let aggregate = Uuid::new_v4();
+    let added = |sku: &str| ItemAdded {
+        sku: sku.to_owned(),
+        quantity: 1,
+        note: None,
+    };
+    let nanos = |date: (i32, u32, u32), nano: u32| {
+        NaiveDate::from_ymd_opt(date.0, date.1, date.2)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, nano)
+            .unwrap()
+            .and_utc()
+    };
+    let fresh = Envelope::new(aggregate, added("fresh"));
+    let fresh_too = Envelope::new(
+        aggregate,
+        CartCheckedOut {
+            total_cents: 1,
+            skus: vec!["fresh".to_owned()],
+        },
+    );
+    let now = Envelope::new(aggregate, added("now")).with_occurred_at(Utc::now());
+    let after_2000 =
+        Envelope::new(aggregate, added("after-2000")).with_occurred_at(nanos((2024, 2, 29), 1));
+    let before_1970 = Envelope::new(aggregate, added("before-1970"))
+        .with_occurred_at(nanos((1969, 12, 31), 999_999_999));
+    let earliest =
+        Envelope::new(aggregate, added("earliest")).with_occurred_at(earliest_storable());
+    let latest =
+        Envelope::new(aggregate, added("latest")).with_occurred_at(DateTime::<Utc>::MAX_UTC);
+    let mut assigned = Envelope::new(aggregate, added("assigned"));
+    let assigned_at = nanos((2001, 9, 9), 123_456_789);
+    assigned.metadata.occurred_at = assigned_at;
+
+    let mut expected: Vec<EventMetadata> = [
+        &fresh.metadata,
+        &fresh_too.metadata,
+        &now.metadata,
+        &after_2000.metadata,
+        &before_1970.metadata,
+        &earliest.metadata,
+        &latest.metadata,
+        &assigned.metadata,
+    ]
+    .into_iter()
+    .cloned()
+    .collect();
+    let events = vec![
+        AnyEvent::new(fresh.clone()),
+        AnyEvent::new(fresh_too.clone()),
+        AnyEvent::new(now),
+        AnyEvent::new(after_2000),
+        AnyEvent::new(before_1970),
+        AnyEvent::new(earliest),
+        AnyEvent::new(latest),
+        AnyEvent::new(assigned),
+    ];
+    let result = append(&store, aggregate, ExpectedVersion::NoStream, events).await;
+    for ((metadata, position), version) in expected.iter_mut().zip(result.first_position..).zip(1..)
+    {
+        metadata.position = Some(position);
+        metadata.aggregate_version = version;
+    }
+    if let Some(last) = expected.last_mut() {
+        last.occurred_at = assigned_at.trunc_subsecs(6);
+    }
+
+    let assert_as_appended = |read: &[&AnyEvent], how: &str| {
+        let read: Vec<&EventMetadata> = read.iter().map(|event| event.metadata()).collect();
+        for (read, expected) in read.iter().zip(&expected) {
+            assert_eq!(
+                *read, expected,
+                "{how} gave back other metadata than appended (occurred_at {} appended, {} read)",
+                expected.occurred_at, read.occurred_at
+            );
+        }
+        assert_eq!(
+            read.len(),
+            expected.len(),
+            "{how} gave back another number of events"
+        );
+    };
+
+    let stream = read_stream(&store, aggregate).await;
+    assert_as_appended(&stream.iter().collect::<Vec<_>>(), "read_stream");
+    // Whole envelopes: a fresh one equals itself once stored, with what the store assigned.
+    let fresh = Envelope::from_parts(expected[0].clone(), fresh.payload);
+    let fresh_too = Envelope::from_parts(expected[1].clone(), fresh_too.payload);
+    assert_eq!(stream[0].downcast::<ItemAdded>(), Some(&fresh));
+    assert_eq!(stream[1].downcast::<CartCheckedOut>(), Some(&fresh_too));
+
+    wait_readable(&store, result.last_position).await;
+    let read = read_all(&store, result.first_position - 1, expected.len()).await;
+    let read: Vec<&AnyEvent> = read.iter().map(decoded).collect();
+    assert_as_appended(&read, "read_all");
+    assert_eq!(read[0].downcast::<ItemAdded>(), Some(&fresh));
+    assert_eq!(read[1].downcast::<CartCheckedOut>(), Some(&fresh_too));
+}
+
+/// An event that happened before 4714-11-24 BC, where PostgreSQL's `timestamptz` begins, is
+/// refused by every store as invalid, and nothing of its append is written; the earliest time
+/// itself is kept (see [`events_read_back_exactly_as_appended`]).
+pub async fn occurred_at_before_every_store_is_refused(store: Store) {
+    let aggregate = Uuid::new_v4();
+    let too_early = AnyEvent::new(
+        Envelope::new(
+            aggregate,
+            ItemAdded {
+                sku: "too-early".to_owned(),
+                quantity: 1,
+                note: None,
+            },
+        )
+        .with_occurred_at(earliest_storable() - TimeDelta::microseconds(1)),
+    );
+    let batch = vec![item(aggregate, "SKU-1"), too_early];
+    match store
+        .append(aggregate, ExpectedVersion::NoStream, batch)
+        .await
+    {
+        Err(AppendError::Storage(StorageError::Invalid {
+            what: "event occurred_at",
+            ..
+        })) => {}
+        other => panic!(
+            "an occurred_at before 4714-11-24 BC must be StorageError::Invalid on every store, \
+             got {other:?}"
+        ),
+    }
+    assert!(
+        read_stream(&store, aggregate).await.is_empty(),
+        "a refused append wrote some of its events"
+    );
 }
 
 /// `read_stream` returns exactly one aggregate's events, in version order, even when other

@@ -97,10 +97,12 @@ impl<E> Envelope<E> {
         self
     }
 
-    /// Sets when the event happened.
+    /// Sets when the event happened, truncated to the microsecond as every store keeps it
+    /// (see [`EventMetadata::occurred_at`]), so that `occurred_at()` returns the same time
+    /// before and after a round trip through any store.
     #[must_use]
     pub fn with_occurred_at(mut self, occurred_at: DateTime<Utc>) -> Self {
-        self.metadata.occurred_at = occurred_at;
+        self.metadata.occurred_at = super::metadata::to_microseconds(occurred_at);
         self
     }
 

@@ -1,13 +1,18 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 /// Everything known about an event besides its payload.
 ///
 /// Fresh envelopes get a new event id and correlation id, the current UTC time, aggregate
 /// version 1 and no position; the store assigns the position when the event is appended.
+///
+/// An event read back from any store equals the event appended (with the position and
+/// aggregate version the store assigned): `occurred_at` is kept to the microsecond, the
+/// precision of PostgreSQL's `timestamptz`, from the moment the metadata is made (see
+/// [`occurred_at`](Self::occurred_at)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct EventMetadata {
@@ -17,7 +22,17 @@ pub struct EventMetadata {
     pub event_type: String,
     /// The schema version of the payload.
     pub event_version: u32,
-    /// When the event happened (UTC).
+    /// When the event happened (UTC), in whole microseconds.
+    ///
+    /// [`EventMetadata::new`], [`Envelope::with_occurred_at`](crate::Envelope::with_occurred_at)
+    /// and deserialisation truncate to the microsecond (towards the past; a leap second counts
+    /// as the second after it, as PostgreSQL does), so an event equals itself after a round
+    /// trip through any store. A finer time assigned to this field directly is truncated by
+    /// the stores when the event is appended. Stores accept times from
+    /// 4714-11-24 00:00:00 UTC BC (where PostgreSQL's `timestamptz` begins) to the end of
+    /// chrono's range (year 262142); an earlier one makes the append fail with
+    /// [`StorageError::Invalid`](crate::StorageError::Invalid), on every store.
+    #[serde(deserialize_with = "deserialize_occurred_at")]
     pub occurred_at: DateTime<Utc>,
     /// The aggregate (stream) this event belongs to.
     pub aggregate_id: Uuid,
@@ -52,7 +67,7 @@ impl EventMetadata {
             event_id: Uuid::new_v4(),
             event_type: event_type.into(),
             event_version,
-            occurred_at: Utc::now(),
+            occurred_at: to_microseconds(Utc::now()),
             aggregate_id,
             aggregate_type: aggregate_type.into(),
             aggregate_version: 1,
@@ -63,5 +78,97 @@ impl EventMetadata {
             metadata: BTreeMap::new(),
             position: None,
         }
+    }
+}
+
+/// Microseconds from the Unix epoch to 4714-11-24 00:00:00 UTC BC, the earliest time
+/// PostgreSQL's `timestamptz` holds, and so the earliest `occurred_at` a store accepts.
+pub(crate) const EARLIEST_OCCURRED_AT_MICROS: i64 = -210_866_803_200_000_000;
+
+/// `time` in whole microseconds, as every store keeps it: truncated towards the past, a leap
+/// second carried into the following second (what PostgreSQL makes of both).
+pub(crate) fn to_microseconds(time: DateTime<Utc>) -> DateTime<Utc> {
+    // Every time chrono holds is a whole number of microseconds that fits in an i64 and
+    // converts back, so the fallback is never taken.
+    DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
+}
+
+fn deserialize_occurred_at<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<DateTime<Utc>, D::Error> {
+    DateTime::<Utc>::deserialize(deserializer).map(to_microseconds)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::{NaiveDate, SubsecRound, TimeZone};
+
+    use super::*;
+
+    fn at(date: (i32, u32, u32), time: (u32, u32, u32), nanos: u32) -> DateTime<Utc> {
+        let naive = NaiveDate::from_ymd_opt(date.0, date.1, date.2)
+            .unwrap()
+            .and_hms_nano_opt(time.0, time.1, time.2, nanos)
+            .unwrap();
+        Utc.from_utc_datetime(&naive)
+    }
+
+    #[test]
+    fn fresh_metadata_is_in_microseconds() {
+        let metadata = EventMetadata::new("t", 1, Uuid::nil(), "a");
+        assert_eq!(metadata.occurred_at.timestamp_subsec_nanos() % 1_000, 0);
+    }
+
+    #[test]
+    fn truncates_towards_the_past() {
+        let after_2000 = at((2024, 2, 29), (12, 0, 0), 123_456_789);
+        assert_eq!(
+            to_microseconds(after_2000),
+            at((2024, 2, 29), (12, 0, 0), 123_456_000)
+        );
+        let before_1970 = at((1969, 12, 31), (23, 59, 59), 999_999_999);
+        assert_eq!(
+            to_microseconds(before_1970),
+            at((1969, 12, 31), (23, 59, 59), 999_999_000)
+        );
+        assert_eq!(to_microseconds(before_1970), before_1970.trunc_subsecs(6));
+    }
+
+    #[test]
+    fn a_leap_second_becomes_the_next_second() {
+        let leap = at((2016, 12, 31), (23, 59, 59), 1_500_000_500);
+        assert_eq!(
+            to_microseconds(leap),
+            at((2017, 1, 1), (0, 0, 0), 500_000_000)
+        );
+    }
+
+    #[test]
+    fn chrono_extremes_survive() {
+        for time in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            assert_eq!(to_microseconds(time), time.trunc_subsecs(6));
+        }
+    }
+
+    #[test]
+    fn earliest_is_where_postgresql_begins() {
+        assert_eq!(
+            at((-4713, 11, 24), (0, 0, 0), 0).timestamp_micros(),
+            EARLIEST_OCCURRED_AT_MICROS
+        );
+    }
+
+    #[test]
+    fn deserialising_truncates() {
+        let mut metadata = EventMetadata::new("t", 1, Uuid::nil(), "a");
+        metadata.occurred_at = at((2024, 1, 1), (0, 0, 0), 999_999_999);
+        let json = serde_json::to_string(&metadata).unwrap();
+        let read: EventMetadata = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.occurred_at, at((2024, 1, 1), (0, 0, 0), 999_999_000));
+        let again: EventMetadata =
+            serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
+        assert_eq!(again, read);
     }
 }

@@ -10,6 +10,7 @@ mod registry;
 pub use any::AnyEvent;
 pub use envelope::Envelope;
 pub use metadata::EventMetadata;
+pub(crate) use metadata::{EARLIEST_OCCURRED_AT_MICROS, to_microseconds};
 pub use registry::{DecodeError, EventRegistration, EventRegistry, RegistryError};
 
 use serde::{Serialize, de::DeserializeOwned};

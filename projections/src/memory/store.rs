@@ -6,9 +6,11 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::lock;
-use crate::event::AnyEvent;
+use crate::event::{AnyEvent, to_microseconds};
 use crate::storage::{BoxFuture, StorageError};
-use crate::store::{AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent};
+use crate::store::{
+    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, check_storable,
+};
 
 /// An event store in memory. Events are decoded once, at append, and shared on every read.
 #[derive(Debug)]
@@ -74,6 +76,7 @@ impl InMemoryEventStore {
                 event_aggregate: stranger.metadata().aggregate_id,
             });
         }
+        check_storable(&events)?;
         let now = Utc::now();
         let first_position = state.events.len() as u64 + 1;
         let mut version = actual;
@@ -84,6 +87,8 @@ impl InMemoryEventStore {
             let stored = event.map_metadata(|m| {
                 m.position = Some(position);
                 m.aggregate_version = version;
+                // As PostgreSQL keeps it, for a time assigned to the field directly.
+                m.occurred_at = to_microseconds(m.occurred_at);
             });
             state.events.push((stored, now));
             positions.push(position);

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use super::{Schema, backend, to_i64, to_u64};
+use super::{Schema, backend, timestamp, to_i64, to_u64};
 use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt, StoppedAt};
 use crate::failure::FailureKind;
 use crate::storage::{BoxFuture, StorageError};
@@ -376,8 +376,8 @@ async fn delete<'c>(
 }
 
 fn checkpoint_data(row: &PgRow) -> Result<CheckpointData, StorageError> {
+    let projection_name: String = row.try_get("projection_name").map_err(backend)?;
     Ok(CheckpointData {
-        projection_name: row.try_get("projection_name").map_err(backend)?,
         last_event_id: row
             .try_get::<Option<Uuid>, _>("last_event_id")
             .map_err(backend)?,
@@ -386,14 +386,17 @@ fn checkpoint_data(row: &PgRow) -> Result<CheckpointData, StorageError> {
             row.try_get("position").map_err(backend)?,
             "checkpoint position",
         )?,
-        last_processed_at: row
-            .try_get::<Option<DateTime<Utc>>, _>("last_processed_at")
-            .map_err(backend)?,
+        last_processed_at: timestamp::get_optional(
+            row,
+            "last_processed_at",
+            &format_args!("last_processed_at of the checkpoint of {projection_name}"),
+        )?,
         events_processed: to_u64(
             row.try_get("events_processed").map_err(backend)?,
             "events processed",
         )?,
         halt: halt(row)?,
+        projection_name,
     })
 }
 
@@ -414,7 +417,11 @@ fn halt(row: &PgRow) -> Result<Option<Halt>, StorageError> {
     };
     let reason: Option<String> = row.try_get("halt_reason").map_err(backend)?;
     let reason = reason.ok_or_else(|| invalid("no halt_reason"))?;
-    let at: Option<DateTime<Utc>> = row.try_get("halt_at").map_err(backend)?;
+    let at = timestamp::get_optional(
+        row,
+        "halt_at",
+        &format_args!("halt_at of the checkpoint of {projection}"),
+    )?;
     let at = at.ok_or_else(|| invalid("no halt_at"))?;
     match state.as_str() {
         "paused" => Ok(Some(Halt::Paused { reason, at })),

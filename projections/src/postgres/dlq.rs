@@ -2,12 +2,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{Acquire, Executor, PgConnection, PgPool, Postgres, Row};
 
-use super::{Schema, backend, to_i64, to_u64};
+use super::{Schema, backend, timestamp, to_i64, to_u64};
 use crate::dlq::{DLQEntry, DLQFilter, DLQRepository, DLQStats, DLQStatus, FailedEvent};
 use crate::storage::{BoxFuture, StorageError};
 
@@ -282,6 +281,7 @@ fn parse_status(status: &str) -> Result<DLQStatus, StorageError> {
 }
 
 fn entry(row: &PgRow) -> Result<DLQEntry, StorageError> {
+    let id: i64 = row.try_get("id").map_err(backend)?;
     let position: Option<i64> = row.try_get("position").map_err(backend)?;
     let attempts: i32 = row.try_get("attempts").map_err(backend)?;
     let status: String = row.try_get("status").map_err(backend)?;
@@ -289,7 +289,7 @@ fn entry(row: &PgRow) -> Result<DLQEntry, StorageError> {
         .try_get::<Json<Vec<String>>, _>("error_chain")
         .map_err(backend)?;
     Ok(DLQEntry {
-        id: row.try_get("id").map_err(backend)?,
+        id,
         event_id: row.try_get("event_id").map_err(backend)?,
         position: position.map(|p| to_u64(p, "event position")).transpose()?,
         projection_name: row.try_get("projection_name").map_err(backend)?,
@@ -303,12 +303,22 @@ fn entry(row: &PgRow) -> Result<DLQEntry, StorageError> {
         attempts: u32::try_from(attempts).map_err(|_| {
             StorageError::backend(format!("stored attempts are negative: {attempts}"))
         })?,
-        first_failed_at: row.try_get("first_failed_at").map_err(backend)?,
-        last_failed_at: row.try_get("last_failed_at").map_err(backend)?,
+        first_failed_at: timestamp::get(
+            row,
+            "first_failed_at",
+            &format_args!("first_failed_at of dead letter {id}"),
+        )?,
+        last_failed_at: timestamp::get(
+            row,
+            "last_failed_at",
+            &format_args!("last_failed_at of dead letter {id}"),
+        )?,
         status: parse_status(&status)?,
-        resolved_at: row
-            .try_get::<Option<DateTime<Utc>>, _>("resolved_at")
-            .map_err(backend)?,
+        resolved_at: timestamp::get_optional(
+            row,
+            "resolved_at",
+            &format_args!("resolved_at of dead letter {id}"),
+        )?,
         resolved_by: row.try_get("resolved_by").map_err(backend)?,
     })
 }
@@ -372,7 +382,11 @@ impl DLQRepository for PostgreSQLDLQRepository {
                 retrying: count("retrying")?,
                 resolved: count("resolved")?,
                 affected_projections: count("affected_projections")?,
-                oldest_failure: row.try_get("oldest_failure").map_err(backend)?,
+                oldest_failure: timestamp::get_optional(
+                    &row,
+                    "oldest_failure",
+                    &"first_failed_at of the oldest unresolved dead letter",
+                )?,
             })
         })
     }

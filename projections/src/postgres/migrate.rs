@@ -46,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "halts",
         sql: include_str!("../../migrations/0004_halts.sql"),
     },
+    Migration {
+        version: 5,
+        description: "readable timestamps",
+        sql: include_str!("../../migrations/0005_readable_timestamps.sql"),
+    },
 ];
 
 /// Creates or upgrades the crate's tables (event store, checkpoints, dead letters) in the

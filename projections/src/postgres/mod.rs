@@ -47,6 +47,7 @@ mod listen;
 mod migrate;
 mod schema;
 mod store;
+mod timestamp;
 
 pub use checkpoint::{
     PostgreSQLCheckpointRepository, get_checkpoint_for_update, reset_checkpoint_in, set_halt_in,

@@ -9,11 +9,13 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::listen::Notifier;
+use super::timestamp::{self, Timestamptz};
 use super::{APPEND_CHANNEL, Schema, backend, migrate_schema, to_i64, to_u64};
-use crate::event::{AnyEvent, DecodeError, EventMetadata, EventRegistry};
+use crate::event::{AnyEvent, DecodeError, EventMetadata, EventRegistry, to_microseconds};
 use crate::storage::{BoxFuture, StorageError};
 use crate::store::{
     AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, UndecodableEvent,
+    check_storable,
 };
 
 /// How long [`PostgresEventStore::connect`]'s pool waits for a connection before failing.
@@ -309,6 +311,7 @@ impl PostgresEventStore {
                 event_aggregate: stranger.metadata().aggregate_id,
             });
         }
+        check_storable(&events)?;
         let expected_version = match expected {
             ExpectedVersion::Any => None,
             ExpectedVersion::NoStream => Some(0),
@@ -470,7 +473,13 @@ impl EventStore for PostgresEventStore {
             let row = query.fetch_one(&self.inner.pool).await.map_err(backend)?;
             let head = to_u64(row.try_get("head").map_err(backend)?, "position")?;
             let events = to_u64(row.try_get("events").map_err(backend)?, "count")?;
-            let oldest: Option<DateTime<Utc>> = row.try_get("oldest").map_err(backend)?;
+            // A stored_at out of range (possible in a row written before migration 5) is an
+            // error of this read, not a panic.
+            let oldest = timestamp::get_optional(
+                &row,
+                "oldest",
+                &format_args!("stored_at of the oldest event after position {after}"),
+            )?;
             Ok(Backlog::new(head, events, oldest))
         })
     }
@@ -547,7 +556,9 @@ impl Columns {
             columns.actor_ids.push(meta.actor_id.clone());
             columns.correlation_ids.push(meta.correlation_id);
             columns.causation_ids.push(meta.causation_id);
-            columns.occurred_at.push(meta.occurred_at);
+            // Truncated here rather than by the encoder, which rounds towards 2000-01-01:
+            // the same microsecond as every other store, for a time set on the field directly.
+            columns.occurred_at.push(to_microseconds(meta.occurred_at));
         }
         Ok(columns)
     }
@@ -600,6 +611,18 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
         );
         return Ok(undecodable(event_type, error));
     };
+    // A time chrono cannot hold (possible in a row written before migration 5) makes the row
+    // undecodable, like any other malformed column.
+    let occurred_at = match row.try_get("occurred_at").map_err(backend)? {
+        Timestamptz::InRange(time) => time,
+        Timestamptz::OutOfRange(value) => {
+            let error = malformed(
+                &event_type,
+                format!("occurred_at is {value}, which a DateTime<Utc> cannot hold"),
+            );
+            return Ok(undecodable(event_type, error));
+        }
+    };
     let extra: BTreeMap<String, serde_json::Value> = match serde_json::from_str(&metadata_text) {
         Ok(map) => map,
         Err(error) => {
@@ -614,7 +637,7 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
         event_id,
         event_type,
         event_version,
-        occurred_at: row.try_get("occurred_at").map_err(backend)?,
+        occurred_at,
         aggregate_id: row.try_get("aggregate_id").map_err(backend)?,
         aggregate_type: row.try_get("aggregate_type").map_err(backend)?,
         aggregate_version,
@@ -633,7 +656,8 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
 }
 
 /// The whole row as JSON, for an undecodable event's dead-letter entry. Columns that cannot be
-/// read come out as `null`; a payload or metadata that is not JSON comes out as a string.
+/// read come out as `null`; a payload or metadata that is not JSON comes out as a string, and
+/// so does a time out of chrono's range (`"infinity"`).
 fn raw_row(row: &PgRow) -> serde_json::Value {
     fn get<'r, T>(row: &'r PgRow, column: &str) -> serde_json::Value
     where
@@ -643,6 +667,10 @@ fn raw_row(row: &PgRow) -> serde_json::Value {
             .ok()
             .and_then(|value| serde_json::to_value(value).ok())
             .unwrap_or(serde_json::Value::Null)
+    }
+    fn time(row: &PgRow, column: &str) -> serde_json::Value {
+        row.try_get::<Timestamptz, _>(column)
+            .map_or(serde_json::Value::Null, Timestamptz::to_json)
     }
     fn json(row: &PgRow, column: &str) -> serde_json::Value {
         match row.try_get::<Option<String>, _>(column) {
@@ -666,7 +694,7 @@ fn raw_row(row: &PgRow) -> serde_json::Value {
         "actor_id": get::<Option<String>>(row, "actor_id"),
         "correlation_id": get::<Uuid>(row, "correlation_id"),
         "causation_id": get::<Option<Uuid>>(row, "causation_id"),
-        "occurred_at": get::<DateTime<Utc>>(row, "occurred_at"),
-        "stored_at": get::<DateTime<Utc>>(row, "stored_at"),
+        "occurred_at": time(row, "occurred_at"),
+        "stored_at": time(row, "stored_at"),
     })
 }

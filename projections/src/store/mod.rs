@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::event::{AnyEvent, DecodeError};
+use crate::event::{AnyEvent, DecodeError, EARLIEST_OCCURRED_AT_MICROS};
 use crate::storage::{BoxFuture, StorageError};
 
 /// What the appender expects the aggregate's version to be.
@@ -160,6 +160,27 @@ impl Backlog {
     }
 }
 
+/// Refuses, before anything is written, an event that some store could not give back exactly:
+/// one that happened before PostgreSQL's `timestamptz` begins (see
+/// [`EventMetadata::occurred_at`](crate::EventMetadata::occurred_at)). Every store calls it,
+/// so that they all accept the same events.
+pub(crate) fn check_storable(events: &[AnyEvent]) -> Result<(), StorageError> {
+    for event in events {
+        let metadata = event.metadata();
+        if metadata.occurred_at.timestamp_micros() < EARLIEST_OCCURRED_AT_MICROS {
+            return Err(StorageError::Invalid {
+                what: "event occurred_at",
+                reason: format!(
+                    "event {} ({}) happened at {}, before 4714-11-24 00:00:00 UTC BC, the \
+                     earliest time a store keeps",
+                    metadata.event_id, metadata.event_type, metadata.occurred_at
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// An append-only log of events with increasing global positions.
 ///
 /// Positions start at 1 and only grow. The in-memory store has no gaps; a database store may
@@ -167,7 +188,9 @@ impl Backlog {
 /// unfinished append could still fill.
 pub trait EventStore: Send + Sync {
     /// Appends `events` to `aggregate_id` if its version is as `expected`, all or nothing.
-    /// The store assigns positions and aggregate versions.
+    /// The store assigns positions and aggregate versions, and keeps `occurred_at` to the
+    /// microsecond (see [`EventMetadata::occurred_at`](crate::EventMetadata::occurred_at)):
+    /// reads give back exactly the events appended, with their positions and versions.
     fn append(
         &self,
         aggregate_id: Uuid,
