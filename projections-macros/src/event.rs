@@ -90,7 +90,11 @@ fn parse_args(input: &DeriveInput, errors: &mut Errors) -> EventArgs {
                 }
                 args.name = Some(lit);
             } else if meta.path.is_ident("aggregate") {
-                args.aggregate = Some(meta.value()?.parse()?);
+                let lit: LitStr = meta.value()?.parse()?;
+                match check_aggregate_type(&lit.value()) {
+                    Ok(()) => args.aggregate = Some(lit),
+                    Err(message) => errors.at(&lit, message),
+                }
             } else if meta.path.is_ident("version") {
                 let lit: LitInt = meta.value()?.parse()?;
                 match lit.base10_parse::<u32>() {
@@ -120,4 +124,66 @@ fn parse_args(input: &DeriveInput, errors: &mut Errors) -> EventArgs {
         }
     }
     args
+}
+
+/// The longest aggregate type: PostgreSQL's limit on a name.
+const AGGREGATE_TYPE_MAX: usize = 63;
+
+/// An aggregate type names a stream category: it is stored with every event, filtered on in
+/// SQL and may become part of a name, so it is an identifier: an ASCII letter, then ASCII
+/// letters, digits or `_`.
+fn check_aggregate_type(value: &str) -> Result<(), String> {
+    const RULE: &str = "help: an aggregate type names a stream category, which is stored with every event and filtered on in SQL; \
+         write it as a letter followed by letters, digits or `_`";
+    let Some(first) = value.chars().next() else {
+        return Err("the aggregate type cannot be empty\n\
+                    help: remove `aggregate = \"\"`: an event without `aggregate` has none"
+            .to_owned());
+    };
+    let bad = if first.is_ascii_alphabetic() {
+        value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    } else {
+        Some(first)
+    };
+    if let Some(bad) = bad {
+        let what = match bad {
+            ' ' => "a space".to_owned(),
+            c if c.is_whitespace() => "white space".to_owned(),
+            c if c.is_ascii_digit() => format!("`{c}` at the start"),
+            c => format!("`{}`", c.escape_debug()),
+        };
+        let suggestion = suggest_aggregate_type(value);
+        let example = match &suggestion {
+            Some(s) if s != value => format!(", for example `{s}`"),
+            _ => String::new(),
+        };
+        return Err(format!(
+            "invalid aggregate type `{}`: it contains {what}\n{RULE}{example}",
+            value.escape_debug()
+        ));
+    }
+    if value.len() > AGGREGATE_TYPE_MAX {
+        return Err(format!(
+            "the aggregate type `{value}` is {} characters long; it may have at most {AGGREGATE_TYPE_MAX}",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `Order Line` → `OrderLine`, `order line` → `order_line`, `orders/lines` → `orders_lines`:
+/// the value with the characters that are not allowed replaced by `_` (white space dropped
+/// when the value is in upper camel case), if that is valid.
+fn suggest_aggregate_type(value: &str) -> Option<String> {
+    let camel = value.starts_with(|c: char| c.is_ascii_uppercase());
+    let suggestion: String = value
+        .chars()
+        .filter(|c| !(camel && c.is_whitespace()))
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let valid = suggestion.starts_with(|c: char| c.is_ascii_alphabetic())
+        && suggestion.len() <= AGGREGATE_TYPE_MAX;
+    valid.then_some(suggestion)
 }

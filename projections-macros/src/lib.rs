@@ -4,6 +4,7 @@
 mod errors;
 mod event;
 mod projection;
+mod text;
 
 use proc_macro::TokenStream;
 
@@ -41,7 +42,9 @@ pub fn handles(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// events decode to it by wire name.
 ///
 /// `#[event(name = "order.created", aggregate = "Order", version = 1)]`, every argument
-/// optional: the name defaults to the type name, the aggregate to `""`, the version to 1.
+/// optional: the name defaults to the type name, the aggregate to `""`, the version to 1. The
+/// aggregate type is a stream category: an ASCII letter followed by ASCII letters, digits or
+/// `_`, at most 63 characters.
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     event::expand(input.into()).into()

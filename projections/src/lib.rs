@@ -52,7 +52,7 @@ pub use sqlx::{self, PgConnection};
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::event::EventRegistration;
+    pub use crate::event::{EventParam, EventRegistration};
     pub use crate::projection::IntoHandlerResult;
     pub use inventory;
 

@@ -1,4 +1,4 @@
-//! A handler takes at most two parameters besides `&mut self`: a connection, then the event.
+//! A handler takes one parameter before the event at most: the connection.
 
 use projections::{Envelope, Event, NoConnection, projection};
 use serde::{Deserialize, Serialize};
@@ -16,8 +16,8 @@ impl Orders {
     async fn created(
         &mut self,
         _conn: &mut NoConnection,
-        _event: &Envelope<OrderCreated>,
         _extra: u32,
+        _event: &Envelope<OrderCreated>,
     ) {
     }
 }

@@ -198,6 +198,7 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
     let Handler {
         method,
         event,
+        event_param,
         connection,
         output,
     } = handler;
@@ -207,9 +208,15 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
     let downcast = quote_spanned! {at(event)=>
         (&&__ProjectionsProbe::<#event>(::core::marker::PhantomData)).__projections_downcast(event)
     };
+    // The event parameter's type as written must be `&Envelope<E>`: the compiler decides, so
+    // an alias or a renamed import of either is accepted. Converting to the written type keeps
+    // a mismatch to this one error, on that type, rather than a second one at the call.
+    let typed = quote_spanned! {at(event_param)=>
+        <#event_param as ::projections::__private::EventParam<'_, #event>>::from_envelope(typed)
+    };
     let args = match connection {
-        Some(_) => quote!(&mut *conn, typed),
-        None => quote!(typed),
+        Some(_) => quote!(&mut *conn, #typed),
+        None => typed,
     };
     let call = if sync {
         quote!(self.#method(#args))

@@ -22,8 +22,8 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         out.extend(errors.into_compile_errors());
         return out;
     };
-    let methods = parse::take_marked_methods(&mut block, &mut errors);
-    let model = validate::model(args, methods, &block, &mut errors);
+    let marked = parse::take_marked_methods(&mut block, &mut errors);
+    let model = validate::model(args, marked, &block, &mut errors);
 
     let mut out = block.to_token_stream();
     match model {

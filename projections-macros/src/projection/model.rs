@@ -37,6 +37,9 @@ pub enum Role {
 pub struct Handler {
     pub method: Ident,
     pub event: Type,
+    /// The type of the event parameter as written: `&Envelope<E>` under any spelling the type
+    /// system accepts (an alias, a renamed import), checked by a trait where it is written.
+    pub event_param: Type,
     /// The connection type `C` of a `conn: &mut C` parameter.
     pub connection: Option<Type>,
     pub output: ReturnType,

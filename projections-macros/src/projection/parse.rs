@@ -134,14 +134,22 @@ pub fn impl_block(tokens: TokenStream, errors: &mut Errors) -> Option<ItemImpl> 
     }
 }
 
+/// The methods marked `#[handles]` or `#[reset]`, their helpers removed from the block.
+pub struct Marked {
+    pub methods: Vec<MarkedMethod>,
+    /// Whether the block has a `#[handles]` attribute at all, valid or not.
+    pub any_handles: bool,
+}
+
 /// Removes `#[handles]` and `#[reset]` from the block's methods and returns those methods.
-pub fn take_marked_methods(block: &mut ItemImpl, errors: &mut Errors) -> Vec<MarkedMethod> {
+pub fn take_marked_methods(block: &mut ItemImpl, errors: &mut Errors) -> Marked {
     let mut marked = Vec::new();
+    let mut any_handles = false;
     for item in &mut block.items {
         let ImplItem::Fn(method) = item else {
             // A stray helper on another item kind would otherwise reach the standalone
             // `#[handles]` macro; report it here instead.
-            strip_from_other(item, errors);
+            any_handles |= strip_from_other(item, errors);
             continue;
         };
         let (helpers, kept): (Vec<Attribute>, Vec<Attribute>) = method
@@ -149,6 +157,7 @@ pub fn take_marked_methods(block: &mut ItemImpl, errors: &mut Errors) -> Vec<Mar
             .drain(..)
             .partition(|a| a.path().is_ident("handles") || a.path().is_ident("reset"));
         method.attrs = kept;
+        any_handles |= helpers.iter().any(|a| a.path().is_ident("handles"));
 
         let mut role = None;
         let mut conflicting = false;
@@ -183,23 +192,30 @@ pub fn take_marked_methods(block: &mut ItemImpl, errors: &mut Errors) -> Vec<Mar
             });
         }
     }
-    marked
+    Marked {
+        methods: marked,
+        any_handles,
+    }
 }
 
-fn strip_from_other(item: &mut ImplItem, errors: &mut Errors) {
+/// Removes and reports helpers on an item that is not a method; whether one was `#[handles]`.
+fn strip_from_other(item: &mut ImplItem, errors: &mut Errors) -> bool {
     let attrs = match item {
         ImplItem::Const(c) => &mut c.attrs,
         ImplItem::Type(t) => &mut t.attrs,
         ImplItem::Macro(m) => &mut m.attrs,
-        _ => return,
+        _ => return false,
     };
+    let mut any_handles = false;
     attrs.retain(|a| {
         let helper = a.path().is_ident("handles") || a.path().is_ident("reset");
         if helper {
+            any_handles |= a.path().is_ident("handles");
             errors.at(a, "`#[handles]` and `#[reset]` go on methods");
         }
         !helper
     });
+    any_handles
 }
 
 /// The single type of `#[handles(Type)]`.

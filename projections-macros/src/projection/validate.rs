@@ -1,24 +1,23 @@
-//! Shape checks: receiver, arity, asyncness, the event parameter against `#[handles(E)]`,
-//! duplicates. Meaning (is `E` an event, can `C` be injected) is left to traits, checked where
-//! the expansion names the user's types.
+//! Shape checks: receiver, arity, asyncness, which parameter is which, duplicates. Meaning
+//! (is `E` an event, is the event parameter `&Envelope<E>`, can `C` be injected) is left to
+//! traits, checked where the expansion names the user's types, so aliases and renamed imports
+//! work.
 
 use std::collections::HashMap;
 
+use proc_macro2::{TokenStream, TokenTree};
 use quote::ToTokens;
-use syn::{FnArg, GenericArgument, ItemImpl, PathArguments, Signature, Type};
+use syn::{FnArg, ItemImpl, Pat, PatType, Signature, Type};
 
-use super::model::{Args, Handler, MarkedMethod, Model, Reset, Role};
+use super::model::{Args, Handler, Model, Reset, Role};
+use super::parse::Marked;
 use crate::errors::Errors;
+use crate::text::tokens_text;
 
 const SYNC_NO_CONNECTION: &str =
     "a synchronous projection cannot take a connection; remove `sync` to make the projection async";
 
-pub fn model(
-    args: Args,
-    methods: Vec<MarkedMethod>,
-    item: &ItemImpl,
-    errors: &mut Errors,
-) -> Option<Model> {
+pub fn model(args: Args, marked: Marked, item: &ItemImpl, errors: &mut Errors) -> Option<Model> {
     let name = match &args.name {
         Some(lit) => lit.value(),
         None => {
@@ -32,11 +31,14 @@ pub fn model(
             name
         }
     };
+    if !marked.any_handles {
+        check_has_handler(item, args.sync, errors);
+    }
     let mut handlers: Vec<Handler> = Vec::new();
     let mut reset: Option<Reset> = None;
     let mut seen: HashMap<String, String> = HashMap::new();
 
-    for method in methods {
+    for method in marked.methods {
         let sig = &method.sig;
         check_asyncness(sig, args.sync, errors);
         if !sig.generics.params.is_empty() {
@@ -52,7 +54,7 @@ pub fn model(
                 let Some((connection, event_param)) = params.handler(sig, &event, errors) else {
                     continue;
                 };
-                check_event_param(event_param, &event, errors);
+                check_event_param_shape(event_param, &event, errors);
                 if args.sync
                     && let Some(conn) = &connection
                 {
@@ -72,6 +74,7 @@ pub fn model(
                 handlers.push(Handler {
                     method: sig.ident.clone(),
                     event,
+                    event_param: (*event_param.ty).clone(),
                     connection: connection.cloned(),
                     output: sig.output.clone(),
                 });
@@ -104,6 +107,23 @@ pub fn model(
         handlers,
         reset,
     })
+}
+
+/// A projection with no handler would subscribe to nothing and never change: most likely the
+/// attribute is on the wrong impl block, or the `#[handles]` are missing.
+fn check_has_handler(item: &ItemImpl, sync: bool, errors: &mut Errors) {
+    let asyncness = if sync { "" } else { "async " };
+    errors.at(
+        &item.self_ty,
+        format!(
+            "`{}` handles no event: a projection has at least one method marked `#[handles(EventType)]`\n\
+             help: mark each handler with the event type it handles, for example\n\
+             \x20     #[handles(OrderPlaced)]\n\
+             \x20     {asyncness}fn placed(&mut self, event: &Envelope<OrderPlaced>) {{ ... }}\n\
+             help: if the handlers are in another impl block, put `#[projection]` on that one",
+            tokens_text(&item.self_ty)
+        ),
+    );
 }
 
 /// The runner holds one connection per batch, so every method that takes one takes the same
@@ -165,7 +185,7 @@ fn check_asyncness(sig: &Signature, sync: bool, errors: &mut Errors) {
 
 /// A method's parameters besides the receiver.
 struct Params<'a> {
-    typed: Vec<&'a syn::PatType>,
+    typed: Vec<&'a PatType>,
 }
 
 impl<'a> Params<'a> {
@@ -199,116 +219,207 @@ impl<'a> Params<'a> {
         Self { typed }
     }
 
-    /// `(connection, event parameter type)` of a handler.
+    /// `(connection, event parameter)` of a handler: `(&mut self, event)` or
+    /// `(&mut self, conn, event)`. Each other parameter is reported by what it looks like.
     fn handler(
         &self,
-        sig: &'a Signature,
+        sig: &Signature,
         event: &Type,
         errors: &mut Errors,
-    ) -> Option<(Option<&'a Type>, &'a Type)> {
-        match self.typed.as_slice() {
-            [] => {
+    ) -> Option<(Option<&'a Type>, &'a PatType)> {
+        if self.typed.is_empty() {
+            errors.at(
+                &sig.ident,
+                format!(
+                    "`{}` takes no event parameter; add `event: &Envelope<{}>` after `&mut self`",
+                    sig.ident,
+                    tokens_text(event)
+                ),
+            );
+            return None;
+        }
+        let (before, rest) = self.typed.split_at(event_position(&self.typed, event));
+        let (&event_param, after) = rest.split_first()?;
+
+        for &param in after {
+            if mutable_referent(&param.ty).is_some() {
                 errors.at(
-                    &sig.ident,
+                    param,
                     format!(
-                        "`{}` takes no event parameter; add `event: &Envelope<{}>` after `&mut self`",
-                        sig.ident,
-                        tokens_text(event)
+                        "the connection comes before the event\n\
+                         help: write `(&mut self, {}, {})`",
+                        param_text(param),
+                        param_text(event_param)
                     ),
                 );
-                None
-            }
-            [event] => Some((None, &event.ty)),
-            [conn, event] => connection_type(&conn.ty, errors).map(|c| (Some(c), &*event.ty)),
-            [_, _, extra, ..] => {
+            } else {
                 errors.at(
-                    extra,
-                    "too many parameters; a handler takes the event, or a connection and then the event",
+                    param,
+                    format!(
+                        "`{}` comes after the event, which is a handler's last parameter\n\
+                         help: remove `{}`; a handler takes `(&mut self, event: &Envelope<{event}>)`, \
+                         or `(&mut self, conn: &mut PgConnection, event: &Envelope<{event}>)` to write through the batch's connection",
+                        param_name(param),
+                        param_text(param),
+                        event = tokens_text(event),
+                    ),
                 );
-                None
             }
         }
-    }
 
-    /// The connection of a `#[reset]` method.
-    fn reset(&self, errors: &mut Errors) -> Option<&'a Type> {
-        match self.typed.as_slice() {
+        let connection = match before {
             [] => None,
-            [conn] => connection_type(&conn.ty, errors),
-            [_, extra, ..] => {
-                errors.at(
-                    extra,
-                    "too many parameters; a `#[reset]` method takes nothing, or a connection",
-                );
-                None
+            [conn, extra @ ..] => {
+                for &param in extra {
+                    errors.at(
+                        param,
+                        format!(
+                            "too many parameters: a handler takes one connection, before the event\n\
+                             help: remove `{}`",
+                            param_text(param)
+                        ),
+                    );
+                }
+                connection_type(conn, errors)
+            }
+        };
+        Some((connection, event_param))
+    }
+
+    /// The connection of a `#[reset]` method: `(&mut self)` or `(&mut self, conn)`.
+    fn reset(&self, errors: &mut Errors) -> Option<&'a Type> {
+        let mut connection = None;
+        for (index, &param) in self.typed.iter().enumerate() {
+            match mutable_referent(&param.ty) {
+                Some(conn) if index == 0 => connection = Some(conn),
+                Some(_) => errors.at(
+                    param,
+                    format!(
+                        "too many parameters: a `#[reset]` method takes one connection at most\n\
+                         help: remove `{}`",
+                        param_text(param)
+                    ),
+                ),
+                None if spelled_envelope(&param.ty) => errors.at(
+                    param,
+                    format!(
+                        "a `#[reset]` method takes no event: it clears the whole read model\n\
+                         help: remove `{}`",
+                        param_text(param)
+                    ),
+                ),
+                None => errors.at(
+                    param,
+                    format!(
+                        "a `#[reset]` method cannot take `{name}`: it takes `&mut self` and, when the handlers take one, \
+                         the connection (`conn: &mut PgConnection`)\n\
+                         help: remove `{}`",
+                        param_text(param),
+                        name = param_name(param),
+                    ),
+                ),
             }
         }
+        connection
     }
 }
 
-/// `C` of `&mut C`.
-fn connection_type<'t>(ty: &'t Type, errors: &mut Errors) -> Option<&'t Type> {
-    match ty {
-        Type::Reference(reference) if reference.mutability.is_some() => Some(&reference.elem),
-        _ => {
-            errors.at(
-                ty,
-                "a connection parameter is a mutable reference, for example `conn: &mut PgConnection`",
-            );
-            None
-        }
-    }
+/// Which parameter is the event, so the others are reported by what they are: the first one
+/// spelled `&..Envelope<..>`, else the first that names the handled type, else the last one.
+/// Only error messages depend on this guess; whether the event parameter has the right type
+/// is decided by the compiler.
+fn event_position(params: &[&PatType], event: &Type) -> usize {
+    let event_name = last_ident(event);
+    params
+        .iter()
+        .position(|p| spelled_envelope(&p.ty))
+        .or_else(|| {
+            let name = event_name?;
+            params
+                .iter()
+                .position(|p| mentions_ident(p.ty.to_token_stream(), &name))
+        })
+        .unwrap_or(params.len() - 1)
 }
 
-/// The event parameter must be `&Envelope<E>` for the `E` of `#[handles(E)]`.
-fn check_event_param(param: &Type, event: &Type, errors: &mut Errors) {
-    let expected = tokens_text(event);
-    let Some(inner) = envelope_argument(param) else {
-        errors.at(
+/// `C` of `conn: &mut C`.
+fn connection_type<'t>(param: &'t PatType, errors: &mut Errors) -> Option<&'t Type> {
+    if let Some(conn) = mutable_referent(&param.ty) {
+        return Some(conn);
+    }
+    match &*param.ty {
+        Type::Reference(shared) => errors.at(
+            &param.ty,
+            format!(
+                "the connection is taken by mutable reference: `&mut {}`",
+                tokens_text(&shared.elem)
+            ),
+        ),
+        _ => errors.at(
             param,
             format!(
-                "the event parameter of a handler is `&Envelope<{expected}>` (the event with its metadata), not `{}`",
-                tokens_text(param)
+                "the parameter before the event is the connection, taken by mutable reference \
+                 (for example `conn: &mut PgConnection`), not `{}`",
+                param_text(param)
             ),
-        );
-        return;
-    };
-    // Paths that differ only in qualification (`OrderCreated`, `events::OrderCreated`) may be
-    // one type; the compiler checks those. Different final names are reported here.
-    if last_ident(inner) != last_ident(event) {
-        errors.at(
-            inner,
+        ),
+    }
+    None
+}
+
+/// The event parameter is taken by shared reference; which type it refers to is checked by the
+/// compiler (`__private::EventParam`), so any spelling of `Envelope<E>` is accepted.
+fn check_event_param_shape(param: &PatType, event: &Type, errors: &mut Errors) {
+    let expected = tokens_text(event);
+    let ty = &*param.ty;
+    match ty {
+        Type::Reference(reference) if reference.mutability.is_some() => errors.at(
+            ty,
             format!(
-                "this handler is declared with `#[handles({expected})]`, so its event parameter is `&Envelope<{expected}>`, not `&Envelope<{}>`",
-                tokens_text(inner)
+                "the event parameter is a shared reference, `&Envelope<{expected}>`, not `{}`: a handler reads the event, it cannot change it",
+                tokens_text(ty)
             ),
-        );
+        ),
+        Type::Reference(_) if !mentions_ident(ty.to_token_stream(), "impl") => {}
+        _ => errors.at(
+            ty,
+            format!(
+                "the event parameter of a handler is `&Envelope<{expected}>` (the event with its metadata, by reference), not `{}`",
+                tokens_text(ty)
+            ),
+        ),
     }
 }
 
-fn envelope_argument(ty: &Type) -> Option<&Type> {
-    let Type::Reference(reference) = ty else {
-        return None;
-    };
-    if reference.mutability.is_some() {
-        return None;
-    }
-    let Type::Path(path) = &*reference.elem else {
-        return None;
-    };
-    let last = path.path.segments.last()?;
-    if last.ident != "Envelope" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    let mut types = args.args.iter().filter_map(|a| match a {
-        GenericArgument::Type(t) => Some(t),
+/// `T` of `&mut T`.
+fn mutable_referent(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Reference(reference) if reference.mutability.is_some() => Some(&reference.elem),
+        Type::Group(group) => mutable_referent(&group.elem),
+        Type::Paren(paren) => mutable_referent(&paren.elem),
         _ => None,
-    });
-    let first = types.next()?;
-    types.next().is_none().then_some(first)
+    }
+}
+
+/// Whether `ty` reads `&..Envelope<..>` or `&mut ..Envelope<..>`: a guess at what a parameter is
+/// for, used to word an error, never to accept or reject a type.
+fn spelled_envelope(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(reference) => {
+            matches!(last_ident(&reference.elem), Some(name) if name == "Envelope")
+        }
+        Type::Group(group) => spelled_envelope(&group.elem),
+        Type::Paren(paren) => spelled_envelope(&paren.elem),
+        _ => false,
+    }
+}
+
+fn mentions_ident(tokens: TokenStream, name: &str) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == name,
+        TokenTree::Group(group) => mentions_ident(group.stream(), name),
+        _ => false,
+    })
 }
 
 fn last_ident(ty: &Type) -> Option<String> {
@@ -320,6 +431,15 @@ fn last_ident(ty: &Type) -> Option<String> {
     }
 }
 
-pub fn tokens_text(tokens: &impl ToTokens) -> String {
-    tokens.to_token_stream().to_string().replace(' ', "")
+/// `extra` of `extra: Option<u32>`.
+fn param_name(param: &PatType) -> String {
+    match &*param.pat {
+        Pat::Ident(ident) => ident.ident.to_string(),
+        pat => tokens_text(pat),
+    }
+}
+
+/// `extra: Option<u32>`.
+fn param_text(param: &PatType) -> String {
+    format!("{}: {}", tokens_text(&param.pat), tokens_text(&param.ty))
 }

@@ -154,3 +154,40 @@ impl<E> Deref for Envelope<E> {
         &self.payload
     }
 }
+
+/// The event parameter of a handler of `E`: `&Envelope<E>`, however it is spelled (an alias, a
+/// renamed import). `#[projection]` converts the envelope to the parameter's type as written, so
+/// a wrong type is reported once, where the user wrote it. Not a public API.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a handler of `{E}` takes `&Envelope<{E}>` as its event parameter, not `{Self}`",
+    label = "expected `&Envelope<{E}>`",
+    note = "the event parameter is the event with its metadata, `event: &Envelope<{E}>`, for the `{E}` of `#[handles({E})]`"
+)]
+pub trait EventParam<'e, E> {
+    /// The envelope as the parameter's type, which is the same type.
+    fn from_envelope(envelope: &'e Envelope<E>) -> Self;
+}
+
+// A blanket impl rather than one for `&Envelope<E>`: a mismatch is then reported with the
+// message above alone, without "but `EventParam<'_, OtherEvent>` is implemented for it".
+#[diagnostic::do_not_recommend]
+impl<'e, E: 'e, P: SameType<&'e Envelope<E>>> EventParam<'e, E> for P {
+    #[inline(always)]
+    fn from_envelope(envelope: &'e Envelope<E>) -> Self {
+        P::same(envelope)
+    }
+}
+
+/// Implemented by `T` for `T` alone. Public in a private module: nameable only here.
+pub trait SameType<T> {
+    /// `value`, as `Self`, which is `T`.
+    fn same(value: T) -> Self;
+}
+
+impl<T> SameType<T> for T {
+    #[inline(always)]
+    fn same(value: T) -> T {
+        value
+    }
+}

@@ -9,6 +9,8 @@ mod registry;
 
 pub use any::AnyEvent;
 pub use envelope::Envelope;
+#[doc(hidden)]
+pub use envelope::EventParam;
 pub use metadata::EventMetadata;
 pub(crate) use metadata::{EARLIEST_OCCURRED_AT_MICROS, to_microseconds};
 pub use registry::{DecodeError, EventRegistration, EventRegistry, RegistryError};
@@ -36,7 +38,10 @@ use serde::{Serialize, de::DeserializeOwned};
 /// ```
 ///
 /// The wire name defaults to the type name, the aggregate type to the empty string, the
-/// version to 1.
+/// version to 1. An aggregate type names a stream category, stored with every event and
+/// filtered on in SQL: `#[derive(Event)]` accepts an ASCII letter followed by ASCII letters,
+/// digits or `_`, at most 63 characters (`"Order"`, `"order_line"`), and rejects anything else
+/// at compile time.
 ///
 /// **Forward compatibility:** decoding ignores fields that the Rust type does not declare, so a
 /// reader built before a field was added still decodes newer events. A field added later must
