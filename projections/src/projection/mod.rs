@@ -51,6 +51,15 @@ pub trait Projection: Send {
         &[]
     }
 
+    /// The aggregate types (stream categories, `EventMetadata::aggregate_type`) this
+    /// projection follows. An event of one of them that it has no handler for meets its
+    /// unregistered-event policy in the runner (`#[projection(unregistered = ...)]`); see
+    /// [`Runner::follows_aggregates`](crate::runner::Runner::follows_aggregates), which
+    /// overrides this list. None by default.
+    fn aggregates(&self) -> &[&'static str] {
+        &[]
+    }
+
     /// Applies one event to the read model.
     fn handle(&mut self, event: &AnyEvent)
     -> impl Future<Output = Result<(), HandlerError>> + Send;
@@ -73,6 +82,15 @@ pub trait DatabaseProjection: Send {
 
     /// The handler methods, one per event type.
     fn handlers(&self) -> &[HandlerInfo] {
+        &[]
+    }
+
+    /// The aggregate types (stream categories, `EventMetadata::aggregate_type`) this
+    /// projection follows. An event of one of them that it has no handler for meets its
+    /// unregistered-event policy in the runner (`#[projection(unregistered = ...)]`); see
+    /// [`Runner::follows_aggregates`](crate::runner::Runner::follows_aggregates), which
+    /// overrides this list. None by default.
+    fn aggregates(&self) -> &[&'static str] {
         &[]
     }
 
@@ -105,6 +123,10 @@ impl<P: Projection> DatabaseProjection for P {
         Projection::handlers(self)
     }
 
+    fn aggregates(&self) -> &[&'static str] {
+        Projection::aggregates(self)
+    }
+
     fn handle(
         &mut self,
         _conn: &mut NoConnection,
@@ -134,6 +156,15 @@ pub trait SyncProjection: Send {
         &[]
     }
 
+    /// The aggregate types (stream categories, `EventMetadata::aggregate_type`) this
+    /// projection follows. An event of one of them that it has no handler for meets its
+    /// unregistered-event policy in the runner (`#[projection(unregistered = ...)]`); see
+    /// [`Runner::follows_aggregates`](crate::runner::Runner::follows_aggregates), which
+    /// overrides this list. None by default.
+    fn aggregates(&self) -> &[&'static str] {
+        &[]
+    }
+
     /// Applies one event to the read model.
     fn handle(&mut self, event: &AnyEvent) -> Result<(), HandlerError>;
 
@@ -152,6 +183,10 @@ impl<P: SyncProjection> Projection for P {
 
     fn handlers(&self) -> &[HandlerInfo] {
         SyncProjection::handlers(self)
+    }
+
+    fn aggregates(&self) -> &[&'static str] {
+        SyncProjection::aggregates(self)
     }
 
     fn handle(
