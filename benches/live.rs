@@ -513,7 +513,8 @@ async fn measure(
     let events = load.events;
     let handle = ProjectionCoordinator::new(registry, store)
         .poll_interval(POLL_INTERVAL)
-        .start();
+        .start()
+        .expect("no two event types share a wire name");
     let names: Vec<String> = handle.names().iter().map(|n| (*n).to_owned()).collect();
     for name in &names {
         let mut status = handle.watch(name).unwrap();

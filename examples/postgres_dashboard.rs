@@ -184,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
             report.applied
         );
     } else {
-        let report = coordinator.catch_up().await;
+        let report = coordinator.catch_up().await?;
         for projection in &report.projections {
             let name = &projection.name;
             match &projection.error {

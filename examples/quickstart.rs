@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
 
     let mut coordinator = ProjectionCoordinator::new(registry, store.clone()).batch_size(100);
-    let report = coordinator.catch_up().await;
+    let report = coordinator.catch_up().await?;
     println!("== Catch-up ==");
     for projection in &report.projections {
         let name = &projection.name;

@@ -197,6 +197,7 @@ impl Rig {
                 max: Duration::from_millis(500),
             })
             .start()
+            .unwrap()
     }
 
     async fn stop_server(&self) {

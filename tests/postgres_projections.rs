@@ -1120,7 +1120,7 @@ async fn append(store: &PostgresEventStore, event: AnyEvent) -> u64 {
 async fn catch_up_to(coordinator: &mut ProjectionCoordinator, position: u64) {
     within(&format!("catching up to {position}"), async {
         loop {
-            let report = coordinator.catch_up().await;
+            let report = coordinator.catch_up().await.unwrap();
             let failures: Vec<String> = report
                 .failures()
                 .map(|(name, error)| format!("{name}: {error}"))
@@ -1364,7 +1364,8 @@ async fn the_live_loop_follows_appends_through_notifications() {
             }
             stop.cancel();
         };
-        tokio::join!(coordinator.run(shutdown), writer);
+        let (report, ()) = tokio::join!(coordinator.run(shutdown), writer);
+        report.unwrap();
         assert_eq!(db.order_numbers().await, vec![1, 2]);
         db.drop().await;
     })

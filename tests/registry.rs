@@ -156,9 +156,10 @@ async fn register_unregister_and_counts() {
 async fn reset_all_clears_every_projection() {
     let mut registry = ProjectionRegistry::new();
     registry.register_projection(Tally::default()).unwrap();
-    registry
+    let report = registry
         .dispatch_many(&positioned(vec![deposit(Uuid::new_v4(), 1)], 1))
         .await;
+    assert!(report.is_ok());
     let results = registry.reset_all().await;
     assert!(results.iter().all(|(_, r)| r.is_ok()));
     assert_eq!(registry.projection::<Tally>().unwrap().deposits, 0);
@@ -252,4 +253,143 @@ async fn subscriber_registry_dispatches_only_to_interested_subscribers() {
     assert!(subscribers.unregister(tally));
     assert_eq!(subscribers.subscribers_for("Deposited"), &[balances]);
     assert_eq!(subscribers.len(), 1);
+}
+
+/// Captures formatted tracing output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures what is logged at `warn` and above while the guard lives.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn subscriber_failures_are_logged_with_the_subscriber_the_event_and_the_error() {
+    let captured = Captured::default();
+    let _guard = captured.install();
+    let mut subscribers = SubscriberRegistry::new();
+    subscribers.register(Tally::default());
+    subscribers.register(Balances::default());
+    let poison = withdraw(Uuid::new_v4(), 13);
+    let results = subscribers.dispatch(&poison).await;
+    assert_eq!(results.iter().filter(|(_, r)| r.is_err()).count(), 1);
+
+    let log = captured.text();
+    assert_eq!(log.matches("WARN").count(), 1, "{log}");
+    assert!(log.contains("subscriber failed"), "{log}");
+    assert!(log.contains("common::Balances"), "{log}");
+    assert!(log.contains(&poison.event_id().to_string()), "{log}");
+    assert!(log.contains("Withdrawn"), "{log}");
+    assert!(log.contains("unlucky withdrawal"), "{log}");
+
+    // `dispatch_many` logs each failure too.
+    let again = subscribers
+        .dispatch_many(&[withdraw(Uuid::new_v4(), 13), withdraw(Uuid::new_v4(), 13)])
+        .await;
+    assert_eq!(again.iter().filter(|(_, r)| r.is_err()).count(), 2);
+    assert_eq!(captured.text().matches("subscriber failed").count(), 3);
+}
+
+// --- Push mode: events without a position ------------------------------------------------
+
+#[tokio::test]
+async fn push_mode_skips_the_immediate_repeat_of_an_event_without_a_position() {
+    let mut registry = ProjectionRegistry::new();
+    registry.register_projection(Tally::default()).unwrap();
+    let account = Uuid::new_v4();
+    let event = deposit(account, 1);
+    assert_eq!(event.position(), None);
+
+    let first = registry.dispatch(&event).await;
+    let first = first.projection("tally").unwrap().as_ref().unwrap();
+    assert_eq!((first.applied, first.skipped), (1, 0));
+    // Delivered again (a caller retrying its delivery): the handler does not run again.
+    let second = registry.dispatch(&event).await;
+    let second = second.projection("tally").unwrap().as_ref().unwrap();
+    assert_eq!((second.applied, second.skipped), (0, 1));
+    assert_eq!(registry.projection::<Tally>().unwrap().deposits, 1);
+
+    // The same event twice in a row in one delivery.
+    let twice = deposit(account, 2);
+    let report = registry.dispatch_many(&[twice.clone(), twice]).await;
+    let outcome = report.projection("tally").unwrap().as_ref().unwrap();
+    assert_eq!((outcome.applied, outcome.skipped), (1, 1));
+    assert_eq!(registry.projection::<Tally>().unwrap().deposits, 2);
+}
+
+#[tokio::test]
+async fn push_mode_runs_a_repeat_that_is_not_immediate_again() {
+    // The documented limit: the runner remembers only the last event it moved past, so a
+    // repeat after another event is applied again (at least once).
+    let mut registry = ProjectionRegistry::new();
+    registry.register_projection(Tally::default()).unwrap();
+    let account = Uuid::new_v4();
+    let (a, b) = (deposit(account, 1), withdraw(account, 2));
+    let report = registry.dispatch_many(&[a.clone(), b, a]).await;
+    assert_eq!(report.applied(), 3);
+    let tally = registry.projection::<Tally>().unwrap();
+    assert_eq!((tally.deposits, tally.withdrawals), (2, 1));
+}
+
+#[tokio::test]
+async fn push_mode_skips_the_immediate_repeat_of_a_dead_lettered_event() {
+    let mut registry = ProjectionRegistry::new();
+    registry
+        .register_projection(quick(Balances::default()))
+        .unwrap();
+    let poison = withdraw(Uuid::new_v4(), 13);
+    let first = registry.dispatch(&poison).await;
+    let first = first.projection("balances").unwrap().as_ref().unwrap();
+    assert_eq!(first.dead_lettered.len(), 1);
+    let second = registry.dispatch(&poison).await;
+    let second = second.projection("balances").unwrap().as_ref().unwrap();
+    assert_eq!((second.dead_lettered.len(), second.skipped), (0, 1));
+    let runner = registry.runner::<Balances>().unwrap();
+    assert_eq!(runner.dead_letter_count().await.unwrap(), 1);
+    assert_eq!(
+        runner
+            .projection()
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the handler ran once"
+    );
+}
+
+#[tokio::test]
+async fn a_runner_alone_skips_the_immediate_repeat_of_an_event_without_a_position() {
+    let mut runner = ProjectionRunner::new(Tally::default());
+    let event = deposit(Uuid::new_v4(), 1);
+    assert_eq!(
+        runner.handle(&event).await.unwrap(),
+        projections::runner::EventOutcome::Applied
+    );
+    assert_eq!(
+        runner.handle(&event).await.unwrap(),
+        projections::runner::EventOutcome::Skipped
+    );
+    assert_eq!(runner.projection().deposits, 1);
 }

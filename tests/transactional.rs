@@ -448,3 +448,68 @@ async fn an_infrastructure_failure_rolls_back_and_is_never_dead_lettered() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_event_without_a_position_delivered_twice_in_a_row_commits_once() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let event = deposit(account, 5);
+    assert_eq!(event.position(), None);
+    let mut runner = runner(&db, Ledger::default());
+    let first = runner
+        .handle_batch(std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    assert_eq!((first.applied, first.skipped), (1, 0));
+    let second = runner.handle_batch(&[event.clone(), event]).await.unwrap();
+    assert_eq!((second.applied, second.skipped), (0, 2));
+    assert_eq!(db.balances()[&account], 5 + 1000);
+}
+
+/// Strict about the `Account` events it has no handler for.
+#[derive(Default)]
+struct StrictLedger;
+
+#[projection(name = "strict-ledger", unregistered = error)]
+impl StrictLedger {
+    #[handles(Deposited)]
+    async fn deposited(&mut self, conn: &mut FakeConn, event: &Envelope<Deposited>) {
+        conn.balances.push((event.aggregate_id(), event.amount));
+    }
+}
+
+#[tokio::test]
+async fn an_unhandled_event_of_a_followed_aggregate_is_dead_lettered_with_its_checkpoint() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = positioned(
+        vec![
+            deposit(account, 1),
+            common::withdraw(account, 2),
+            deposit(account, 3),
+        ],
+        1,
+    );
+    let mut runner = TransactionalRunner::new(StrictLedger, db.clone())
+        .retry_policy(ExponentialBackoffRetryPolicy::default())
+        .follows_aggregates(["Account"]);
+    let outcome = runner.handle_batch(&events).await.unwrap();
+    assert_eq!((outcome.applied, outcome.dead_lettered.len()), (2, 1));
+    assert_eq!(outcome.checkpoint, Some(3));
+    assert_eq!(db.balances()[&account], 4);
+    let entries = db
+        .dead_letters
+        .get_failed_events(projections::dlq::DLQFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (
+            entries[0].event_type.as_str(),
+            entries[0].position,
+            entries[0].attempts
+        ),
+        ("Withdrawn", Some(2), 1),
+        "not retried: trying again cannot add a handler"
+    );
+}

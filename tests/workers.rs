@@ -40,6 +40,7 @@ fn start(registry: ProjectionRegistry, store: Arc<InMemoryEventStore>) -> Coordi
             max: Duration::from_secs(1),
         })
         .start()
+        .unwrap()
 }
 
 /// Waits (in paused time, so instantly in real time) until `name`'s status satisfies `ready`.

@@ -84,7 +84,7 @@ async fn main() -> Result<(), Error> {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(500),
         })
-        .start();
+        .start()?;
     let mut reporters = Vec::new();
     for name in handle.names() {
         let mut status = handle.watch(name)?;

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::event::AnyEvent;
+use crate::event::{AnyEvent, EventRegistry, RegistryError};
 use crate::join::join_all;
 use crate::registry::{DispatchReport, ProjectionRegistry, RegisteredProjection};
 use crate::runner::RunnerError;
@@ -46,6 +46,22 @@ pub enum CoordinatorError {
     /// The named projection failed.
     #[error(transparent)]
     Runner(Box<RunnerError>),
+    /// Two event types of the program claim one wire name, so stored events of that name
+    /// cannot be decoded and an event of one type would be taken for the other: nothing
+    /// starts until each has a wire name of its own (`#[event(name = "...")]`).
+    #[error("the projections refuse to start: {0}")]
+    AmbiguousEventType(#[source] RegistryError),
+}
+
+/// Refuses to start while two event types of the program claim one wire name.
+fn refuse_if_ambiguous() -> Result<(), CoordinatorError> {
+    EventRegistry::check_global().map_err(|conflict| {
+        tracing::error!(
+            event_type = %conflict.event_type, types = ?conflict.types,
+            "the projections refuse to start: {conflict}",
+        );
+        CoordinatorError::AmbiguousEventType(conflict.clone())
+    })
 }
 
 impl From<RunnerError> for CoordinatorError {
@@ -64,7 +80,7 @@ impl From<RunnerError> for CoordinatorError {
 ///   [`rebuild_projection`](Self::rebuild_projection), [`rebuild_all`](Self::rebuild_all): one
 ///   pass to the store's head, concurrently, without workers.
 ///
-/// ```
+/// ```standalone_crate
 /// # use std::sync::Arc;
 /// # use projections::{Envelope, Event, EventStore, ExpectedVersion, InMemoryEventStore, ProjectionRegistry, projection};
 /// # use projections::coordinator::ProjectionCoordinator;
@@ -78,7 +94,7 @@ impl From<RunnerError> for CoordinatorError {
 ///
 /// let mut registry = ProjectionRegistry::new();
 /// registry.register_projection(Pings::default())?;
-/// let handle = ProjectionCoordinator::new(registry, store).start();
+/// let handle = ProjectionCoordinator::new(registry, store).start()?;
 /// handle.wait_for_checkpoint("Pings", 1).await?;
 /// assert_eq!(handle.read(|pings: &Pings| pings.0).await?, 1);
 /// let report = handle.shutdown(std::time::Duration::from_secs(5)).await;
@@ -154,7 +170,8 @@ impl ProjectionCoordinator {
 
     /// Delivers `events` (not read from the store) to the registry, in order; returns the
     /// number of applications (an event applied by two projections counts twice) and every
-    /// outcome.
+    /// outcome. Events without a position are delivered at least once: see "Push mode" in
+    /// the [runner documentation](crate::runner).
     pub async fn dispatch_events(&mut self, events: &[AnyEvent]) -> (u64, DispatchReport) {
         let report = self.registry.dispatch_many(events).await;
         (report.applied(), report)
@@ -162,9 +179,13 @@ impl ProjectionCoordinator {
 
     /// Starts one worker task per projection and returns the handle. Needs a tokio runtime
     /// (with time enabled).
-    pub fn start(mut self) -> CoordinatorHandle {
+    ///
+    /// Refuses to start, with [`CoordinatorError::AmbiguousEventType`] naming the Rust types,
+    /// while two event types of the program claim one wire name.
+    pub fn start(mut self) -> Result<CoordinatorHandle, CoordinatorError> {
+        refuse_if_ambiguous()?;
         let projections = self.registry.take_projections();
-        self.spawn(projections, CancellationToken::new())
+        Ok(self.spawn(projections, CancellationToken::new()))
     }
 
     fn spawn(
@@ -212,7 +233,13 @@ impl ProjectionCoordinator {
     /// Runs every projection in its own worker (as [`start`](Self::start)) until `shutdown`
     /// is cancelled; each finishes its batch in hand. The projections are then back in the
     /// registry. Returns what each did.
-    pub async fn run(&mut self, shutdown: CancellationToken) -> RunReport {
+    ///
+    /// Refuses to start, at once, as [`start`](Self::start) does.
+    pub async fn run(
+        &mut self,
+        shutdown: CancellationToken,
+    ) -> Result<RunReport, CoordinatorError> {
+        refuse_if_ambiguous()?;
         let projections = self.registry.take_projections();
         let handle = self.spawn(projections, shutdown.child_token());
         shutdown.cancelled().await;
@@ -223,20 +250,24 @@ impl ProjectionCoordinator {
             runners.extend(runner);
         }
         self.registry.restore_projections(runners);
-        RunReport {
+        Ok(RunReport {
             projections: reports,
-        }
+        })
     }
 
     /// One pass: every projection reads from its checkpoint to the store's head,
     /// concurrently.
-    pub async fn catch_up(&mut self) -> CatchUpReport {
+    ///
+    /// Refuses to start as [`start`](Self::start) does; a projection's failure is in its
+    /// report, not an error.
+    pub async fn catch_up(&mut self) -> Result<CatchUpReport, CoordinatorError> {
+        refuse_if_ambiguous()?;
         let store = &*self.store;
         let batch_size = self.batch_size;
         let never = CancellationToken::new();
         let never = &never;
         let span = self.tracing.then(|| {
-            tracing::debug_span!(
+            tracing::info_span!(
                 "projection.coordinate",
                 projections = self.registry.projection_count()
             )
@@ -254,11 +285,12 @@ impl ProjectionCoordinator {
             Some(span) => join_all(work, None).instrument(span).await,
             None => join_all(work, None).await,
         };
-        CatchUpReport { projections }
+        Ok(CatchUpReport { projections })
     }
 
     /// Catches up one projection from its checkpoint (no reset).
     pub async fn catchup(&mut self, name: &str) -> Result<ProjectionReport, CoordinatorError> {
+        refuse_if_ambiguous()?;
         let store = &*self.store;
         let batch_size = self.batch_size;
         let projection = self
@@ -280,6 +312,7 @@ impl ProjectionCoordinator {
         &mut self,
         name: &str,
     ) -> Result<ProjectionReport, CoordinatorError> {
+        refuse_if_ambiguous()?;
         let projection = self
             .registry
             .get_mut(name)
@@ -289,20 +322,23 @@ impl ProjectionCoordinator {
     }
 
     /// Resets every projection and replays the store from the beginning.
-    pub async fn rebuild_all(&mut self) -> CatchUpReport {
+    ///
+    /// Refuses to start (and resets nothing) as [`start`](Self::start) does.
+    pub async fn rebuild_all(&mut self) -> Result<CatchUpReport, CoordinatorError> {
+        refuse_if_ambiguous()?;
         let mut failed_resets = Vec::new();
         for (name, result) in self.registry.reset_all().await {
             if let Err(error) = result {
                 failed_resets.push((name, error));
             }
         }
-        let mut report = self.catch_up().await;
+        let mut report = self.catch_up().await?;
         for (name, error) in failed_resets {
             if let Some(entry) = report.projections.iter_mut().find(|p| p.name == name) {
                 entry.error = Some(error);
             }
         }
-        report
+        Ok(report)
     }
 
     /// The status, checkpoint, lag and dead-letter count of every projection, read from

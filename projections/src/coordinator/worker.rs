@@ -250,6 +250,14 @@ impl Worker {
             self.set_error(&error);
             return;
         }
+        if matches!(error, RunnerError::AmbiguousEventType { .. }) {
+            // A fault of the program, not of its storage: hold in this process, record
+            // nothing (the coordinator refuses to start first, so this is a safety net).
+            let at = crate::runner::StoppedAt::new(FailureKind::Setup, error_chain(&error));
+            self.unrecorded_stop = Some(at);
+            self.set_error(&error);
+            return;
+        }
         match error.kind() {
             FailureKind::Infrastructure => self.degraded(error).await,
             _ => {

@@ -63,7 +63,10 @@ inventory::collect!(EventRegistration);
 
 /// Two Rust types claim one wire name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("event type `{event_type}` is claimed by several types: {}", types.join(", "))]
+#[error(
+    "event type `{event_type}` is claimed by several types: {}; give each its own `#[event(name = \"...\")]`",
+    types.join(", ")
+)]
 #[non_exhaustive]
 pub struct RegistryError {
     /// The contested wire name.
@@ -185,15 +188,24 @@ impl EventRegistry {
         }
     }
 
-    /// Fails with the first wire name claimed by several types; call it at start-up to
-    /// refuse to run with an ambiguous registry.
+    /// Fails with the first wire name (in sorted order) claimed by several types. The
+    /// coordinator and every runner call it on the [global](Self::global) registry before
+    /// they start, and refuse to run when it fails.
     pub fn check(&self) -> Result<(), RegistryError> {
-        let mut names: Vec<_> = self.conflicts.keys().collect();
-        names.sort_unstable();
-        match names.first() {
-            Some(name) => self.check_name(name),
+        match self.conflicts().into_iter().next() {
+            Some(conflict) => Err(conflict),
             None => Ok(()),
         }
+    }
+
+    /// Every wire name claimed by several types, with its claimants, sorted by wire name.
+    pub fn conflicts(&self) -> Vec<RegistryError> {
+        let mut names: Vec<_> = self.conflicts.keys().copied().collect();
+        names.sort_unstable();
+        names
+            .into_iter()
+            .filter_map(|name| self.check_name(name).err())
+            .collect()
     }
 
     /// Whether `event_type` decodes.
@@ -216,6 +228,30 @@ impl EventRegistry {
     /// Whether no wire name is registered.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// [`check`](Self::check) of the [global](Self::global) registry, computed once; the first
+    /// failure is logged at `error` with every conflict.
+    pub(crate) fn check_global() -> Result<(), &'static RegistryError> {
+        static CHECKED: OnceLock<Result<(), RegistryError>> = OnceLock::new();
+        let checked = CHECKED.get_or_init(|| {
+            let conflicts = Self::global().conflicts();
+            for conflict in &conflicts {
+                tracing::error!(
+                    event_type = %conflict.event_type,
+                    types = ?conflict.types,
+                    "{conflict}; projections refuse to run until it is fixed",
+                );
+            }
+            match conflicts.into_iter().next() {
+                Some(first) => Err(first),
+                None => Ok(()),
+            }
+        });
+        match checked {
+            Ok(()) => Ok(()),
+            Err(conflict) => Err(conflict),
+        }
     }
 
     fn lookup(&self, event_type: &str) -> Result<&EventRegistration, DecodeError> {

@@ -61,6 +61,15 @@ pub trait Projection: Send {
         &[]
     }
 
+    /// The aggregate types (stream categories, `EventMetadata::aggregate_type`) this
+    /// projection follows. An event of one of them that it has no handler for meets its
+    /// unregistered-event policy in the runner (`#[projection(unregistered = ...)]`); see
+    /// [`Runner::follows_aggregates`](crate::runner::Runner::follows_aggregates), which
+    /// overrides this list. None by default.
+    fn aggregates(&self) -> &[&'static str] {
+        &[]
+    }
+
     /// Applies one event to the read model.
     fn handle(&mut self, event: &AnyEvent)
     -> impl Future<Output = Result<(), HandlerError>> + Send;
@@ -83,6 +92,15 @@ pub trait DatabaseProjection: Send {
 
     /// The handler methods, one per event type.
     fn handlers(&self) -> &[HandlerInfo] {
+        &[]
+    }
+
+    /// The aggregate types (stream categories, `EventMetadata::aggregate_type`) this
+    /// projection follows. An event of one of them that it has no handler for meets its
+    /// unregistered-event policy in the runner (`#[projection(unregistered = ...)]`); see
+    /// [`Runner::follows_aggregates`](crate::runner::Runner::follows_aggregates), which
+    /// overrides this list. None by default.
+    fn aggregates(&self) -> &[&'static str] {
         &[]
     }
 
@@ -113,6 +131,10 @@ impl<P: Projection> DatabaseProjection for P {
 
     fn handlers(&self) -> &[HandlerInfo] {
         Projection::handlers(self)
+    }
+
+    fn aggregates(&self) -> &[&'static str] {
+        Projection::aggregates(self)
     }
 
     fn handle(
@@ -149,6 +171,15 @@ pub trait SyncProjection: Send {
         &[]
     }
 
+    /// The aggregate types (stream categories, `EventMetadata::aggregate_type`) this
+    /// projection follows. An event of one of them that it has no handler for meets its
+    /// unregistered-event policy in the runner (`#[projection(unregistered = ...)]`); see
+    /// [`Runner::follows_aggregates`](crate::runner::Runner::follows_aggregates), which
+    /// overrides this list. None by default.
+    fn aggregates(&self) -> &[&'static str] {
+        &[]
+    }
+
     /// Applies one event to the read model.
     fn handle(&mut self, event: &AnyEvent) -> Result<(), HandlerError>;
 
@@ -170,6 +201,10 @@ impl<P: SyncProjection> Projection for P {
 
     fn handlers(&self) -> &[HandlerInfo] {
         SyncProjection::handlers(self)
+    }
+
+    fn aggregates(&self) -> &[&'static str] {
+        SyncProjection::aggregates(self)
     }
 
     fn handle(

@@ -17,6 +17,12 @@ pub trait RegisteredProjection: Send + Any {
     fn name(&self) -> &str;
     /// The wire names it subscribes to.
     fn subscribed_to(&self) -> &[&'static str];
+    /// The aggregate types it follows (see
+    /// [`Runner::follows_aggregates`](crate::runner::Runner::follows_aggregates)): none by
+    /// default.
+    fn followed_aggregates(&self) -> &[String] {
+        &[]
+    }
     /// Handles decoded events in order.
     fn handle_events<'a>(
         &'a mut self,
@@ -63,6 +69,10 @@ where
 
     fn subscribed_to(&self) -> &[&'static str] {
         Runner::subscribed_to(self)
+    }
+
+    fn followed_aggregates(&self) -> &[String] {
+        Runner::followed_aggregates(self)
     }
 
     fn handle_events<'a>(

@@ -184,7 +184,9 @@ impl ProjectionRegistry {
     }
 
     /// Delivers one event to the projections subscribed to its type and to the handlers that
-    /// accept it, concurrently.
+    /// accept it, concurrently. An event without a position is delivered at least once: a
+    /// runner skips only the immediate repeat of the last event it moved past (see "Push
+    /// mode" in the [runner documentation](crate::runner)).
     pub async fn dispatch(&mut self, event: &AnyEvent) -> DispatchReport {
         let span = self.tracing.then(|| {
             tracing::debug_span!(
@@ -202,7 +204,8 @@ impl ProjectionRegistry {
     }
 
     /// Delivers events in order: each projection and handler sees them in the order given,
-    /// and projections progress independently of each other.
+    /// and projections progress independently of each other. The same guarantees as
+    /// [`dispatch`](Self::dispatch).
     pub async fn dispatch_many(&mut self, events: &[AnyEvent]) -> DispatchReport {
         let span = self.tracing.then(|| {
             tracing::debug_span!("projection.registry.dispatch", event_count = events.len())
@@ -221,11 +224,7 @@ impl ProjectionRegistry {
         }
         let mut work: Vec<BoxFuture<'_, Done>> = Vec::new();
         for projection in &mut self.projections {
-            if only_subscribed
-                && !events
-                    .iter()
-                    .any(|e| projection.subscribed_to().contains(&e.event_type()))
-            {
+            if only_subscribed && !events.iter().any(|e| concerns(&**projection, e)) {
                 continue;
             }
             work.push(Box::pin(async move {
@@ -278,4 +277,14 @@ impl ProjectionRegistry {
         }
         results
     }
+}
+
+/// Whether `event` concerns `projection`: it handles its type, or follows its aggregate type
+/// (then its unregistered-event policy decides).
+fn concerns(projection: &dyn RegisteredProjection, event: &AnyEvent) -> bool {
+    projection.subscribed_to().contains(&event.event_type())
+        || projection
+            .followed_aggregates()
+            .iter()
+            .any(|aggregate| *aggregate == event.metadata().aggregate_type)
 }

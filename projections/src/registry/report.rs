@@ -27,9 +27,10 @@ pub struct HandlerDispatch {
     pub result: Result<(), HandlerError>,
 }
 
-/// Every outcome of a dispatch.
+/// Every outcome of a dispatch. Each failure is also logged at `warn`.
 #[derive(Debug, Default)]
 #[non_exhaustive]
+#[must_use = "a projection's or handler's failure is only reported here: look at `failures()`"]
 pub struct DispatchReport {
     /// One entry per projection that received events.
     pub projections: Vec<ProjectionDispatch>,

@@ -10,6 +10,7 @@ pub struct SubscriberId(u64);
 
 trait ErasedSubscriber: Send {
     fn handle<'a>(&'a mut self, event: &'a AnyEvent) -> BoxFuture<'a, Result<(), HandlerError>>;
+    fn type_name(&self) -> &'static str;
 }
 
 struct SubscriberBox<S>(S);
@@ -18,10 +19,17 @@ impl<S: EventSubscriber> ErasedSubscriber for SubscriberBox<S> {
     fn handle<'a>(&'a mut self, event: &'a AnyEvent) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(self.0.handle(event))
     }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<S>()
+    }
 }
 
 /// [`EventSubscriber`]s indexed by the event types they subscribe to; events go only to the
 /// interested ones, in registration order.
+///
+/// Subscribers have no checkpoint, retry or dead letter: a failure is returned (the dispatch
+/// methods are `#[must_use]`) and logged at `warn`, and delivery goes on to the others.
 #[derive(Default)]
 pub struct SubscriberRegistry {
     subscribers: Vec<(SubscriberId, Box<dyn ErasedSubscriber>)>,
@@ -77,7 +85,9 @@ impl SubscriberRegistry {
     }
 
     /// Delivers `event` to each interested subscriber in turn; returns each outcome. A failure
-    /// does not stop delivery to the others.
+    /// is logged at `warn` (subscriber, event, error) and does not stop delivery to the
+    /// others; nothing retries it.
+    #[must_use = "a subscriber's failure is only reported here: look at the outcomes"]
     pub async fn dispatch(
         &mut self,
         event: &AnyEvent,
@@ -86,13 +96,27 @@ impl SubscriberRegistry {
         let mut results = Vec::with_capacity(interested.len());
         for id in interested {
             if let Some((_, subscriber)) = self.subscribers.iter_mut().find(|(s, _)| *s == id) {
-                results.push((id, subscriber.handle(event).await));
+                let result = subscriber.handle(event).await;
+                if let Err(error) = &result {
+                    tracing::warn!(
+                        subscriber = subscriber.type_name(),
+                        subscriber_id = id.0,
+                        event_type = event.event_type(),
+                        event_id = %event.event_id(),
+                        position = event.position(),
+                        %error,
+                        "subscriber failed",
+                    );
+                }
+                results.push((id, result));
             }
         }
         results
     }
 
-    /// Delivers events in order, each only to interested subscribers.
+    /// Delivers events in order, each only to interested subscribers; as
+    /// [`dispatch`](Self::dispatch), every failure is logged and returned.
+    #[must_use = "a subscriber's failure is only reported here: look at the outcomes"]
     pub async fn dispatch_many(
         &mut self,
         events: &[AnyEvent],

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::panic::caught;
 use super::progress::Progress;
-use super::step::{DecodeFailure, Step, classify, event_data};
+use super::step::{DecodeFailure, Step, classify, event_data, follows, is_listed};
 use super::{
     BatchItem, BatchOutcome, CommitStrategy, FailurePolicy, Runner, RunnerError, StoppedAt,
 };
@@ -14,13 +14,17 @@ use crate::checkpoint::{CheckpointUpdate, Halt};
 use crate::dlq::FailedEvent;
 use crate::event::AnyEvent;
 use crate::failure::FailureKind;
-use crate::projection::{DatabaseProjection, HandlerError};
+use crate::projection::{DatabaseProjection, HandlerError, HandlerInfo};
 use crate::storage::StorageError;
 
 /// How a segment of a batch ended.
 enum Segment {
     /// Committed up to the segment's end.
     Committed,
+    /// Committed up to an event of a followed aggregate type that the projection has no
+    /// handler for, at this index: its unregistered-event policy decides, in a commit of its
+    /// own (out of the batch loop, which stays as lean as without the policy).
+    Unhandled(usize),
     /// Stopped at a failing item. An atomic strategy rolled the segment back; the other
     /// committed what came before the item.
     Failed(Failure),
@@ -93,7 +97,63 @@ where
     ///   [`kind`](RunnerError::kind) is [`FailureKind::Infrastructure`]: nothing was
     ///   dead-lettered and the checkpoint is before the event that could not be applied; try
     ///   the batch again later.
+    /// - [`RunnerError::AmbiguousEventType`] while two event types of the program claim one
+    ///   wire name: nothing runs.
+    ///
+    /// With [`tracing`](Runner::tracing) on, a batch with events runs in an INFO span
+    /// `projection.batch` that records what it did and whether it wrote the checkpoint.
     pub async fn handle_batch_into<T: BatchItem>(
+        &mut self,
+        events: &[T],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), RunnerError> {
+        self.refuse_if_ambiguous()?;
+        if !self.tracing || events.is_empty() {
+            return self.run_batch(events, outcome).await;
+        }
+        let span = tracing::info_span!(
+            "projection.batch",
+            projection = %self.name,
+            events = events.len(),
+            applied = tracing::field::Empty,
+            skipped = tracing::field::Empty,
+            not_subscribed = tracing::field::Empty,
+            dead_lettered = tracing::field::Empty,
+            failed = tracing::field::Empty,
+            checkpoint = tracing::field::Empty,
+            checkpoint_written = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return self.run_batch(events, outcome).await;
+        }
+        let before = (
+            outcome.applied,
+            outcome.skipped,
+            outcome.not_subscribed,
+            outcome.dead_lettered.len(),
+            outcome.failed,
+            self.checkpoint_writes,
+        );
+        let result = self
+            .run_batch(events, outcome)
+            .instrument(span.clone())
+            .await;
+        span.record("applied", outcome.applied - before.0);
+        span.record("skipped", outcome.skipped - before.1);
+        span.record("not_subscribed", outcome.not_subscribed - before.2);
+        span.record("dead_lettered", outcome.dead_lettered.len() - before.3);
+        span.record("failed", outcome.failed - before.4);
+        span.record("checkpoint", self.known.flatten());
+        span.record("checkpoint_written", self.checkpoint_writes > before.5);
+        if let Err(error) = &result {
+            span.record("error", tracing::field::display(error));
+        }
+        result
+    }
+
+    /// [`handle_batch_into`](Self::handle_batch_into) without its check and span.
+    async fn run_batch<T: BatchItem>(
         &mut self,
         events: &[T],
         outcome: &mut BatchOutcome,
@@ -104,13 +164,28 @@ where
         }
         let mut from = 0;
         while from < events.len() {
-            let failure = match self.segment(events, from, events.len(), outcome).await? {
-                Segment::Committed => break,
-                Segment::Failed(failure) => failure,
-            };
+            let (failure, before_committed) =
+                match self.segment(events, from, events.len(), outcome).await? {
+                    Segment::Committed => break,
+                    Segment::Unhandled(at) => match self.meet_policy(events, at, outcome).await? {
+                        None => {
+                            from = at + 1;
+                            continue;
+                        }
+                        Some(failure) => (failure, true),
+                    },
+                    Segment::Failed(failure) => (failure, false),
+                };
             let at = failure.at;
-            if S::ATOMIC && failure.kind != FailureKind::Infrastructure {
-                self.commit_before(events, from, at, outcome).await?;
+            if S::ATOMIC
+                && !before_committed
+                && failure.kind != FailureKind::Infrastructure
+                && let Some(unhandled) = self.commit_before(events, from, at, outcome).await?
+            {
+                // Committed up to an unhandled event first: go on from it; the failure after
+                // it is met again in order.
+                from = unhandled;
+                continue;
             }
             self.settle(&events[at], failure, outcome).await?;
             from = at + 1;
@@ -128,11 +203,14 @@ where
         outcome: &mut BatchOutcome,
     ) -> Result<Segment, RunnerError> {
         let (mut tx, checkpoint) = self.begin_locked().await?;
-        let mut progress = Progress::from(checkpoint);
+        let mut progress = Progress::from(checkpoint, self.last_event);
         let (mut applied, mut skipped, mut not_subscribed) = (0, 0, 0);
         let mut failure = None;
+        let mut unhandled = None;
+        let following = !self.followed.is_empty();
         for (index, item) in events.iter().enumerate().take(until).skip(from) {
-            match classify(item, progress.position, self.projection.subscribed_to()) {
+            let subscribed = self.projection.subscribed_to();
+            match classify(item, &progress, subscribed, following) {
                 Step::Skip => skipped += 1,
                 Step::PassOver {
                     position,
@@ -146,6 +224,19 @@ where
                     let error = HandlerError::new(DecodeFailure(raw.error.to_string()));
                     failure = Some(Failure::new(index, error, false));
                     break;
+                }
+                Step::NotHandled(event) => {
+                    if follows(&self.followed, &self.passed_over, event) {
+                        unhandled = Some(index);
+                        break;
+                    }
+                    progress.advance(
+                        event.position(),
+                        event.event_id(),
+                        event.event_type(),
+                        false,
+                    );
+                    not_subscribed += 1;
                 }
                 // The common case inline, without the tracing machinery's future.
                 Step::Apply(event) => match if self.tracing {
@@ -178,29 +269,77 @@ where
             outcome.skipped += skipped;
             outcome.not_subscribed += not_subscribed;
         }
-        Ok(match failure {
-            Some(failure) => Segment::Failed(failure),
-            None => Segment::Committed,
+        Ok(match (failure, unhandled) {
+            (Some(failure), _) => Segment::Failed(failure),
+            (None, Some(at)) => Segment::Unhandled(at),
+            (None, None) => Segment::Committed,
         })
+    }
+
+    /// Hands `events[at]`, of a followed aggregate type the projection has no handler for,
+    /// to the projection's `handle`, where its unregistered-event policy decides, in a commit
+    /// of its own. `None` when it passed (`ignore`, `warn`): from then on the events of its
+    /// type are passed over without asking (or warning) again. A failure is returned to be
+    /// settled; an `Unhandled` error is not retried, since trying again cannot add a handler.
+    async fn meet_policy<T: BatchItem>(
+        &mut self,
+        events: &[T],
+        at: usize,
+        outcome: &mut BatchOutcome,
+    ) -> Result<Option<Failure>, RunnerError> {
+        // `classify` finds only decoded events unhandled.
+        let Ok(event) = events[at].decoded() else {
+            return Ok(None);
+        };
+        let (mut tx, checkpoint) = self.begin_locked().await?;
+        if let (Some(position), Some(checkpoint)) = (event.position(), checkpoint)
+            && position <= checkpoint
+        {
+            self.rollback(tx).await;
+            outcome.skipped += 1;
+            return Ok(None);
+        }
+        match self.apply(&mut tx, event, 1).await {
+            Ok(()) => {
+                self.passed_over.push(event.event_type());
+                let mut progress = Progress::from(checkpoint, self.last_event);
+                progress.advance(
+                    event.position(),
+                    event.event_id(),
+                    event.event_type(),
+                    false,
+                );
+                self.commit(tx, &progress).await?;
+                outcome.not_subscribed += 1;
+                Ok(None)
+            }
+            Err(error) => {
+                self.rollback(tx).await;
+                let retryable = !matches!(error, HandlerError::Unhandled(_));
+                Ok(Some(Failure::new(at, error, retryable)))
+            }
+        }
     }
 
     /// Commits the events before a failure at `at` (atomic strategies, whose segment rolled
     /// back). A handler that fails now where it had succeeded moves the failure earlier; the
-    /// range shrinks each time, so this ends.
+    /// range shrinks each time, so this ends. `Some(index)` when it committed up to an
+    /// unhandled event instead, which the first pass would have stopped at.
     async fn commit_before<T: BatchItem>(
         &mut self,
         events: &[T],
         from: usize,
         mut at: usize,
         outcome: &mut BatchOutcome,
-    ) -> Result<(), RunnerError> {
+    ) -> Result<Option<usize>, RunnerError> {
         while at > from {
             match self.segment(events, from, at, outcome).await? {
-                Segment::Committed => return Ok(()),
+                Segment::Committed => return Ok(None),
+                Segment::Unhandled(unhandled) => return Ok(Some(unhandled)),
                 Segment::Failed(earlier) => at = earlier.at,
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Sends a failed item where its kind says: retries (each attempt in a commit of its own)
@@ -378,7 +517,7 @@ where
         }
         match self.apply(&mut tx, event, attempt).await {
             Ok(()) => {
-                let mut progress = Progress::from(checkpoint);
+                let mut progress = Progress::from(checkpoint, self.last_event);
                 progress.advance(event.position(), event.event_id(), event.event_type(), true);
                 self.commit(tx, &progress).await?;
                 Ok(Attempt::Applied)
@@ -419,6 +558,10 @@ where
         }
         self.storage.commit(tx).await?;
         self.known = Some(checkpoint.max(position));
+        self.last_event = Some(failure.event_id);
+        if position.is_some() {
+            self.checkpoint_writes += 1;
+        }
         Ok(Some(entry_id))
     }
 
@@ -450,6 +593,7 @@ where
             source,
         };
         let mut update = progress.update();
+        let wrote = update.is_some() || self.unwritten.is_some();
         if !S::ATOMIC
             && let Some(unwritten) = self.unwritten.take()
         {
@@ -466,6 +610,7 @@ where
                 // does not apply those events again, and write it with the next commit.
                 self.unwritten = Some(update);
                 self.known = Some(progress.position);
+                self.last_event = progress.last_event();
             }
             return Err(checkpoint_error(&self.name, error));
         }
@@ -474,6 +619,10 @@ where
             .await
             .map_err(|e| checkpoint_error(&self.name, e))?;
         self.known = Some(progress.position);
+        self.last_event = progress.last_event();
+        if wrote {
+            self.checkpoint_writes += 1;
+        }
         Ok(())
     }
 
@@ -485,7 +634,9 @@ where
         }
     }
 
-    /// Runs the handler for `event` through `tx`; a panic is this event's failure.
+    /// Runs the handler for `event` through `tx`; a panic is this event's failure. With
+    /// tracing on, in the DEBUG spans `projection.handle` and `projection.handler`, built only
+    /// when DEBUG is enabled for them.
     #[inline]
     pub(super) async fn apply(
         &mut self,
@@ -493,25 +644,51 @@ where
         event: &AnyEvent,
         attempt: u32,
     ) -> Result<(), HandlerError> {
-        let projection = &mut self.projection;
-        let conn = &mut **tx;
         if !self.tracing {
+            let (projection, conn) = (&mut self.projection, &mut **tx);
             return caught(|| projection.handle(conn, event)).await;
         }
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "projection.handle",
             projection = %self.name,
             event_type = event.event_type(),
             event_id = %event.event_id(),
             position = event.position(),
+            handler = tracing::field::Empty,
             attempts = attempt,
             outcome = tracing::field::Empty,
         );
-        let handler = tracing::debug_span!(parent: &span, "projection.handler", attempt);
+        if span.is_disabled() {
+            let (projection, conn) = (&mut self.projection, &mut **tx);
+            return caught(|| projection.handle(conn, event)).await;
+        }
+        let subscribed = is_listed(self.projection.subscribed_to(), event.event_type());
+        let method = handler_method(self.projection.handlers(), event.event_type());
+        span.record("handler", method);
+        let handler = tracing::debug_span!(
+            parent: &span,
+            "projection.handler",
+            handler = method,
+            attempt,
+        );
+        let (projection, conn) = (&mut self.projection, &mut **tx);
         let result = caught(|| projection.handle(conn, event))
             .instrument(handler)
             .await;
-        span.record("outcome", if result.is_ok() { "applied" } else { "failed" });
+        let outcome = match (&result, subscribed) {
+            (Ok(()), true) => "applied",
+            (Ok(()), false) => "passed_over",
+            (Err(_), _) => "failed",
+        };
+        span.record("outcome", outcome);
         result
     }
+}
+
+/// The `#[handles]` method for `event_type`, if the projection lists one.
+fn handler_method(handlers: &[HandlerInfo], event_type: &str) -> Option<&'static str> {
+    handlers
+        .iter()
+        .find(|h| std::ptr::eq(h.event_type, event_type) || h.event_type == event_type)
+        .map(|h| h.method)
 }

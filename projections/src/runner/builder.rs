@@ -51,10 +51,23 @@ impl<P: Projection> RunnerBuilder<P> {
         }
     }
 
-    /// Whether to open `tracing` spans per event (on by default; off saves a little per event).
+    /// Whether to open `tracing` spans (on by default; see [`Runner::tracing`]).
     pub fn tracing(self, enabled: bool) -> Self {
         Self {
             runner: self.runner.tracing(enabled),
+        }
+    }
+
+    /// The aggregate types the projection follows: an event of one of them that it has no
+    /// handler for meets its unregistered-event policy (see
+    /// [`Runner::follows_aggregates`]).
+    pub fn follows_aggregates<I>(self, aggregates: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self {
+            runner: self.runner.follows_aggregates(aggregates),
         }
     }
 

@@ -22,6 +22,30 @@
 //!
 //! A stop or a pause is stored with the checkpoint and survives a restart: a runner that
 //! starts halted applies nothing until [`Runner::resume`].
+//!
+//! **Push mode.** Events handed in without a store position (through
+//! [`ProjectionRegistry::dispatch`](crate::ProjectionRegistry::dispatch) or
+//! [`dispatch_many`](crate::ProjectionRegistry::dispatch_many), or [`Runner::handle`] with
+//! an event that was never appended) cannot be compared with the checkpoint. For them the
+//! runner guarantees only this:
+//! - an event whose id is that of the last event the runner moved past (applied, passed over
+//!   or dead-lettered) is skipped: the immediate repeat, such as a delivery retried by the
+//!   caller, or the same event twice in a row in one `dispatch_many`;
+//! - any other repeat runs the handler again (at least once): the runner keeps no history
+//!   of ids;
+//! - the last event id lives in the runner; the stored checkpoint does not record it for an
+//!   event without a position, so after a restart even the immediate repeat runs again.
+//!
+//! For exactly-once effects append events to an [`EventStore`] and let the coordinator read
+//! them (a position is the identity of progress); otherwise make push-mode handlers
+//! idempotent.
+//!
+//! **Spans** (when [`tracing`](Runner::tracing) is on): `projection.batch` at INFO around
+//! each batch (`projection`, `events`, `applied`, `skipped`, `not_subscribed`,
+//! `dead_lettered`, `failed`, `checkpoint`, `checkpoint_written`, `error`);
+//! `projection.handle` (`projection`, `event_type`, `event_id`, `position`, `handler`,
+//! `attempts`, `outcome`) and `projection.handler` (`handler`, `attempt`) at DEBUG per event,
+//! so a service logging at INFO records one span per batch, not per event.
 
 mod batch;
 mod builder;
@@ -31,7 +55,7 @@ mod panic;
 mod progress;
 pub(crate) mod reads;
 mod replay;
-pub(crate) mod step;
+mod step;
 mod strategy;
 
 pub use builder::RunnerBuilder;
@@ -42,6 +66,8 @@ pub use strategy::{CommitStrategy, NoTransaction, Repositories};
 
 use std::future::Future;
 use std::sync::Arc;
+
+use uuid::Uuid;
 
 use crate::checkpoint::{CheckpointData, Halt, LagMetrics};
 use crate::event::{AnyEvent, EventMetadata, EventRegistry};
@@ -70,10 +96,18 @@ pub enum FailurePolicy {
 /// guarantees after a crash.
 ///
 /// For each event of a batch:
-/// - at or below the checkpoint: skipped, nothing runs;
-/// - of a type the projection does not subscribe to: passed over (the checkpoint moves);
+/// - at or below the checkpoint: skipped, nothing runs; an event without a position whose id
+///   is that of the last event the runner moved past is skipped too (see "Push mode" in the
+///   [module documentation](self));
+/// - of a type the projection does not subscribe to: passed over (the checkpoint moves),
+///   unless its aggregate type is one the projection
+///   [follows](Self::follows_aggregates): then its unregistered-event policy decides;
 /// - otherwise the handler runs (a panic is caught and is that event's failure); a failure
 ///   goes where its [`FailureKind`] says.
+///
+/// A runner refuses to run (every batch, reset and replay fails with
+/// [`RunnerError::AmbiguousEventType`]) while two event types of the program claim one wire
+/// name.
 ///
 /// A runner drives one projection from one ordered loop; it takes `&mut self` and no lock.
 pub struct Runner<P, S> {
@@ -83,6 +117,18 @@ pub struct Runner<P, S> {
     retry: Arc<dyn RetryPolicy>,
     on_failure: FailurePolicy,
     tracing: bool,
+    /// Aggregate types whose events the projection has no handler for meet its
+    /// unregistered-event policy.
+    followed: Vec<String>,
+    /// Event types of followed aggregates that the projection has no handler for and whose
+    /// policy accepted them (`ignore`, `warn`): passed over from then on, so `warn` logs
+    /// once per type.
+    passed_over: Vec<&'static str>,
+    /// The id of the last event the runner moved past (applied, passed over or
+    /// dead-lettered), as committed: how a repeated event without a position is recognised.
+    last_event: Option<Uuid>,
+    /// Checkpoint writes committed so far, so a batch can tell whether it wrote one.
+    checkpoint_writes: u64,
     /// The checkpoint as last read or written (`None` until then), so a batch reports its
     /// checkpoint without another round trip.
     known: Option<Option<u64>>,
@@ -121,6 +167,11 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
     /// ([`ExponentialBackoffRetryPolicy`]), dead-lettering on terminal failure, tracing on.
     pub(crate) fn with_storage(projection: P, storage: S) -> Self {
         let name = projection.name().to_owned();
+        let followed = projection
+            .aggregates()
+            .iter()
+            .map(|&aggregate| aggregate.to_owned())
+            .collect();
         Self {
             projection,
             name,
@@ -128,6 +179,10 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             retry: Arc::new(ExponentialBackoffRetryPolicy::default()),
             on_failure: FailurePolicy::DeadLetter,
             tracing: true,
+            followed,
+            passed_over: Vec::new(),
+            last_event: None,
+            checkpoint_writes: 0,
             known: None,
             loaded: false,
             halt: None,
@@ -149,11 +204,59 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
         self
     }
 
-    /// Whether to open `tracing` spans per event (on by default; off saves a little per event).
+    /// Whether to open `tracing` spans (on by default): `projection.batch` at INFO per batch,
+    /// `projection.handle` and `projection.handler` at DEBUG per event. Off saves a little
+    /// per batch; a span whose level is disabled costs no allocation either way.
     #[must_use]
     pub fn tracing(mut self, enabled: bool) -> Self {
         self.tracing = enabled;
         self
+    }
+
+    /// The aggregate types (stream categories, `EventMetadata::aggregate_type`) this
+    /// projection follows, replacing [`DatabaseProjection::aggregates`].
+    ///
+    /// An event of a followed aggregate type that the projection has no handler for is handed
+    /// to the projection's `handle`, where `#[projection(unregistered = ...)]` decides:
+    /// - `error`: it fails like a handler error, without retries (trying again cannot add a
+    ///   handler), and the [`FailurePolicy`] decides: dead letter (the default) or stop;
+    /// - `warn`: a warning naming the event type, the projection and its handled types, once
+    ///   per event type (later events of that type are passed over without asking again);
+    /// - `ignore` (the default): passed over.
+    ///
+    /// Events of other aggregate types that the projection does not handle are passed over
+    /// silently, whatever the policy: they are not its business.
+    ///
+    /// ```
+    /// # use projections::{Envelope, Event, projection};
+    /// # use projections::runner::ProjectionRunner;
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize, Event)]
+    /// # #[event(aggregate = "Parcel")] struct ParcelSent;
+    /// # #[derive(Default)] struct Parcels(u32);
+    /// #[projection(unregistered = error)]
+    /// impl Parcels {
+    ///     #[handles(ParcelSent)]
+    ///     async fn sent(&mut self, _e: &Envelope<ParcelSent>) { self.0 += 1 }
+    /// }
+    /// // A `Parcel` event without a handler (say `ParcelLost`) is dead-lettered.
+    /// let runner = ProjectionRunner::new(Parcels::default()).follows_aggregates(["Parcel"]);
+    /// assert_eq!(runner.followed_aggregates(), ["Parcel"]);
+    /// ```
+    #[must_use]
+    pub fn follows_aggregates<I>(mut self, aggregates: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.followed = aggregates.into_iter().map(Into::into).collect();
+        self.passed_over.clear();
+        self
+    }
+
+    /// The aggregate types this projection follows (see
+    /// [`follows_aggregates`](Self::follows_aggregates)).
+    pub fn followed_aggregates(&self) -> &[String] {
+        &self.followed
     }
 
     /// The projection's stable name.
@@ -219,6 +322,7 @@ where
                 .await
                 .map_err(|e| self.storage_error(e))?;
             self.known = Some(data.as_ref().map(|d| d.position));
+            self.last_event = data.as_ref().and_then(|d| d.last_event_id);
             self.halt = data.and_then(|d| d.halt);
             self.loaded = true;
         }
@@ -338,6 +442,16 @@ where
             .map_err(|e| self.storage_error(e))?;
         self.halt = Some(halt);
         Ok(())
+    }
+
+    /// Refuses to run while two event types of the program claim one wire name.
+    // The runner's own error, as every (async) method of the runner returns it.
+    #[allow(clippy::result_large_err)]
+    fn refuse_if_ambiguous(&self) -> Result<(), RunnerError> {
+        EventRegistry::check_global().map_err(|conflict| RunnerError::AmbiguousEventType {
+            projection: self.name.clone(),
+            source: conflict.clone(),
+        })
     }
 
     /// The error a halted runner answers a batch with.

@@ -1,6 +1,7 @@
 use uuid::Uuid;
 
 pub use crate::checkpoint::StoppedAt;
+use crate::event::RegistryError;
 use crate::failure::FailureKind;
 use crate::projection::HandlerError;
 use crate::storage::StorageError;
@@ -156,17 +157,34 @@ pub enum RunnerError {
         #[source]
         source: HandlerError,
     },
+    /// Two event types of the program claim one wire name (the
+    /// [global registry](crate::EventRegistry::global) does not
+    /// [check](crate::EventRegistry::check)): stored events of that name would not decode,
+    /// and an event of one type would reach the handler of the other and be ignored. The
+    /// runner applies nothing (and resets and replays nothing) until every event type has a
+    /// wire name of its own; nothing is recorded in storage.
+    #[error("projection `{projection}` refuses to run: {source}")]
+    AmbiguousEventType {
+        /// The projection.
+        projection: String,
+        /// The contested wire name and the Rust types that claim it.
+        #[source]
+        source: RegistryError,
+    },
 }
 
 impl RunnerError {
     /// Whose fault it is: what a worker does next.
     /// - [`FailureKind::Infrastructure`]: wait (backing off) and try the batch again;
     /// - [`FailureKind::Setup`]: the projection cannot go on until its setup is fixed (a
-    ///   storage failure of that kind), or it stopped (`Stopped`, `Paused`);
+    ///   storage failure of that kind, `AmbiguousEventType`), or it stopped (`Stopped`,
+    ///   `Paused`);
     /// - [`FailureKind::Event`]: an operation on one event or entry failed (`Replay`, `Reset`).
     pub fn kind(&self) -> FailureKind {
         match self {
-            Self::Stopped { .. } | Self::Paused { .. } => FailureKind::Setup,
+            Self::Stopped { .. } | Self::Paused { .. } | Self::AmbiguousEventType { .. } => {
+                FailureKind::Setup
+            }
             Self::Infrastructure { .. } => FailureKind::Infrastructure,
             Self::Checkpoint { source, .. }
             | Self::DeadLetter { source, .. }

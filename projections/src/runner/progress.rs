@@ -12,14 +12,31 @@ pub(super) struct Progress {
     event_type: String,
     applied: u64,
     moved: bool,
+    /// Whether the last event moved past is the one at `position` (`event_id`): a flag, so
+    /// moving past a stored event writes one byte more than before, not an id.
+    last_is_checkpoint: bool,
+    /// Otherwise, the id of the last event moved past (one without a position, or the last
+    /// one before this progress).
+    last_other: Option<Uuid>,
 }
 
 impl Progress {
-    /// Progress from the checkpoint `position`.
-    pub(super) fn from(position: Option<u64>) -> Self {
+    /// Progress from the checkpoint `position`, the last event moved past being `last_event`.
+    pub(super) fn from(position: Option<u64>, last_event: Option<Uuid>) -> Self {
         Self {
             position,
+            last_other: last_event,
             ..Self::default()
+        }
+    }
+
+    /// The id of the last event moved past, with a position or not.
+    #[inline]
+    pub(super) fn last_event(&self) -> Option<Uuid> {
+        if self.last_is_checkpoint {
+            self.event_id
+        } else {
+            self.last_other
         }
     }
 
@@ -40,6 +57,10 @@ impl Progress {
             self.event_type.clear();
             self.event_type.push_str(event_type);
             self.moved = true;
+            self.last_is_checkpoint = true;
+        } else {
+            self.last_other = Some(event_id);
+            self.last_is_checkpoint = false;
         }
         if applied {
             self.applied += 1;

@@ -18,6 +18,7 @@ where
     /// which the next reset repairs; the other order would leave an empty read model behind a
     /// checkpoint that claims it is full.
     pub async fn reset(&mut self) -> Result<(), RunnerError> {
+        self.refuse_if_ambiguous()?;
         let mut tx = self
             .storage
             .begin()
@@ -40,6 +41,7 @@ where
             .await
             .map_err(|e| self.storage_error(e))?;
         self.known = Some(None);
+        self.last_event = None;
         self.loaded = true;
         self.halt = None;
         Ok(())
@@ -52,6 +54,7 @@ where
     /// With [`Repositories`](super::Repositories), a crash between the handler and the
     /// resolution leaves the entry failed although applied: a second replay applies it again.
     pub async fn replay_dead_letter(&mut self, entry_id: i64) -> Result<(), RunnerError> {
+        self.refuse_if_ambiguous()?;
         let replay_error = |name: &str, reason: String| RunnerError::Replay {
             projection: name.to_owned(),
             entry_id,

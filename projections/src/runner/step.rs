@@ -4,11 +4,13 @@
 use uuid::Uuid;
 
 use super::BatchItem;
+use super::progress::Progress;
 use crate::event::{AnyEvent, EventRegistry};
 use crate::store::UndecodableEvent;
 
 pub(crate) enum Step<'a> {
-    /// At or below the checkpoint: nothing runs, nothing moves.
+    /// At or below the checkpoint, or (without a position) the event the runner last moved
+    /// past: nothing runs, nothing moves.
     Skip,
     /// Not this projection's business: the checkpoint moves past it.
     PassOver {
@@ -18,42 +20,89 @@ pub(crate) enum Step<'a> {
     },
     /// Run the handler.
     Apply(&'a AnyEvent),
+    /// Of a type the projection has no handler for, while it follows some aggregate types:
+    /// its unregistered-event policy decides if the event is of one of them (see
+    /// [`follows`]), else it is passed over.
+    NotHandled(&'a AnyEvent),
     /// A stored event that does not decode and may concern this projection.
     Undecodable(&'a UndecodableEvent),
 }
 
-pub(crate) fn classify<'a, T: BatchItem>(
+/// Whether the projection, following the aggregate types `followed`, meets its policy for
+/// `event`, which it has no handler for (and whose type is not among those it already let
+/// pass, `passed_over`).
+#[cold]
+pub(super) fn follows(followed: &[String], passed_over: &[&'static str], event: &AnyEvent) -> bool {
+    if is_listed(passed_over, event.event_type()) {
+        return false;
+    }
+    let aggregate = event.metadata().aggregate_type.as_str();
+    followed.iter().any(|followed| followed == aggregate)
+}
+
+/// What to do with `item`, after `progress`, for a projection handling `subscribed` and
+/// following aggregate types or not (`following`).
+#[inline]
+pub(super) fn classify<'a, T: BatchItem>(
     item: &'a T,
+    progress: &Progress,
+    subscribed: &[&'static str],
+    following: bool,
+) -> Step<'a> {
+    match item.decoded() {
+        Ok(event) => classify_event(event, progress, subscribed, following),
+        Err(raw) => classify_undecodable(raw, progress.position, subscribed),
+    }
+}
+
+#[inline]
+fn classify_event<'a>(
+    event: &'a AnyEvent,
+    progress: &Progress,
+    subscribed: &[&'static str],
+    following: bool,
+) -> Step<'a> {
+    let done = match event.position() {
+        Some(position) => progress
+            .position
+            .is_some_and(|checkpoint| position <= checkpoint),
+        // Nothing to compare with the checkpoint: only the immediate repeat is recognised.
+        None => progress.last_event() == Some(event.event_id()),
+    };
+    if done {
+        Step::Skip
+    } else if is_listed(subscribed, event.event_type()) {
+        Step::Apply(event)
+    } else if following {
+        Step::NotHandled(event)
+    } else {
+        Step::PassOver {
+            position: event.position(),
+            event_id: event.event_id(),
+            event_type: event.event_type(),
+        }
+    }
+}
+
+fn classify_undecodable<'a>(
+    raw: &'a UndecodableEvent,
     checkpoint: Option<u64>,
     subscribed: &[&'static str],
 ) -> Step<'a> {
-    let (position, event_type) = match item.decoded() {
-        Ok(event) => (event.position(), event.event_type()),
-        Err(raw) => (Some(raw.position), raw.event_type.as_str()),
-    };
-    if let (Some(position), Some(checkpoint)) = (position, checkpoint)
-        && position <= checkpoint
-    {
+    if checkpoint.is_some_and(|checkpoint| raw.position <= checkpoint) {
         return Step::Skip;
     }
-    let is_subscribed = is_listed(subscribed, event_type);
-    match item.decoded() {
-        Ok(event) if is_subscribed => Step::Apply(event),
-        Ok(event) => Step::PassOver {
-            position,
-            event_id: event.event_id(),
-            event_type,
-        },
-        // A payload that does not decode for a type this projection does not handle is not
-        // its business; an unknown type might be, so it is never passed over silently.
-        Err(raw) if !is_subscribed && EventRegistry::global().contains(&raw.event_type) => {
-            Step::PassOver {
-                position,
-                event_id: raw.event_id,
-                event_type,
-            }
+    // A payload that does not decode for a type this projection does not handle is not its
+    // business; an unknown type might be, so it is never passed over silently.
+    if !is_listed(subscribed, &raw.event_type) && EventRegistry::global().contains(&raw.event_type)
+    {
+        Step::PassOver {
+            position: Some(raw.position),
+            event_id: raw.event_id,
+            event_type: &raw.event_type,
         }
-        Err(raw) => Step::Undecodable(raw),
+    } else {
+        Step::Undecodable(raw)
     }
 }
 
