@@ -847,7 +847,7 @@ async fn out_of_range_event_times_are_undecodable_not_a_panic() {
             .unwrap()
             < Some(last)
         {
-            let report = coordinator.catch_up().await;
+            let report = coordinator.catch_up().await.unwrap();
             assert!(
                 report.projections.iter().all(|p| p.error.is_none()),
                 "{report:?}"

@@ -120,7 +120,11 @@ impl Given {
             .expect("a registry of one projection");
         let mut coordinator =
             ProjectionCoordinator::new(registry, store).batch_size(self.batch_size);
-        let mut report = coordinator.catch_up().await;
+        let mut report = match coordinator.catch_up().await {
+            Ok(report) => report,
+            #[allow(clippy::panic)]
+            Err(error) => panic!("the scenario cannot run: {error}"),
+        };
         let report = report.projections.remove(0);
         let dead_letters = reads
             .dead_letters()
@@ -236,8 +240,8 @@ pub async fn rebuild_equals_incremental<P, T>(
     let (store, _) = stored(events).await;
     // Built once, then rebuilt: the reset must clear everything the first pass built.
     let mut rebuilt = single(make(), &store, events.len().max(1)).await;
-    let _ = rebuilt.catch_up().await;
-    let _ = rebuilt.rebuild_all().await;
+    passed(rebuilt.catch_up().await);
+    passed(rebuilt.rebuild_all().await);
     let expected = state(projection_of::<P>(&rebuilt));
     let mut rng = fastrand::Rng::with_seed(events.len() as u64);
     for batch_size in 1..=events.len().max(1) {
@@ -249,7 +253,7 @@ pub async fn rebuild_equals_incremental<P, T>(
             let take = rng.usize(1..=rest.len());
             append_all(&incremental_store, &rest[..take]).await;
             rest = &rest[take..];
-            coordinator.catch_up().await;
+            passed(coordinator.catch_up().await);
         }
         let actual = state(projection_of::<P>(&coordinator));
         assert_eq!(
@@ -275,7 +279,7 @@ pub async fn redelivery_changes_nothing<P, T>(
 {
     let (store, positioned) = stored(events).await;
     let mut coordinator = single(make(), &store, 100).await;
-    coordinator.catch_up().await;
+    passed(coordinator.catch_up().await);
     let expected = state(projection_of::<P>(&coordinator));
     let _ = coordinator.dispatch_events(&positioned).await;
     assert_eq!(
@@ -317,4 +321,14 @@ fn projection_of<P: Projection + 'static>(coordinator: &ProjectionCoordinator) -
         .registry()
         .projection::<P>()
         .expect("the projection under test")
+}
+
+/// A pass that could not run at all (two event types of one wire name) fails the check.
+fn passed<T>(pass: Result<T, crate::coordinator::CoordinatorError>) {
+    if let Err(error) = pass {
+        #[allow(clippy::panic)]
+        {
+            panic!("the projection cannot run: {error}");
+        }
+    }
 }
