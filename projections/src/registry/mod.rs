@@ -70,9 +70,9 @@ impl ProjectionRegistry {
     /// gets a runner with every default.
     pub fn register_projection<P: Projection + 'static>(
         &mut self,
-        projection: impl Into<ProjectionRunner<P>>,
+        projection: impl IntoProjectionRunner<P>,
     ) -> Result<(), DuplicateProjection> {
-        self.register(projection.into())
+        self.register(projection.into_runner())
     }
 
     /// Registers any runner, for example a
@@ -287,4 +287,31 @@ fn concerns(projection: &dyn RegisteredProjection, event: &AnyEvent) -> bool {
             .followed_aggregates()
             .iter()
             .any(|aggregate| *aggregate == event.metadata().aggregate_type)
+}
+
+/// What [`ProjectionRegistry::register_projection`] takes: a projection whose handlers take no
+/// connection (it gets a [`ProjectionRunner`] with every default), or a configured
+/// [`ProjectionRunner`] of one.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be registered with `register_projection`",
+    label = "not a projection without a database connection, nor a `ProjectionRunner` of one",
+    note = "a projection whose handlers take a database connection runs in a transaction per batch: register it with `registry.register(TransactionalRunner::new(projection, unit))`"
+)]
+pub trait IntoProjectionRunner<P> {
+    /// The runner.
+    fn into_runner(self) -> ProjectionRunner<P>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<P: Projection> IntoProjectionRunner<P> for P {
+    fn into_runner(self) -> ProjectionRunner<P> {
+        ProjectionRunner::new(self)
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<P: Projection> IntoProjectionRunner<P> for ProjectionRunner<P> {
+    fn into_runner(self) -> ProjectionRunner<P> {
+        self
+    }
 }
