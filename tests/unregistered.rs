@@ -323,9 +323,37 @@ async fn ignore_passes_over_without_a_word() {
 }
 
 #[tokio::test]
+async fn a_strict_projection_follows_the_aggregates_of_the_events_it_handles() {
+    // `#[projection(unregistered = error)]` handling `OrderPlaced` follows `Order`: no runner
+    // option needed. `ignore` (the default) follows nothing.
+    assert_eq!(Projection::aggregates(&Strict::default()), ["Order"]);
+    assert_eq!(Projection::aggregates(&Loud::default()), ["Order"]);
+    assert!(Projection::aggregates(&Quiet::default()).is_empty());
+    let (storage, dead_letters) = storage();
+    let runner = ProjectionRunner::builder(Strict::default())
+        .storage(storage)
+        .build();
+    assert_eq!(runner.followed_aggregates(), ["Order"]);
+    let mut coordinator = coordinator(runner).await;
+    let report = coordinator.catch_up().await.unwrap();
+    let strict = report.projection("strict").unwrap();
+    assert_eq!(strict.applied, 2);
+    assert_eq!(strict.dead_lettered.len(), 2, "{strict:?}");
+    let entries = dead_letters
+        .get_failed_events(Default::default())
+        .await
+        .unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.event_type == "policy.order_cancelled")
+    );
+}
+
+#[tokio::test]
 async fn without_followed_aggregates_every_unhandled_event_is_passed_over() {
-    // As before: a projection that follows no aggregate type is never asked.
-    let runner = ProjectionRunner::new(Strict::default());
+    // Following nothing, by the runner option: the projection is never asked.
+    let runner = ProjectionRunner::new(Strict::default()).follows_aggregates(Vec::<String>::new());
     assert!(runner.followed_aggregates().is_empty());
     let mut coordinator = coordinator(runner).await;
     let report = coordinator.catch_up().await.unwrap();

@@ -71,6 +71,7 @@ pub fn placeholder_impl(model: &Model, item: &ItemImpl) -> TokenStream {
 fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let aggregates = aggregates_list(model);
     let Bodies {
         name,
         subscribed,
@@ -91,6 +92,10 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
 
         fn handlers(&self) -> &[::projections::HandlerInfo] {
             #handler_table
+        }
+
+        fn aggregates(&self) -> &[&'static str] {
+            #aggregates
         }
     };
 
@@ -172,6 +177,20 @@ fn at(tokens: &impl Spanned) -> proc_macro2::Span {
 fn subscribed_list(model: &Model) -> TokenStream {
     let names = model.handlers.iter().map(|h| event_type_const(&h.event));
     quote!(const { &[#(#names),*] })
+}
+
+/// The aggregate types of the handled events, which the projection then follows, so that an
+/// event of those aggregates it has no handler for meets its `unregistered` policy. Under
+/// `ignore` it follows none: there is nothing to decide.
+fn aggregates_list(model: &Model) -> TokenStream {
+    if matches!(model.policy, Policy::Ignore) {
+        return quote!(&[]);
+    }
+    let types = model.handlers.iter().map(|h| {
+        let event = &h.event;
+        quote_spanned!(at(event)=> <#event as ::projections::Event>::AGGREGATE_TYPE)
+    });
+    quote!(const { &[#(#types),*] })
 }
 
 fn event_type_const(event: &syn::Type) -> TokenStream {

@@ -37,7 +37,8 @@ pub(super) fn follows(followed: &[String], passed_over: &[&'static str], event: 
         return false;
     }
     let aggregate = event.metadata().aggregate_type.as_str();
-    followed.iter().any(|followed| followed == aggregate)
+    // An event with no aggregate type belongs to no stream anyone follows.
+    !aggregate.is_empty() && followed.iter().any(|followed| followed == aggregate)
 }
 
 /// What to do with `item`, after `progress`, for a projection handling `subscribed` and
