@@ -21,6 +21,20 @@ pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
 /// reads and removes these attributes before this macro could run.
 #[proc_macro_attribute]
 pub fn handles(_args: TokenStream, item: TokenStream) -> TokenStream {
+    stray("handles", item)
+}
+
+/// Marks the method of a `#[projection]` impl block that clears the read model for a rebuild.
+///
+/// On its own (outside a `#[projection]` impl block) it is a compile error, like `#[handles]`.
+#[proc_macro_attribute]
+pub fn reset(_args: TokenStream, item: TokenStream) -> TokenStream {
+    stray("reset", item)
+}
+
+/// The error for a helper attribute used outside a `#[projection]` impl block, followed by the
+/// item unchanged.
+fn stray(attribute: &str, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
     // The call site is the whole `#[handles(..)]` attribute. Resolved at a token the user
     // wrote, the error is shown there without a note about the macro it comes from.
@@ -30,8 +44,10 @@ pub fn handles(_args: TokenStream, item: TokenStream) -> TokenStream {
     }
     let error = syn::Error::new(
         span,
-        "`#[handles]` only works on a method inside an impl block marked `#[projection]`\n\
-         help: add `#[projection]` to the impl block that holds this method",
+        format!(
+            "`#[{attribute}]` only works on a method inside an impl block marked `#[projection]`\n\
+             help: add `#[projection]` to the impl block that holds this method"
+        ),
     );
     let mut out = error.to_compile_error();
     out.extend(item);

@@ -35,7 +35,98 @@ pub use projection::{
     HandlerInfo, Injectable, IntoHandlerResult, NoConnection, Projection, SyncEventHandler,
     SyncProjection, UnhandledEventError, UnregisteredEventPolicy,
 };
-pub use projections_macros::{Event, handles, projection};
+pub use projections_macros::Event;
+
+/// Declares a projection from an impl block: its `#[handles(E)]` methods become the dispatch
+/// table, checked at compile time; its `#[reset]` method clears the read model for a rebuild.
+///
+/// Arguments, all optional: `name = "..."` (the stable name of its checkpoint; default: the
+/// type's name), `unregistered = ignore | warn | error` (what to do with an event of an
+/// aggregate type it follows that it has no handler for; see the crate documentation), `sync`
+/// (every handler is a plain `fn`).
+///
+/// ```
+/// use projections::{Envelope, Event, projection};
+///
+/// #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Event)]
+/// #[event(aggregate = "Account")]
+/// struct Deposited { cents: i64 }
+///
+/// #[derive(Default)]
+/// struct Balance { cents: i64 }
+///
+/// #[projection(name = "balance", unregistered = warn)]
+/// impl Balance {
+///     #[handles(Deposited)]
+///     async fn deposited(&mut self, event: &Envelope<Deposited>) {
+///         self.cents += event.cents;
+///     }
+///
+///     #[reset]
+///     async fn clear(&mut self) {
+///         self.cents = 0;
+///     }
+/// }
+///
+/// use projections::Projection;
+/// assert_eq!(Balance::default().subscribed_to(), ["Deposited"]);
+/// ```
+pub use projections_macros::projection;
+
+/// Inside a [`#[projection]`](projection) impl block: makes the method the handler of event
+/// type `E`.
+///
+/// The handler takes `&mut self`, then optionally the batch's connection
+/// (`conn: &mut PgConnection`, for a database projection), then `event: &Envelope<E>`, and
+/// returns `()` or `Result<(), impl Into<BoxError>>`. An error's kind decides what happens
+/// ([`failure`]).
+///
+/// ```
+/// # use projections::{Envelope, Event, projection};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Event)]
+/// # struct Withdrawn { cents: i64 }
+/// # #[derive(Default)] struct Balance { cents: i64 }
+/// #[projection]
+/// impl Balance {
+///     #[handles(Withdrawn)]
+///     async fn withdrawn(&mut self, event: &Envelope<Withdrawn>) -> Result<(), String> {
+///         if event.cents > self.cents {
+///             return Err(format!("overdrawn by {}", event.cents - self.cents));
+///         }
+///         self.cents -= event.cents;
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// Outside a `#[projection]` impl block it is a compile error.
+pub use projections_macros::handles;
+
+/// Inside a [`#[projection]`](projection) impl block: makes the method the one that clears the
+/// read model when the projection is rebuilt (`Runner::reset`, `rebuild_projection`).
+///
+/// It takes `&mut self`, and the connection for a database projection (the reset runs in the
+/// transaction that deletes the checkpoint), and returns like a handler.
+///
+/// ```
+/// # use projections::{Envelope, Event, projection};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Event)]
+/// # struct Visited;
+/// #[derive(Default)]
+/// struct Visits(u64);
+///
+/// #[projection]
+/// impl Visits {
+///     #[handles(Visited)]
+///     async fn visited(&mut self, _event: &Envelope<Visited>) { self.0 += 1; }
+///
+///     #[reset]
+///     async fn clear(&mut self) { self.0 = 0; }
+/// }
+/// ```
+///
+/// Outside a `#[projection]` impl block it is a compile error.
+pub use projections_macros::reset;
 pub use registry::{ProjectionRegistry, SubscriberRegistry};
 pub use retry::{
     ExponentialBackoffRetryPolicy, FilteredRetryPolicy, NoRetryPolicy, RetryConfig, RetryPolicy,

@@ -8,7 +8,7 @@
 //! checkpoints behave as in production. Retries are off by default ([`NoRetryPolicy`]), so a
 //! failing event is dead-lettered at once.
 //!
-//! ```
+//! ```rust,standalone_crate
 //! use projections::testing::{given, event};
 //! use projections::{Envelope, Event, projection};
 //! # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Event)]

@@ -91,7 +91,7 @@ pub enum FailurePolicy {
     Stop,
 }
 
-/// Checkpoint tracking around a projection (the seed's `CheckpointTrackingProjection`), with
+/// Checkpoint tracking around a projection (the Python library's `CheckpointTrackingProjection`), with
 /// the commit strategy `S`. See the [module documentation](self) for what each strategy
 /// guarantees after a crash.
 ///
