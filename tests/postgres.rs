@@ -817,8 +817,8 @@ async fn out_of_range_event_times_are_undecodable_not_a_panic() {
 
     // The lag query: an error while the row is in the backlog, not a panic.
     match store.backlog(0, &[]).await {
-        Err(StorageError::Backend(error)) => {
-            assert!(error.to_string().contains("-infinity"), "{error}");
+        Err(StorageError::Unreadable(error)) => {
+            assert!(error.contains("-infinity"), "{error}");
         }
         other => panic!("a stored_at of -infinity in the backlog gave {other:?}"),
     }
@@ -902,7 +902,7 @@ async fn out_of_range_times_in_checkpoints_and_dead_letters_are_errors() {
     let unreadable = ["infinity", "-infinity", "294276-12-31 23:59:59+00"];
     fn is_error_naming<T>(result: &Result<T, StorageError>, column: &str) -> bool {
         match result {
-            Err(StorageError::Backend(error)) => error.to_string().contains(column),
+            Err(StorageError::Unreadable(error)) => error.contains(column),
             _ => false,
         }
     }
@@ -1624,12 +1624,12 @@ async fn inconsistent_and_undecodable_halts() {
         .unwrap();
         let read = repo.get_checkpoint_data(&name).await;
         assert!(
-            matches!(read, Err(StorageError::Backend(_))),
+            matches!(read, Err(StorageError::Unreadable(_))),
             "`{edit}` read back as {read:?}"
         );
         assert!(matches!(
             repo.get_all_checkpoints().await,
-            Err(StorageError::Backend(_))
+            Err(StorageError::Unreadable(_))
         ));
         assert_eq!(
             repo.get_checkpoint_data(&fine)

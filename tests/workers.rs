@@ -456,7 +456,10 @@ async fn shutdown_finishes_batches_and_a_deadline_bounds_it() {
     let report = handle.shutdown(Duration::from_secs(3)).await;
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert!(started.elapsed() < Duration::from_secs(4));
-    assert!(report.projection("stuck").unwrap().error.is_some());
+    assert!(matches!(
+        report.projection("stuck").unwrap().error,
+        Some(projections::runner::RunnerError::Aborted { .. })
+    ));
     let tally = report.projection("tally").unwrap();
     assert!(tally.is_ok() && tally.applied == 1, "{tally:?}");
 }

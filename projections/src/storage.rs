@@ -38,6 +38,11 @@ pub enum StorageError {
         /// Why.
         reason: String,
     },
+    /// A stored value cannot be read (a status, a time, a count out of range, a missing
+    /// row the schema needs): someone must repair the data or the schema, so it is a
+    /// [`FailureKind::Setup`] failure, never waited out.
+    #[error("unreadable stored data: {0}")]
+    Unreadable(String),
     /// The backend (database, network) failed.
     #[error("storage backend failed: {0}")]
     Backend(#[source] BoxError),
@@ -50,9 +55,13 @@ impl StorageError {
     }
 
     /// Whose fault this failure is. A storage failure is never an event's: a wrong setup
-    /// (missing table, permission denied, an invalid identifier) is [`FailureKind::Setup`],
-    /// anything else is [`FailureKind::Infrastructure`] (waited out and retried).
+    /// (missing table, permission denied, an invalid identifier, unreadable stored data) is
+    /// [`FailureKind::Setup`], anything else is [`FailureKind::Infrastructure`] (waited out and
+    /// retried).
     pub fn kind(&self) -> FailureKind {
+        if matches!(self, Self::Unreadable(_)) {
+            return FailureKind::Setup;
+        }
         match crate::failure::classify(self) {
             FailureKind::Setup => FailureKind::Setup,
             _ => FailureKind::Infrastructure,

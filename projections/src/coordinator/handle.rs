@@ -276,9 +276,9 @@ impl CoordinatorHandle {
                 Some(Ok(exit)) => exits.push((name, exit.report, Some(exit.runner))),
                 Some(Err(join)) => {
                     let mut report = ProjectionReport::named(&name);
-                    report.error = Some(RunnerError::Storage {
+                    report.error = Some(RunnerError::Aborted {
                         projection: name.clone(),
-                        source: crate::StorageError::backend(format!("worker ended: {join}")),
+                        reason: format!("its task ended abnormally: {join}"),
                     });
                     exits.push((name, report, None));
                 }
@@ -286,11 +286,9 @@ impl CoordinatorHandle {
                     task.abort();
                     tracing::warn!(projection = %name, "worker aborted at the shutdown deadline");
                     let mut report = ProjectionReport::named(&name);
-                    report.error = Some(RunnerError::Storage {
+                    report.error = Some(RunnerError::Aborted {
                         projection: name.clone(),
-                        source: crate::StorageError::backend(
-                            "aborted at the shutdown deadline, its batch in hand unfinished",
-                        ),
+                        reason: "at the shutdown deadline, its batch in hand unfinished".to_owned(),
                     });
                     exits.push((name, report, None));
                 }

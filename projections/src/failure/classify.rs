@@ -31,7 +31,7 @@ fn kind_of(link: &(dyn std::error::Error + 'static)) -> Option<FailureKind> {
     }
     if let Some(storage) = link.downcast_ref::<StorageError>() {
         return match storage {
-            StorageError::Invalid { .. } => Some(FailureKind::Setup),
+            StorageError::Invalid { .. } | StorageError::Unreadable(_) => Some(FailureKind::Setup),
             StorageError::NotFound { .. } | StorageError::InvalidTransition { .. } => {
                 Some(FailureKind::Event)
             }

@@ -411,7 +411,7 @@ fn halt(row: &PgRow) -> Result<Option<Halt>, StorageError> {
     };
     let projection: String = row.try_get("projection_name").map_err(backend)?;
     let invalid = |what: &str| {
-        StorageError::backend(format!(
+        StorageError::Unreadable(format!(
             "the stored halt of projection {projection} is invalid: {what}"
         ))
     };

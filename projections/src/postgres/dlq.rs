@@ -277,7 +277,7 @@ async fn add<'c>(
 
 fn parse_status(status: &str) -> Result<DLQStatus, StorageError> {
     DLQStatus::parse(status)
-        .ok_or_else(|| StorageError::backend(format!("unknown dead-letter status `{status}`")))
+        .ok_or_else(|| StorageError::Unreadable(format!("unknown dead-letter status `{status}`")))
 }
 
 fn entry(row: &PgRow) -> Result<DLQEntry, StorageError> {
@@ -301,7 +301,7 @@ fn entry(row: &PgRow) -> Result<DLQEntry, StorageError> {
         error_message: row.try_get("error_message").map_err(backend)?,
         error_chain,
         attempts: u32::try_from(attempts).map_err(|_| {
-            StorageError::backend(format!("stored attempts are negative: {attempts}"))
+            StorageError::Unreadable(format!("stored attempts are negative: {attempts}"))
         })?,
         first_failed_at: timestamp::get(
             row,

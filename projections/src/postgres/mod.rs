@@ -86,7 +86,7 @@ fn to_i64(value: u64, what: &'static str) -> Result<i64, StorageError> {
 /// A stored `bigint` that must not be negative.
 fn to_u64(value: i64, what: &'static str) -> Result<u64, StorageError> {
     u64::try_from(value)
-        .map_err(|_| StorageError::backend(format!("stored {what} is negative: {value}")))
+        .map_err(|_| StorageError::Unreadable(format!("stored {what} is negative: {value}")))
 }
 
 /// Every public future can be spawned on a multi-threaded runtime.

@@ -376,7 +376,7 @@ impl PostgresEventStore {
             if appended == 0 {
                 let checked: i64 = row.try_get("checked").map_err(backend)?;
                 if checked > 0 {
-                    return Err(StorageError::backend(format!(
+                    return Err(StorageError::Unreadable(format!(
                         "the position counter (table {POSITIONS_TABLE}) has no row"
                     ))
                     .into());

@@ -120,7 +120,7 @@ impl Timestamptz {
 
 /// The error of a stored `what` that is `value`.
 fn out_of_range(what: &dyn fmt::Display, value: OutOfRange) -> StorageError {
-    StorageError::backend(format!(
+    StorageError::Unreadable(format!(
         "the stored {what} is {value}, outside the range of a DateTime<Utc> (finite, up to the \
          year 262142); migration 5 refuses such values in new rows, correct or delete the row"
     ))

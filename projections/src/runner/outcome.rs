@@ -148,6 +148,15 @@ pub enum RunnerError {
         /// Why.
         reason: String,
     },
+    /// The projection's worker did not end by itself: it was aborted at the shutdown deadline
+    /// with its batch in hand unfinished, or it panicked outside any handler.
+    #[error("the worker of projection `{projection}` was aborted: {reason}")]
+    Aborted {
+        /// The projection.
+        projection: String,
+        /// Why.
+        reason: String,
+    },
     /// The handler failed during a reset.
     #[error("projection `{projection}` could not reset its read model")]
     Reset {
@@ -185,7 +194,7 @@ impl RunnerError {
             Self::Stopped { .. } | Self::Paused { .. } | Self::AmbiguousEventType { .. } => {
                 FailureKind::Setup
             }
-            Self::Infrastructure { .. } => FailureKind::Infrastructure,
+            Self::Infrastructure { .. } | Self::Aborted { .. } => FailureKind::Infrastructure,
             Self::Checkpoint { source, .. }
             | Self::DeadLetter { source, .. }
             | Self::Storage { source, .. } => source.kind(),
