@@ -14,6 +14,8 @@ pub mod projection;
 pub mod registry;
 pub mod retry;
 pub mod runner;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod storage;
 pub mod store;
 #[cfg(feature = "otel")]
