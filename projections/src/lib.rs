@@ -75,7 +75,7 @@ pub use projections_macros::Event;
 /// ```
 pub use projections_macros::projection;
 
-/// Inside a [`#[projection]`](projection) impl block: makes the method the handler of event
+/// Inside a [`#[projection]`](macro@projection) impl block: makes the method the handler of event
 /// type `E`.
 ///
 /// The handler takes `&mut self`, then optionally the batch's connection
@@ -104,7 +104,7 @@ pub use projections_macros::projection;
 /// Outside a `#[projection]` impl block it is a compile error.
 pub use projections_macros::handles;
 
-/// Inside a [`#[projection]`](projection) impl block: makes the method the one that clears the
+/// Inside a [`#[projection]`](macro@projection) impl block: makes the method the one that clears the
 /// read model when the projection is rebuilt (`Runner::reset`, `rebuild_projection`).
 ///
 /// It takes `&mut self`, and the connection for a database projection (the reset runs in the
