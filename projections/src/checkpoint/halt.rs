@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::failure::FailureKind;
 use crate::failure::storable::{storable_message, without_nul};
+use crate::storage::StorageError;
 
 /// Why a projection applies nothing until an operator resumes it. Stored with its checkpoint
 /// ([`CheckpointRepository::set_halt`](super::CheckpointRepository::set_halt)).
@@ -160,6 +161,60 @@ impl fmt::Display for StoppedAt {
             f.write_str(" stopped")?;
         }
         write!(f, " ({} failure): {}", self.kind, self.error)
+    }
+}
+
+/// A halt as its columns hold it, before it is checked: what each backend reads, so the
+/// checks and their errors are written once.
+pub(crate) struct StoredHalt {
+    pub(crate) state: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) at: Option<DateTime<Utc>>,
+    pub(crate) kind: Option<String>,
+    pub(crate) attempts: Option<i64>,
+    pub(crate) position: Option<i64>,
+    pub(crate) event_id: Option<Uuid>,
+    pub(crate) event_type: Option<String>,
+}
+
+impl StoredHalt {
+    /// The halt of `projection`, or [`StorageError::Unreadable`] naming what is wrong.
+    pub(crate) fn into_halt(self, projection: &str) -> Result<Halt, StorageError> {
+        let invalid = |what: &str| {
+            StorageError::Unreadable(format!(
+                "the stored halt of projection {projection} is invalid: {what}"
+            ))
+        };
+        let reason = self.reason.ok_or_else(|| invalid("no halt_reason"))?;
+        let at = self.at.ok_or_else(|| invalid("no halt_at"))?;
+        match self.state.as_str() {
+            "paused" => Ok(Halt::Paused { reason, at }),
+            "stopped" => {
+                let kind = self.kind.ok_or_else(|| invalid("no halt_failure_kind"))?;
+                let kind = FailureKind::parse(&kind)
+                    .ok_or_else(|| invalid(&format!("unknown failure kind `{kind}`")))?;
+                let attempts = self.attempts.ok_or_else(|| invalid("no halt_attempts"))?;
+                let attempts = u32::try_from(attempts)
+                    .map_err(|_| invalid(&format!("halt_attempts {attempts} is not a u32")))?;
+                let position = self
+                    .position
+                    .map(|p| {
+                        u64::try_from(p)
+                            .map_err(|_| invalid(&format!("negative halt_position {p}")))
+                    })
+                    .transpose()?;
+                Ok(Halt::Stopped(StoppedAt {
+                    position,
+                    event_id: self.event_id,
+                    event_type: self.event_type,
+                    error: reason,
+                    kind,
+                    attempts,
+                    at,
+                }))
+            }
+            other => Err(invalid(&format!("unknown halt_state `{other}`"))),
+        }
     }
 }
 

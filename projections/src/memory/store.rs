@@ -9,7 +9,7 @@ use super::lock;
 use crate::event::{AnyEvent, to_microseconds};
 use crate::storage::{BoxFuture, StorageError};
 use crate::store::{
-    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, check_storable,
+    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, check_append,
 };
 
 /// An event store in memory. Events are decoded once, at append, and shared on every read.
@@ -49,6 +49,7 @@ impl InMemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<AnyEvent>,
     ) -> Result<AppendResult, AppendError> {
+        check_append(aggregate_id, &events)?;
         let mut state = lock(&self.state);
         let actual = state
             .streams
@@ -66,17 +67,6 @@ impl InMemoryEventStore {
                 actual,
             });
         }
-        if let Some(stranger) = events
-            .iter()
-            .find(|e| e.metadata().aggregate_id != aggregate_id)
-        {
-            return Err(AppendError::WrongAggregate {
-                aggregate_id,
-                event_id: stranger.event_id(),
-                event_aggregate: stranger.metadata().aggregate_id,
-            });
-        }
-        check_storable(&events)?;
         let now = Utc::now();
         let first_position = state.events.len() as u64 + 1;
         let mut version = actual;

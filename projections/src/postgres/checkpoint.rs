@@ -8,8 +8,7 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{Schema, backend, timestamp, to_i64, to_u64};
-use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt, StoppedAt};
-use crate::failure::FailureKind;
+use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt, StoredHalt};
 use crate::storage::{BoxFuture, StorageError};
 
 /// The checkpoint table.
@@ -410,43 +409,23 @@ fn halt(row: &PgRow) -> Result<Option<Halt>, StorageError> {
         return Ok(None);
     };
     let projection: String = row.try_get("projection_name").map_err(backend)?;
-    let invalid = |what: &str| {
-        StorageError::Unreadable(format!(
-            "the stored halt of projection {projection} is invalid: {what}"
-        ))
-    };
-    let reason: Option<String> = row.try_get("halt_reason").map_err(backend)?;
-    let reason = reason.ok_or_else(|| invalid("no halt_reason"))?;
     let at = timestamp::get_optional(
         row,
         "halt_at",
         &format_args!("halt_at of the checkpoint of {projection}"),
     )?;
-    let at = at.ok_or_else(|| invalid("no halt_at"))?;
-    match state.as_str() {
-        "paused" => Ok(Some(Halt::Paused { reason, at })),
-        "stopped" => {
-            let kind: Option<String> = row.try_get("halt_failure_kind").map_err(backend)?;
-            let kind = kind.ok_or_else(|| invalid("no halt_failure_kind"))?;
-            let kind = FailureKind::parse(&kind)
-                .ok_or_else(|| invalid(&format!("unknown failure kind `{kind}`")))?;
-            let attempts: Option<i32> = row.try_get("halt_attempts").map_err(backend)?;
-            let attempts = attempts.ok_or_else(|| invalid("no halt_attempts"))?;
-            let attempts = u32::try_from(attempts)
-                .map_err(|_| invalid(&format!("negative halt_attempts {attempts}")))?;
-            let position: Option<i64> = row.try_get("halt_position").map_err(backend)?;
-            Ok(Some(Halt::Stopped(StoppedAt {
-                position: position.map(|p| to_u64(p, "halt position")).transpose()?,
-                event_id: row.try_get("halt_event_id").map_err(backend)?,
-                event_type: row.try_get("halt_event_type").map_err(backend)?,
-                error: reason,
-                kind,
-                attempts,
-                at,
-            })))
-        }
-        other => Err(invalid(&format!("unknown halt_state `{other}`"))),
-    }
+    let attempts: Option<i32> = row.try_get("halt_attempts").map_err(backend)?;
+    let stored = StoredHalt {
+        state,
+        reason: row.try_get("halt_reason").map_err(backend)?,
+        at,
+        kind: row.try_get("halt_failure_kind").map_err(backend)?,
+        attempts: attempts.map(i64::from),
+        position: row.try_get("halt_position").map_err(backend)?,
+        event_id: row.try_get("halt_event_id").map_err(backend)?,
+        event_type: row.try_get("halt_event_type").map_err(backend)?,
+    };
+    stored.into_halt(&projection).map(Some)
 }
 
 impl CheckpointRepository for PostgreSQLCheckpointRepository {

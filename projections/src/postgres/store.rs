@@ -15,7 +15,7 @@ use crate::event::{AnyEvent, DecodeError, EventMetadata, EventRegistry, to_micro
 use crate::storage::{BoxFuture, StorageError};
 use crate::store::{
     AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, UndecodableEvent,
-    check_storable,
+    check_append,
 };
 
 /// How long [`PostgresEventStore::connect`]'s pool waits for a connection before failing.
@@ -301,17 +301,7 @@ impl PostgresEventStore {
         expected: ExpectedVersion,
         events: Vec<AnyEvent>,
     ) -> Result<AppendResult, AppendError> {
-        if let Some(stranger) = events
-            .iter()
-            .find(|e| e.metadata().aggregate_id != aggregate_id)
-        {
-            return Err(AppendError::WrongAggregate {
-                aggregate_id,
-                event_id: stranger.event_id(),
-                event_aggregate: stranger.metadata().aggregate_id,
-            });
-        }
-        check_storable(&events)?;
+        check_append(aggregate_id, &events)?;
         let expected_version = match expected {
             ExpectedVersion::Any => None,
             ExpectedVersion::NoStream => Some(0),

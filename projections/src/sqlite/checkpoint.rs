@@ -5,8 +5,7 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{backend, time, to_i64, to_u64};
-use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt, StoppedAt};
-use crate::failure::FailureKind;
+use crate::checkpoint::{CheckpointData, CheckpointRepository, CheckpointUpdate, Halt, StoredHalt};
 use crate::storage::{BoxFuture, StorageError};
 
 const DATA_COLUMNS: &str = "projection_name, position, last_event_id, last_event_type, \
@@ -202,46 +201,29 @@ fn halt(row: &SqliteRow, projection: &str) -> Result<Option<Halt>, StorageError>
     else {
         return Ok(None);
     };
-    let invalid = |what: &str| {
-        StorageError::Unreadable(format!(
-            "the stored halt of projection {projection} is invalid: {what}"
-        ))
-    };
-    let reason: Option<String> = row.try_get("halt_reason").map_err(backend)?;
-    let reason = reason.ok_or_else(|| invalid("no halt_reason"))?;
     let at: Option<i64> = row.try_get("halt_at").map_err(backend)?;
-    let at = at.ok_or_else(|| invalid("no halt_at"))?;
-    let at = time::from_stored(
-        at,
-        &format_args!("halt_at of the checkpoint of {projection}"),
-    )?;
-    match state.as_str() {
-        "paused" => Ok(Some(Halt::Paused { reason, at })),
-        "stopped" => {
-            let kind: Option<String> = row.try_get("halt_failure_kind").map_err(backend)?;
-            let kind = kind.ok_or_else(|| invalid("no halt_failure_kind"))?;
-            let kind = FailureKind::parse(&kind)
-                .ok_or_else(|| invalid(&format!("unknown failure kind `{kind}`")))?;
-            let attempts: Option<i64> = row.try_get("halt_attempts").map_err(backend)?;
-            let attempts = attempts.ok_or_else(|| invalid("no halt_attempts"))?;
-            let attempts = u32::try_from(attempts)
-                .map_err(|_| invalid(&format!("halt_attempts {attempts} is not a u32")))?;
-            let position: Option<i64> = row.try_get("halt_position").map_err(backend)?;
-            Ok(Some(Halt::Stopped(StoppedAt {
-                position: position.map(|p| to_u64(p, "halt position")).transpose()?,
-                event_id: uuid(
-                    row.try_get("halt_event_id").map_err(backend)?,
-                    &format_args!("halt_event_id of the checkpoint of {projection}"),
-                )?,
-                event_type: row.try_get("halt_event_type").map_err(backend)?,
-                error: reason,
-                kind,
-                attempts,
+    let at = at
+        .map(|at| {
+            time::from_stored(
                 at,
-            })))
-        }
-        other => Err(invalid(&format!("unknown halt_state `{other}`"))),
-    }
+                &format_args!("halt_at of the checkpoint of {projection}"),
+            )
+        })
+        .transpose()?;
+    let stored = StoredHalt {
+        state,
+        reason: row.try_get("halt_reason").map_err(backend)?,
+        at,
+        kind: row.try_get("halt_failure_kind").map_err(backend)?,
+        attempts: row.try_get("halt_attempts").map_err(backend)?,
+        position: row.try_get("halt_position").map_err(backend)?,
+        event_id: uuid(
+            row.try_get("halt_event_id").map_err(backend)?,
+            &format_args!("halt_event_id of the checkpoint of {projection}"),
+        )?,
+        event_type: row.try_get("halt_event_type").map_err(backend)?,
+    };
+    stored.into_halt(projection).map(Some)
 }
 
 impl CheckpointRepository for SqliteCheckpointRepository {

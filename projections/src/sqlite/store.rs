@@ -14,7 +14,7 @@ use crate::event::{AnyEvent, DecodeError, EventMetadata, EventRegistry};
 use crate::storage::{BoxFuture, StorageError};
 use crate::store::{
     AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, UndecodableEvent,
-    check_storable,
+    check_append,
 };
 
 /// The columns a stored event is decoded from.
@@ -119,17 +119,7 @@ impl SqliteEventStore {
         expected: ExpectedVersion,
         events: Vec<AnyEvent>,
     ) -> Result<AppendResult, AppendError> {
-        if let Some(stranger) = events
-            .iter()
-            .find(|e| e.metadata().aggregate_id != aggregate_id)
-        {
-            return Err(AppendError::WrongAggregate {
-                aggregate_id,
-                event_id: stranger.event_id(),
-                event_aggregate: stranger.metadata().aggregate_id,
-            });
-        }
-        check_storable(&events)?;
+        check_append(aggregate_id, &events)?;
         let rows = events
             .iter()
             .map(EventColumns::of)

@@ -160,6 +160,22 @@ impl Backlog {
     }
 }
 
+/// What every store checks before it writes anything: every event names `aggregate_id`, and
+/// every event can be stored ([`check_storable`]). One function, so the stores agree.
+pub(crate) fn check_append(aggregate_id: Uuid, events: &[AnyEvent]) -> Result<(), AppendError> {
+    if let Some(stranger) = events
+        .iter()
+        .find(|e| e.metadata().aggregate_id != aggregate_id)
+    {
+        return Err(AppendError::WrongAggregate {
+            aggregate_id,
+            event_id: stranger.event_id(),
+            event_aggregate: stranger.metadata().aggregate_id,
+        });
+    }
+    Ok(check_storable(events)?)
+}
+
 /// Refuses, before anything is written, an event that some store could not give back exactly:
 /// one that happened before PostgreSQL's `timestamptz` begins (see
 /// [`EventMetadata::occurred_at`](crate::EventMetadata::occurred_at)). Every store calls it,
