@@ -139,8 +139,12 @@ pub use store::{EventStore, ExpectedVersion, StoredEvent};
 /// What [`ProjectionCoordinator::run`] waits on to shut down.
 pub use tokio_util::sync::CancellationToken;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use sqlx;
 #[cfg(feature = "postgres")]
-pub use sqlx::{self, PgConnection};
+pub use sqlx::PgConnection;
+#[cfg(feature = "sqlite")]
+pub use sqlx::SqliteConnection;
 
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]

@@ -47,9 +47,11 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use checkpoint::SqliteCheckpointRepository;
+pub(crate) use checkpoint::{checkpoint_in, reset_checkpoint_in, update_checkpoint_in};
 pub use dlq::SqliteDLQRepository;
+pub(crate) use dlq::{add_failed_event_in, mark_resolved_in};
 pub use migrate::{MIGRATIONS_TABLE, OpenError, migrate};
-pub use sqlx::SqlitePool;
+pub use sqlx::{SqliteConnection, SqlitePool};
 pub use store::SqliteEventStore;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
