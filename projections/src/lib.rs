@@ -1,6 +1,7 @@
 #![doc = include_str!("../../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod backend;
 pub mod checkpoint;
 pub mod coordinator;
 pub mod dlq;
@@ -24,6 +25,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod transactional;
 
+pub use backend::Storage;
 pub use checkpoint::{CheckpointData, CheckpointRepository, Halt, LagMetrics, StoppedAt};
 pub use coordinator::ProjectionCoordinator;
 pub use dlq::{DLQEntry, DLQRepository, DLQStats, DLQStatus};

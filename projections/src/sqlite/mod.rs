@@ -94,6 +94,27 @@ pub async fn open(path: impl AsRef<Path>) -> Result<SqlitePool, OpenError> {
     Ok(pool)
 }
 
+/// A migrated SQLite database in memory, on a pool of one connection that is never closed
+/// (each connection to `:memory:` is a database of its own, and it is gone when its
+/// connection closes). Nothing survives the pool.
+pub async fn open_in_memory() -> Result<SqlitePool, OpenError> {
+    let options = SqliteConnectOptions::new()
+        .in_memory(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|error| OpenError::from_connect(Path::new(":memory:"), error))?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
 /// Wraps a database error.
 fn backend(error: sqlx::Error) -> StorageError {
     StorageError::backend(error)
