@@ -2,7 +2,7 @@
 //! and dead letters together; bad URLs are refused with errors that name the fix and never
 //! repeat a password. PostgreSQL: the server at `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), in a schema of this test's own.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
