@@ -153,7 +153,7 @@ pub use projections_macros::reset;
 /// type and the versions, and the event goes through the failure policy like any event that
 /// does not decode.
 ///
-/// ```
+/// ```rust,standalone_crate
 /// use projections::{Event, EventMetadata, EventRegistry, upcast};
 /// use serde::{Deserialize, Serialize};
 ///
