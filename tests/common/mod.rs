@@ -6,6 +6,8 @@
 pub mod cluster;
 #[cfg(feature = "postgres")]
 pub mod faults;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod probe;
 #[cfg(feature = "postgres")]
 pub mod rig;
 
