@@ -10,6 +10,8 @@ pub mod faults;
 pub mod probe;
 #[cfg(feature = "postgres")]
 pub mod rig;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::Arc;
