@@ -26,7 +26,7 @@ use std::time::Duration;
 use common::positioned;
 use common::probe::{Action, Faults, Point};
 use common::sqlite::TempFile;
-use projections::coordinator::ProjectionCoordinator;
+use projections::coordinator::{CoordinatorHandle, ProjectionCoordinator};
 use projections::dlq::DLQFilter;
 use projections::runner::RunnerError;
 use projections::sqlite::{
@@ -105,7 +105,13 @@ const CREATE_READ_MODEL: &str = "
         orders INTEGER NOT NULL
     );
     CREATE TABLE sqp_guard (id INTEGER PRIMARY KEY);
-    INSERT INTO sqp_guard (id) VALUES (1);";
+    INSERT INTO sqp_guard (id) VALUES (1);
+    CREATE TABLE sqp_applications (
+        event_id     TEXT    PRIMARY KEY,
+        position     INTEGER NOT NULL,
+        runner       TEXT    NOT NULL,
+        applications INTEGER NOT NULL
+    );";
 
 const INSERT_ORDER: &str =
     "INSERT INTO sqp_orders (order_no, day, amount, customer) VALUES (?1, ?2, ?3, ?4)";
@@ -995,5 +1001,218 @@ async fn a_batch_of_one_hundred_events_is_one_transaction() {
         );
         db.close().await;
     })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Live tailing
+// ---------------------------------------------------------------------------------------------
+
+fn start_orders(db: &TestDb, store: &Arc<SqliteEventStore>, poll: Duration) -> CoordinatorHandle {
+    let mut registry = ProjectionRegistry::new();
+    registry.register(db.runner(&Faults::none())).unwrap();
+    ProjectionCoordinator::new(registry, store.clone())
+        .poll_interval(poll)
+        .start()
+        .unwrap()
+}
+
+/// An append through the store wakes the coordinator's live loop at once: with an hour-long
+/// poll interval, an append made while the loop waits is applied within the test's time
+/// limit. (Real time: sqlx runs each SQLite connection on a thread of its own, which paused
+/// tokio time does not wait for, so it would jump to the poll.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_through_the_store_wake_the_live_loop_at_once() {
+    within(
+        "appends_through_the_store_wake_the_live_loop_at_once",
+        async {
+            let db = TestDb::new().await;
+            let store = Arc::new(db.store());
+            let handle = start_orders(&db, &store, Duration::from_secs(3600));
+            let first = append(&store, order(1, "d1", 10)).await;
+            handle.wait_for_checkpoint(PROJECTION, first).await.unwrap();
+            // The first event is applied: the loop has finished a pass and waits. Only the
+            // store's notification can wake it before the hour is up.
+            for n in 2..=4 {
+                let position = append(&store, order(n, "d1", 10 * n)).await;
+                handle
+                    .wait_for_checkpoint(PROJECTION, position)
+                    .await
+                    .unwrap();
+            }
+            let report = handle.shutdown(Duration::from_secs(30)).await;
+            assert!(report.is_ok(), "{report:?}");
+            assert_eq!(db.order_numbers().await, [1, 2, 3, 4]);
+            db.close().await;
+        },
+    )
+    .await;
+}
+
+/// Appends by another process (another pool, another store value on the same file) are not
+/// announced to the coordinator's store, yet the live loop sees them within its poll
+/// interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_by_another_process_are_seen_by_polling() {
+    within("appends_by_another_process_are_seen_by_polling", async {
+        let db = TestDb::new().await;
+        let store = Arc::new(db.store());
+        let announcements = store.subscribe().unwrap();
+        let handle = start_orders(&db, &store, Duration::from_millis(100));
+        let other_pool = db.process().await;
+        let other = SqliteEventStore::new(other_pool.clone());
+        let mut last = 0;
+        for n in 1..=3 {
+            last = append(&other, order(n, "d1", 10 * n)).await;
+            handle.wait_for_checkpoint(PROJECTION, last).await.unwrap();
+        }
+        assert_eq!(last, 3);
+        assert!(
+            !announcements.has_changed().unwrap(),
+            "the coordinator's store announced an append it did not make"
+        );
+        let report = handle.shutdown(Duration::from_secs(30)).await;
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(db.order_numbers().await, [1, 2, 3]);
+        other_pool.close().await;
+        db.close().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Two runners of one projection on one file
+// ---------------------------------------------------------------------------------------------
+
+/// Records every application of an event, and which runner made it.
+struct Applications {
+    runner: &'static str,
+}
+
+#[projection(name = "sq_applications")]
+impl Applications {
+    #[handles(OrderPlaced)]
+    async fn placed(
+        &mut self,
+        conn: &mut SqliteConnection,
+        event: &Envelope<OrderPlaced>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO sqp_applications (event_id, position, runner, applications)
+             VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (event_id) DO UPDATE SET applications = applications + 1",
+        )
+        .bind(event.event_id().to_string())
+        .bind(i64::try_from(event.position().unwrap()).unwrap())
+        .bind(self.runner)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Two processes (a pool each on the same file) run the same database projection at the same
+/// time, live, in small batches, while four writers append 240 orders: every event is applied
+/// exactly once (one row per event, each applied once), and the two runners' applied counts
+/// add up to the number of events. `BEGIN IMMEDIATE` makes them take turns, and each reads the
+/// checkpoint under the write lock and skips what the other committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runners_of_one_projection_on_one_file_apply_every_event_once() {
+    const WRITERS: i64 = 4;
+    const PER_WRITER: i64 = 60;
+    const EVENTS: u64 = (WRITERS * PER_WRITER) as u64;
+    within(
+        "two_runners_of_one_projection_on_one_file_apply_every_event_once",
+        async {
+            let db = TestDb::new().await;
+            let start = |runner: &'static str, pool: SqlitePool| {
+                let mut registry = ProjectionRegistry::new();
+                registry
+                    .register(TransactionalRunner::new(
+                        Applications { runner },
+                        Arc::new(SqliteTransactionUnit::new(pool.clone())),
+                    ))
+                    .unwrap();
+                ProjectionCoordinator::new(registry, Arc::new(SqliteEventStore::new(pool)))
+                    .batch_size(5)
+                    .poll_interval(Duration::from_millis(10))
+                    .start()
+                    .unwrap()
+            };
+            let (pool_a, pool_b) = (db.process().await, db.process().await);
+            let (a, b) = (start("a", pool_a.clone()), start("b", pool_b.clone()));
+
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|writer| {
+                    let store = db.store();
+                    tokio::spawn(async move {
+                        let mut ids = Vec::new();
+                        for n in 0..PER_WRITER {
+                            let event = order(writer * PER_WRITER + n, "d", 1);
+                            ids.push(event.event_id());
+                            append(&store, event).await;
+                        }
+                        ids
+                    })
+                })
+                .collect();
+            let mut written = Vec::new();
+            for writer in writers {
+                written.extend(writer.await.unwrap());
+            }
+
+            let checkpoints = db.checkpoints();
+            while checkpoints.get_checkpoint("sq_applications").await.unwrap() < Some(EVENTS) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let (report_a, report_b) = (
+                a.shutdown(Duration::from_secs(30)).await,
+                b.shutdown(Duration::from_secs(30)).await,
+            );
+            assert!(
+                report_a.is_ok() && report_b.is_ok(),
+                "{report_a:?} {report_b:?}"
+            );
+
+            let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
+                "SELECT event_id, position, runner, applications FROM sqp_applications
+                 ORDER BY position",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            let twice: Vec<_> = rows.iter().filter(|row| row.3 != 1).collect();
+            assert!(twice.is_empty(), "applied more than once: {twice:?}");
+            assert_eq!(
+                rows.iter().map(|row| row.1).collect::<Vec<_>>(),
+                (1..=EVENTS as i64).collect::<Vec<_>>()
+            );
+            let mut applied_ids: Vec<String> = rows.iter().map(|row| row.0.clone()).collect();
+            let mut written: Vec<String> = written.iter().map(Uuid::to_string).collect();
+            applied_ids.sort();
+            written.sort();
+            assert_eq!(applied_ids, written);
+            assert_eq!(report_a.applied() + report_b.applied(), EVENTS);
+            let by_a = rows.iter().filter(|row| row.2 == "a").count();
+            println!(
+                "runner a applied {by_a} events, runner b {}; skipped: a {}, b {}",
+                rows.len() - by_a,
+                report_a.projections[0].skipped,
+                report_b.projections[0].skipped
+            );
+            let checkpoint = checkpoints
+                .get_checkpoint_data("sq_applications")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (checkpoint.position, checkpoint.events_processed),
+                (EVENTS, EVENTS)
+            );
+            pool_a.close().await;
+            pool_b.close().await;
+            db.close().await;
+        },
+    )
     .await;
 }
