@@ -680,7 +680,10 @@ async fn a_retry_is_not_poisoned_by_the_failed_attempt_before_it() {
                 1,
             );
             let faults = Faults::none();
-            let mut runner = db.runner(&faults).retry_policy(tiny_backoff(3));
+            // A pool built by hand, without the guard of `sqlite::open`'s pool: the unit's
+            // rollback alone must leave its connections fit.
+            let pool = db.file.connect().await;
+            let mut runner = TestDb::runner_on(&pool, &faults).retry_policy(tiny_backoff(3));
             runner.projection_mut().server_errors.insert(
                 2,
                 VecDeque::from([ServerError::Transaction, ServerError::Statement]),
@@ -707,10 +710,11 @@ async fn a_retry_is_not_poisoned_by_the_failed_attempt_before_it() {
             let outcome = runner.handle_batch(&events[3..]).await.unwrap();
             assert_eq!(outcome.applied, 1);
             assert_eq!(db.order_numbers().await, [1, 2, 3, 4]);
-            let store = db.store();
+            let store = SqliteEventStore::new(pool.clone());
             for n in 5..10 {
                 append(&store, order(n, "d3", n)).await;
             }
+            pool.close().await;
             db.close().await;
         },
     )

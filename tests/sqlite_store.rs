@@ -223,3 +223,92 @@ async fn writers_in_separate_processes_get_gap_free_positions_seen_in_order() {
     );
     store.pool().close().await;
 }
+
+/// A statement can make SQLite end an append's transaction by itself (here a trigger's
+/// `RAISE(ROLLBACK, ...)`, as some I/O errors also do). That append fails and writes nothing;
+/// the connection it ran on goes back to the pool, and the appends after it, on the same pool,
+/// succeed at the next positions: on a pool of `sqlite::open` and on one built by hand.
+#[tokio::test]
+async fn an_append_whose_transaction_sqlite_ended_leaves_the_pool_usable() {
+    let file = TempFile::new("sqlite-store");
+    let opened = file.open().await;
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_thirteen BEFORE INSERT ON projection_events
+         WHEN json_extract(NEW.payload, '$.amount') = 13
+         BEGIN SELECT RAISE(ROLLBACK, 'thirteen refused'); END;",
+    )
+    .execute(&opened)
+    .await
+    .unwrap();
+    let by_hand = file.connect().await;
+    let mut head = 0;
+    for (pool, what) in [(opened, "sqlite::open"), (by_hand, "built by hand")] {
+        let store = SqliteEventStore::new(pool);
+        let aggregate = Uuid::new_v4();
+        let first = store
+            .append(aggregate, ExpectedVersion::NoStream, deposits(aggregate, 2))
+            .await
+            .unwrap();
+        assert_eq!(first.last_position, head + 2);
+
+        let refused = Envelope::new(aggregate, Deposited { amount: 13 }).into();
+        let error = store
+            .append(aggregate, ExpectedVersion::Exact(2), vec![refused])
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("thirteen refused"),
+            "{what}: {error}"
+        );
+
+        for round in 0..3 {
+            let result = store
+                .append(
+                    aggregate,
+                    ExpectedVersion::Exact(2 + round),
+                    deposits(aggregate, 1),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{what}: append {round} after the refused one: {e:?}"));
+            assert_eq!(result.last_position, head + 3 + round);
+        }
+        head += 5;
+        assert_eq!(store.head_position().await.unwrap(), head);
+        store.pool().close().await;
+    }
+}
+
+/// A pool of `sqlite::open` never hands out a connection left counted as inside a transaction:
+/// here an application's own transaction, which a statement under `OR ROLLBACK` made SQLite
+/// end, is dropped rather than rolled back; every transaction after it on the pool begins.
+#[tokio::test]
+async fn an_opened_pool_replaces_a_connection_left_inside_a_dead_transaction() {
+    let file = TempFile::new("sqlite-store");
+    let pool = file.open().await;
+    sqlx::raw_sql(
+        "CREATE TABLE app_rows (id INTEGER PRIMARY KEY); INSERT INTO app_rows VALUES (1);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    sqlx::query("INSERT OR ROLLBACK INTO app_rows VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    drop(tx);
+    for round in 0..3 {
+        let tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .unwrap_or_else(|e| panic!("transaction {round} after the dead one: {e:?}"));
+        tx.commit().await.unwrap();
+    }
+    let store = SqliteEventStore::new(pool);
+    let aggregate = Uuid::new_v4();
+    store
+        .append(aggregate, ExpectedVersion::NoStream, deposits(aggregate, 1))
+        .await
+        .unwrap();
+    store.pool().close().await;
+}

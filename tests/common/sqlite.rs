@@ -37,6 +37,18 @@ impl TempFile {
     }
 }
 
+impl TempFile {
+    /// A pool built by hand from [`sqlite::connect_options`], as an application that sizes
+    /// its own pool would, without [`sqlite::open`]'s other settings. The file must be
+    /// migrated already.
+    pub async fn connect(&self) -> SqlitePool {
+        sqlx::sqlite::SqlitePoolOptions::new()
+            .connect_with(sqlite::connect_options(&self.path))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.path.display()))
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm", "-journal"] {

@@ -76,19 +76,11 @@ impl TransactionUnit for SqliteTransactionUnit {
         Box::pin(async move { tx.commit().await.map_err(backend) })
     }
 
-    /// Rolls back, also when a statement already ended the transaction: SQLite rolls the
-    /// whole transaction back by itself on a constraint violation under `OR ROLLBACK`, a
-    /// trigger's `RAISE(ROLLBACK, ...)` and some I/O and memory errors. sqlx still counts such
-    /// a transaction as open, so its `ROLLBACK` would fail and the connection would go back to
-    /// the pool counted as inside one, failing every later `BEGIN IMMEDIATE` on it. A plain
-    /// `BEGIN` first gives that `ROLLBACK` a transaction to end; while the batch's transaction
-    /// is still open, SQLite refuses the `BEGIN` and nothing changes.
-    fn rollback(&self, mut tx: Self::Transaction) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(async move {
-            // Refused ("cannot start a transaction within a transaction") in the usual case.
-            let _ = sqlx::query("BEGIN").execute(conn(&mut tx)).await;
-            tx.rollback().await.map_err(backend)
-        })
+    /// Rolls back, also when a statement of a handler already made SQLite end the transaction
+    /// (a constraint violation under `OR ROLLBACK`, a trigger's `RAISE(ROLLBACK, ...)`, some
+    /// I/O errors), so that the connection goes back to the pool fit for the next batch.
+    fn rollback(&self, tx: Self::Transaction) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(crate::sqlite::rollback(tx))
     }
 
     /// The write lock taken by [`begin`](TransactionUnit::begin) already excludes every
