@@ -76,8 +76,11 @@ impl TransactionUnit for SqliteTransactionUnit {
         Box::pin(async move { tx.commit().await.map_err(backend) })
     }
 
+    /// Rolls back, also when a statement of a handler already made SQLite end the transaction
+    /// (a constraint violation under `OR ROLLBACK`, a trigger's `RAISE(ROLLBACK, ...)`, some
+    /// I/O errors), so that the connection goes back to the pool fit for the next batch.
     fn rollback(&self, tx: Self::Transaction) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(async move { tx.rollback().await.map_err(backend) })
+        Box::pin(crate::sqlite::rollback(tx))
     }
 
     /// The write lock taken by [`begin`](TransactionUnit::begin) already excludes every
