@@ -24,7 +24,16 @@ async fn round_trip(storage: &Storage) {
         )
         .await
         .unwrap();
-    let events = store.read_all(result.first_position - 1, 10).await.unwrap();
+    // PostgreSQL's reads are gap-safe: a transaction elsewhere on the server may hold them
+    // back a while.
+    let mut events = Vec::new();
+    for _ in 0..600 {
+        events = store.read_all(result.first_position - 1, 10).await.unwrap();
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(events.len(), 1, "{storage}");
     let checkpoints = storage.repositories().checkpoint_repository().clone();
     let name = format!("p-{}", Uuid::new_v4().simple());
