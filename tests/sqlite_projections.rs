@@ -164,6 +164,8 @@ struct Orders {
     server_errors: HashMap<i64, VecDeque<ServerError>>,
     /// Makes the reset fail after its first statement.
     fail_reset: bool,
+    /// Handlers ignore the errors of the refused statements (a bug in a handler).
+    swallow: bool,
 }
 
 impl Orders {
@@ -173,6 +175,7 @@ impl Orders {
             calls: Arc::default(),
             server_errors: HashMap::new(),
             fail_reset: false,
+            swallow: false,
         }
     }
 }
@@ -203,7 +206,10 @@ impl Orders {
             .get_mut(&event.order_no)
             .and_then(VecDeque::pop_front)
         {
-            sqlx::query(error.sql()).execute(&mut *conn).await?;
+            let refused = sqlx::query(error.sql()).execute(&mut *conn).await;
+            if !self.swallow {
+                refused?;
+            }
         }
         self.faults.trip(Point::BetweenStatements).await?;
         if event.amount == POISON {
@@ -728,6 +734,57 @@ async fn a_retry_is_not_poisoned_by_the_failed_attempt_before_it() {
 /// Under `FailurePolicy::Stop`, the events before the poison are committed, the checkpoint
 /// stays before it, nothing is dead-lettered, and nothing after it is applied, not by this
 /// runner (which refuses further batches) nor by a restarted one.
+/// A handler that ignores the error of a statement under `OR ROLLBACK`: SQLite has ended the
+/// batch's transaction, so order 1's row and order 2's first row are gone, and what runs after
+/// (order 2's total, order 3) commits on its own, outside any transaction. The checkpoint must
+/// not move past what was undone: the batch is refused (an infrastructure failure, nothing
+/// dead-lettered) and, tried again, loses no order. Order 3, which ran outside the
+/// transaction, is applied twice: the documented cost of a handler that hides a statement's
+/// error (`SqliteTransactionUnit`).
+#[tokio::test]
+async fn a_transaction_sqlite_ended_under_a_handler_never_moves_the_checkpoint() {
+    within(
+        "a_transaction_sqlite_ended_under_a_handler_never_moves_the_checkpoint",
+        async {
+            let db = TestDb::new().await;
+            let events = positioned(
+                vec![order(1, "d1", 10), order(2, "d1", 20), order(3, "d2", 30)],
+                1,
+            );
+            let faults = Faults::none();
+            let mut runner = db.runner(&faults).retry_policy(tiny_backoff(3));
+            runner.projection_mut().swallow = true;
+            runner
+                .projection_mut()
+                .server_errors
+                .insert(2, VecDeque::from([ServerError::Transaction]));
+
+            let error = runner.handle_batch(&events).await.err().unwrap();
+            assert_eq!(
+                error.kind(),
+                projections::FailureKind::Infrastructure,
+                "{error}"
+            );
+            assert!(
+                error.to_string().contains("ended the batch's transaction"),
+                "{error}"
+            );
+            assert_eq!(db.checkpoint().await.map(|c| c.position), None);
+            assert!(db.dead().await.is_empty());
+
+            // Order 3 ran outside the transaction and stayed.
+            assert_eq!(db.order_numbers().await, [3]);
+            // The statement no longer fails: the batch, tried again, applies every order.
+            let outcome = runner.handle_batch(&events).await.unwrap();
+            assert_eq!(outcome.applied, 3);
+            assert_eq!(db.order_numbers().await, [1, 2, 3, 3]);
+            assert_eq!(db.checkpoint().await.map(|c| c.position), Some(3));
+            db.close().await;
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn the_stop_policy_keeps_the_checkpoint_before_the_failing_event() {
     within(

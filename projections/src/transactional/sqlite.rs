@@ -19,6 +19,15 @@ use crate::storage::{BoxFuture, StorageError};
 /// wait for the lock (up to the [busy timeout](crate::sqlite::BUSY_TIMEOUT)); keep batches
 /// short on a busy file.
 ///
+/// **Handlers must return the errors of their statements.** On some failures (a trigger's
+/// `RAISE(ROLLBACK)`, `INSERT OR ROLLBACK`, some I/O errors) SQLite ends the whole transaction
+/// at once, and statements after it run outside any transaction, each committing on its own.
+/// A handler that returns the error is safe: the batch is rolled back and retried as usual. A
+/// handler that hides it loses the batch's earlier writes and commits its later ones alone;
+/// the unit notices before the checkpoint moves and refuses the batch (an infrastructure
+/// failure, tried again), so no event is skipped, but the writes that ran outside the
+/// transaction happen again when the batch is retried.
+///
 /// ```no_run
 /// # use std::sync::Arc;
 /// # use projections::transactional::{SqliteTransactionUnit, TransactionalRunner};
@@ -50,6 +59,15 @@ impl SqliteTransactionUnit {
         &self.pool
     }
 }
+
+/// The batch's transaction ended before its checkpoint was written.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "SQLite ended the batch's transaction by itself (a statement failed with rollback \
+     semantics and a handler did not return its error); the checkpoint was not written and \
+     the batch will be tried again"
+)]
+struct TransactionEnded;
 
 fn backend(error: sqlx::Error) -> StorageError {
     StorageError::backend(error)
@@ -99,11 +117,18 @@ impl TransactionUnit for SqliteTransactionUnit {
         projection: &'a str,
         update: &'a CheckpointUpdate,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(crate::sqlite::update_checkpoint_in(
-            conn(tx),
-            projection,
-            update,
-        ))
+        Box::pin(async move {
+            let conn = conn(tx);
+            // SQLite ends a transaction by itself on some failures (a trigger's
+            // `RAISE(ROLLBACK)`, `OR ROLLBACK`, some I/O errors). If a handler swallowed such
+            // an error, the batch's earlier writes are gone and its later statements ran on
+            // their own: moving the checkpoint now would skip events. A `BEGIN` succeeds only
+            // outside a transaction, so it tells; the batch is then refused and tried again.
+            if sqlx::query("BEGIN").execute(&mut *conn).await.is_ok() {
+                return Err(StorageError::backend(TransactionEnded));
+            }
+            crate::sqlite::update_checkpoint_in(conn, projection, update).await
+        })
     }
 
     fn reset_checkpoint<'a>(
