@@ -337,3 +337,23 @@ async fn an_event_whose_upcaster_fails_is_dead_lettered_and_the_rest_applied() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// Version 2 added a field with a default; no upcaster is declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(version = 2)]
+struct ProfileRenamed {
+    name: String,
+    #[serde(default)]
+    nickname: Option<String>,
+}
+
+#[test]
+fn a_type_with_no_upcasters_decodes_older_versions_directly() {
+    let metadata = EventMetadata::new("ProfileRenamed", 1, Uuid::new_v4(), "");
+    let event = EventRegistry::global()
+        .decode(metadata, &serde_json::json!({ "name": "ada" }))
+        .unwrap();
+    let renamed = event.downcast::<ProfileRenamed>().unwrap();
+    assert_eq!(renamed.payload.name, "ada");
+    assert_eq!(renamed.metadata.event_version, 1);
+}

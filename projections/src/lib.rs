@@ -137,7 +137,9 @@ pub use projections_macros::reset;
 ///
 /// The event's current version is `#[event(version = N)]`; a stored event of an older version
 /// goes through the upcasters from its version to `N`, in order, before it decodes, and its
-/// envelope then says version `N`. Two forms, mixed freely in one chain:
+/// envelope then says version `N`. (A type that declares no upcaster decodes every stored
+/// version directly, as it always did: additive changes need none.) Two forms, mixed freely in
+/// one chain:
 ///
 /// - **JSON**: `fn(serde_json::Value) -> serde_json::Value` (or `-> Result<serde_json::Value,
 ///   E>`), for renamed or moved fields without keeping the old struct;

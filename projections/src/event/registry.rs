@@ -238,6 +238,13 @@ impl EventRegistry {
         }
     }
 
+    /// Whether a payload stored as `version` goes through upcasters: it is older than the
+    /// current version and the type has upcasters. A type with none decodes every version
+    /// directly, as before upcasting existed: its changes are additive (ADR 0005).
+    fn needs_upcast(&self, registration: &EventRegistration, version: u32) -> bool {
+        version < registration.version && self.upcasters.declares(registration.event_type)
+    }
+
     /// `payload`, stored as `version` of `registration`'s type, brought to its current
     /// version through the chain of upcasters.
     fn upcast(
@@ -383,8 +390,10 @@ impl EventRegistry {
     ///
     /// A payload stored at an older version (`metadata.event_version`) than the type's
     /// current one goes through the type's upcasters first, and the event's metadata then
-    /// carries the current version. A newer stored version decodes as the current type
-    /// (fields this build does not know are ignored, see [`Event`]).
+    /// carries the current version; a type that declares no upcaster decodes older versions
+    /// directly (its changes are additive: new fields have defaults). A newer stored version
+    /// decodes as the current type (fields this build does not know are ignored, see
+    /// [`Event`]).
     pub fn decode(
         &self,
         mut metadata: EventMetadata,
@@ -397,7 +406,7 @@ impl EventRegistry {
             type_name: registration.type_name,
             source,
         };
-        if metadata.event_version >= registration.version {
+        if !self.needs_upcast(registration, metadata.event_version) {
             return (registration.decode_value)(metadata, payload).map_err(payload_error);
         }
         let current = self.upcast(registration, metadata.event_version, payload.clone())?;
@@ -419,7 +428,7 @@ impl EventRegistry {
             type_name: registration.type_name,
             source,
         };
-        if metadata.event_version >= registration.version {
+        if !self.needs_upcast(registration, metadata.event_version) {
             return (registration.decode_str)(metadata, payload).map_err(payload_error);
         }
         let stored: serde_json::Value = serde_json::from_str(payload).map_err(payload_error)?;

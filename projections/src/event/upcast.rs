@@ -205,6 +205,11 @@ impl Upcasters {
         problems
     }
 
+    /// Whether `event_type` has any upcaster.
+    pub(super) fn declares(&self, event_type: &str) -> bool {
+        self.by_type.contains_key(event_type)
+    }
+
     /// The versions of `event_type` below `current` that reach it, sorted.
     pub(super) fn readable(&self, event_type: &str, current: u32) -> Vec<u32> {
         let Some(steps) = self.by_type.get(event_type) else {
