@@ -602,3 +602,62 @@ async fn an_append_announced_during_a_batch_is_read_at_once() {
     );
     handle.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Read-your-writes: `wait_for` returns as soon as the projection's checkpoint covers the
+/// append, says so when the projection is paused short of it, and when the time runs out.
+#[tokio::test(start_paused = true)]
+async fn wait_for_returns_when_the_append_is_applied_or_never_will_be() {
+    use projections::coordinator::Waited;
+    let account = Uuid::new_v4();
+    let store = Arc::new(InMemoryEventStore::new());
+    let mut registry = ProjectionRegistry::new();
+    registry.register_projection(Tally::default()).unwrap();
+    let handle = start(registry, store.clone());
+
+    let appended = store
+        .append(account, ExpectedVersion::Any, vec![deposit(account, 5)])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let waited = handle
+        .wait_for("tally", appended.last_position, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(waited.reached(), "{waited:?}");
+    assert!(waited.status().checkpoint >= Some(appended.last_position));
+    // Woken by the append, not by the poll.
+    assert!(started.elapsed() < POLL, "took {:?}", started.elapsed());
+
+    // Paused: the next append will not be applied; the wait says so at once.
+    handle.pause("tally", "maintenance").await.unwrap();
+    let appended = store
+        .append(account, ExpectedVersion::Any, vec![deposit(account, 7)])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let waited = handle
+        .wait_for("tally", appended.last_position, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(matches!(waited, Waited::Halted(_)), "{waited:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // A position far ahead: the time runs out.
+    handle.resume("tally").await.unwrap();
+    let waited = handle
+        .wait_for(
+            "tally",
+            appended.last_position + 100,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(waited, Waited::TimedOut(_)), "{waited:?}");
+    assert_eq!(waited.status().checkpoint, Some(appended.last_position));
+    assert!(
+        handle
+            .wait_for("nobody", 1, Duration::from_secs(1))
+            .await
+            .is_err()
+    );
+}

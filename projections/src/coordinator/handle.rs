@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::report::{ProjectionReport, RunReport};
-use super::status::ProjectionSnapshot;
+use super::status::{ProjectionSnapshot, WorkerState};
 use super::worker::{Command, ReplayReport, WorkerExit};
 use super::{CoordinatorError, HealthReport, ProjectionHealth, ProjectionStatus};
 use crate::projection::Projection;
@@ -110,6 +110,57 @@ impl CoordinatorHandle {
             .await
             .map_err(|_| CoordinatorError::NotRunning(name.to_owned()))?;
         Ok(snapshot.clone())
+    }
+
+    /// Read-your-writes: waits until projection `name` has applied (or moved past) the event
+    /// at `position`, typically the `last_position` an append returned, for at most
+    /// `timeout`. Returns as soon as the worker publishes the checkpoint; also returns, with
+    /// what it saw, when the projection is stopped or paused (it will not get there by itself)
+    /// or when `timeout` passes.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn run(handle: projections::coordinator::CoordinatorHandle, store: &dyn projections::EventStore, event: projections::AnyEvent, id: uuid::Uuid) -> Result<(), Box<dyn std::error::Error>> {
+    /// use projections::coordinator::Waited;
+    /// let appended = store.append(id, projections::ExpectedVersion::Any, vec![event]).await?;
+    /// match handle.wait_for("order-summary", appended.last_position, Duration::from_secs(2)).await? {
+    ///     Waited::Reached(_) => { /* the read model has the order */ }
+    ///     Waited::Halted(status) => eprintln!("order-summary is {}", status.state),
+    ///     Waited::TimedOut(status) => eprintln!("still at {:?}", status.checkpoint),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        position: u64,
+        timeout: Duration,
+    ) -> Result<Waited, CoordinatorError> {
+        let mut status = self.watch(name)?;
+        let reached = |s: &ProjectionSnapshot| s.checkpoint.is_some_and(|c| c >= position);
+        let halted = |s: &ProjectionSnapshot| {
+            matches!(
+                s.state,
+                WorkerState::Stopped { .. } | WorkerState::Paused { .. } | WorkerState::Finished
+            )
+        };
+        let waited = tokio::time::timeout(timeout, async {
+            status
+                .wait_for(|s| reached(s) || halted(s))
+                .await
+                .map(|snapshot| snapshot.clone())
+        })
+        .await;
+        let snapshot = match waited {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(_)) => return Err(CoordinatorError::NotRunning(name.to_owned())),
+            Err(_) => return Ok(Waited::TimedOut(status.borrow().clone())),
+        };
+        if reached(&snapshot) {
+            Ok(Waited::Reached(snapshot))
+        } else {
+            Ok(Waited::Halted(snapshot))
+        }
     }
 
     /// Health, from the workers' snapshots (no database round trip).
@@ -302,4 +353,30 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What [`CoordinatorHandle::wait_for`] saw, with the projection's status at that moment.
+#[derive(Debug, Clone)]
+#[must_use]
+pub enum Waited {
+    /// The checkpoint is at or past the position.
+    Reached(ProjectionSnapshot),
+    /// The projection is stopped, paused or finished short of the position.
+    Halted(ProjectionSnapshot),
+    /// The time ran out first.
+    TimedOut(ProjectionSnapshot),
+}
+
+impl Waited {
+    /// Whether the position was reached.
+    pub fn reached(&self) -> bool {
+        matches!(self, Self::Reached(_))
+    }
+
+    /// The status when the wait ended.
+    pub fn status(&self) -> &ProjectionSnapshot {
+        match self {
+            Self::Reached(s) | Self::Halted(s) | Self::TimedOut(s) => s,
+        }
+    }
 }

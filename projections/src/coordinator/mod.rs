@@ -11,7 +11,7 @@ mod status;
 mod worker;
 
 pub use backoff::InfrastructureBackoff;
-pub use handle::CoordinatorHandle;
+pub use handle::{CoordinatorHandle, Waited};
 pub use health::{HealthReport, ProjectionHealth, ProjectionStatus};
 pub use report::{CatchUpReport, ProjectionReport, RunReport};
 pub use status::{ProjectionSnapshot, WorkerState};
