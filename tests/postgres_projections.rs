@@ -1077,21 +1077,17 @@ async fn the_stop_policy_keeps_the_checkpoint_before_the_failing_event() {
 // 5. Bad input from the store
 // ---------------------------------------------------------------------------------------------
 
-/// Inserts one event row by hand, at the next position, as a writer other than the store
-/// would. Every value is bound.
+/// Inserts one event row by hand, at the position the column's default takes, as a writer
+/// other than the store would. Every value is bound.
 async fn insert_raw_event(db: &TestDb, event_type: &str, payload: &str) -> (u64, Uuid) {
     let event_id = Uuid::new_v4();
     let position: i64 = sqlx::query_scalar(&format!(
-        "WITH next AS (
-             UPDATE {positions} SET position = position + 1 RETURNING position
-         )
-         INSERT INTO {events} (
-             position, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
+        "INSERT INTO {events} (
+             event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
              event_version, payload, correlation_id, occurred_at
          )
-         SELECT next.position, $1, $2, 'Order', 1, $3, 1, $4::jsonb, $5, now() FROM next
+         VALUES ($1, $2, 'Order', 1, $3, 1, $4::jsonb, $5, now())
          RETURNING position",
-        positions = db.table("projection_positions"),
         events = db.table("projection_events"),
     ))
     .bind(event_id)

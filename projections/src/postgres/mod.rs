@@ -41,6 +41,7 @@
 //! read model. They work in the connection's `search_path`; the repositories have methods of
 //! the same names that work in their [`Schema`].
 
+mod announce;
 mod checkpoint;
 mod dlq;
 mod listen;

@@ -1,0 +1,61 @@
+-- Tables for the append benchmark (benches/pgbench/run.sh), in schema projections_pgbench:
+-- the event table under each position design, and a plain table with a sequence.
+DROP SCHEMA IF EXISTS projections_pgbench CASCADE;
+CREATE SCHEMA projections_pgbench;
+SET search_path = projections_pgbench;
+
+-- The columns every design stores (as projection_events).
+CREATE TABLE event_columns (
+    position          bigint      PRIMARY KEY CHECK (position > 0),
+    event_id          uuid        NOT NULL UNIQUE,
+    aggregate_id      uuid        NOT NULL,
+    aggregate_type    text        NOT NULL,
+    aggregate_version bigint      NOT NULL CHECK (aggregate_version > 0),
+    event_type        text        NOT NULL,
+    event_version     integer     NOT NULL,
+    payload           jsonb       NOT NULL,
+    metadata          jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    tenant_id         uuid,
+    actor_id          text,
+    correlation_id    uuid        NOT NULL,
+    causation_id      uuid,
+    occurred_at       timestamptz NOT NULL,
+    stored_at         timestamptz NOT NULL DEFAULT now(),
+    txid              xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    UNIQUE (aggregate_id, aggregate_version)
+);
+CREATE INDEX ON event_columns (event_type, position);
+CREATE INDEX ON event_columns (txid);
+
+-- Design "counter" (migrations 0001..0005): a counter row locked until commit.
+CREATE TABLE counter_events (LIKE event_columns INCLUDING ALL);
+CREATE TABLE counter_positions (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    position  bigint  NOT NULL
+);
+INSERT INTO counter_positions (position) VALUES (0);
+
+-- Design "sequence": positions from a sequence, each append registered while in flight.
+CREATE TABLE sequence_events (LIKE event_columns INCLUDING ALL);
+CREATE SEQUENCE sequence_events_position_seq AS bigint CACHE 1;
+
+-- The baseline: a plain insert into a table with a sequence, same columns, no constraint but
+-- the primary key.
+CREATE TABLE plain_events (
+    position          bigserial   PRIMARY KEY,
+    event_id          uuid        NOT NULL,
+    aggregate_id      uuid        NOT NULL,
+    aggregate_type    text        NOT NULL,
+    aggregate_version bigint      NOT NULL,
+    event_type        text        NOT NULL,
+    event_version     integer     NOT NULL,
+    payload           jsonb       NOT NULL,
+    metadata          jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    tenant_id         uuid,
+    actor_id          text,
+    correlation_id    uuid        NOT NULL,
+    causation_id      uuid,
+    occurred_at       timestamptz NOT NULL,
+    stored_at         timestamptz NOT NULL DEFAULT now()
+);
+DROP TABLE event_columns;
