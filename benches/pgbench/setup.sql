@@ -35,9 +35,11 @@ CREATE TABLE counter_positions (
 );
 INSERT INTO counter_positions (position) VALUES (0);
 
--- Design "sequence": positions from a sequence, each append registered while in flight.
+-- Design "sequence" (migration 0006): positions from a sequence, each append registered
+-- while in flight; no index on txid.
 CREATE TABLE sequence_events (LIKE event_columns INCLUDING ALL);
 CREATE SEQUENCE sequence_events_position_seq AS bigint CACHE 1;
+DROP INDEX sequence_events_txid_idx;
 
 -- The baseline: a plain insert into a table with a sequence, same columns, no constraint but
 -- the primary key.
@@ -58,4 +60,12 @@ CREATE TABLE plain_events (
     occurred_at       timestamptz NOT NULL,
     stored_at         timestamptz NOT NULL DEFAULT now()
 );
+-- The baseline with the store's indexes: a plain insert into a table with the same columns,
+-- constraints and indexes as the event table, positions from a sequence, nothing else.
+CREATE TABLE indexed_events (LIKE event_columns INCLUDING ALL);
+CREATE SEQUENCE indexed_events_position_seq AS bigint CACHE 1;
+ALTER TABLE indexed_events
+    ALTER COLUMN position SET DEFAULT nextval('indexed_events_position_seq');
+DROP INDEX indexed_events_txid_idx;
+
 DROP TABLE event_columns;

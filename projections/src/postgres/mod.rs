@@ -24,13 +24,18 @@
 //!
 //! # Positions and the read horizon
 //!
-//! Positions are consecutive from 1: an append takes them from a counter row that stays locked
-//! until it commits, so appends commit in position order and a failed append leaves no gap.
-//! Readers ([`PostgresEventStore`]'s `read_all`, `head_position`, `backlog`) never pass a
-//! position that an unfinished transaction could still fill: they stop before the first row
-//! whose inserting transaction (`txid xid8`) is not older than the oldest transaction still
-//! running in the cluster (`pg_snapshot_xmin(pg_current_snapshot())`). The price: a
-//! long-running transaction anywhere in the cluster holds every reader back until it ends.
+//! Positions come from a sequence, so appends overlap and commit together; they are unique and
+//! increase in the order readers see them, and a failed append leaves a gap (lag counts events,
+//! not position differences). Before it takes a position, each appending transaction registers
+//! itself with a shared advisory lock that carries a lower bound of its positions. Readers
+//! ([`PostgresEventStore`]'s `read_all`, `head_position`, `backlog`) read the sequence, then the
+//! registrations, and never pass the lowest bound: an append still in flight holds them back,
+//! and nothing else does. A long transaction that writes no events, in this database or
+//! another, delays no reader. `backlog` counts every committed event, and names the backend,
+//! start time and statement of an append that keeps some of them from readers
+//! ([`ReadHold`](crate::store::ReadHold)). Rows inserted by hand without a position are
+//! registered the same way (the column's default, `projection_next_position()`). See
+//! `docs/adr/0010-appends-that-overlap.md`.
 //!
 //! # Inside the caller's transaction
 //!

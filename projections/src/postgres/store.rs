@@ -29,6 +29,9 @@ const EVENTS_TABLE: &str = "projection_events";
 /// The sequence positions come from (migration 6).
 const POSITIONS_SEQUENCE: &str = "projection_events_position_seq";
 
+/// The function that appends (migration 6).
+const APPEND_FUNCTION: &str = "projection_append";
+
 /// The unique constraint that makes two appends at one aggregate version conflict.
 const STREAM_VERSION_KEY: &str = "projection_events_stream_version_key";
 
@@ -173,69 +176,15 @@ impl Sql {
             )
         };
         Self {
-            // The expected version is checked against the statement's snapshot; an append
-            // that committed since then makes the insert violate STREAM_VERSION_KEY.
-            //
-            // Order matters, and each step takes its input from the one before, so the
-            // executor cannot reorder them: `registered` reads the sequence's next value and
-            // takes the shared lock that announces this transaction with it as lower bound;
-            // only then does `allocated` take positions (one `nextval` per event, run once per
-            // row of `registered`). Nothing is registered or taken when the version check
-            // fails. The k-th smallest position goes to the k-th event.
+            // The steps, and why their order matters, are in migration 6.
             append: format!(
-                "WITH current_version AS (
-                     SELECT coalesce(max(aggregate_version), 0) AS version
-                     FROM {events} WHERE aggregate_id = $1
-                 ),
-                 checked AS (
-                     SELECT version FROM current_version
-                     WHERE $2::bigint IS NULL OR version = $2::bigint
-                 ),
-                 registered AS (
-                     SELECT pg_advisory_xact_lock_shared(
-                                {sequence_oid}::bigint::bit(32)::integer,
-                                (s.last_value + CASE WHEN s.is_called THEN 1 ELSE 0 END)
-                                    ::bit(32)::integer
-                            ) IS NULL AS unlocked
-                     FROM {sequence} s
-                     WHERE EXISTS (SELECT FROM checked)
-                 ),
-                 allocated AS (
-                     SELECT position, row_number() OVER (ORDER BY position) AS ordinal
-                     FROM (
-                         SELECT nextval('{sequence}') AS position
-                         FROM registered
-                         CROSS JOIN generate_series(1, cardinality($3::uuid[]))
-                         WHERE NOT registered.unlocked
-                     ) taken
-                 ),
-                 inserted AS (
-                     INSERT INTO {events} (
-                         position, event_id, aggregate_id, aggregate_type, aggregate_version,
-                         event_type, event_version, payload, metadata, tenant_id, actor_id,
-                         correlation_id, causation_id, occurred_at
-                     )
-                     SELECT allocated.position, e.event_id, $1, e.aggregate_type,
-                            checked.version + e.ordinal, e.event_type, e.event_version,
-                            e.payload::jsonb, e.metadata::jsonb, e.tenant_id, e.actor_id,
-                            e.correlation_id, e.causation_id, e.occurred_at
-                     FROM checked
-                     CROSS JOIN unnest(
-                         $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::text[],
-                         $8::text[], $9::uuid[], $10::text[], $11::uuid[], $12::uuid[],
-                         $13::timestamptz[]
-                     ) WITH ORDINALITY AS e(
-                         event_id, aggregate_type, event_type, event_version, payload, metadata,
-                         tenant_id, actor_id, correlation_id, causation_id, occurred_at, ordinal
-                     )
-                     JOIN allocated ON allocated.ordinal = e.ordinal
-                     RETURNING position
-                 )
-                 SELECT (SELECT version FROM current_version) AS actual,
-                        (SELECT count(*) FROM checked) AS checked,
-                        (SELECT min(position) FROM inserted) AS first_position,
-                        (SELECT max(position) FROM inserted) AS last_position,
-                        (SELECT count(*) FROM inserted) AS appended"
+                "SELECT actual, first_position, last_position, appended
+                 FROM {append}(
+                     $1, $2, $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::text[],
+                     $8::text[], $9::uuid[], $10::text[], $11::uuid[], $12::uuid[],
+                     $13::timestamptz[]
+                 )",
+                append = schema.table(APPEND_FUNCTION),
             ),
             stream_version: format!(
                 "SELECT coalesce(max(aggregate_version), 0) FROM {events} WHERE aggregate_id = $1"
@@ -422,13 +371,6 @@ impl PostgresEventStore {
             let actual = to_u64(row.try_get("actual").map_err(backend)?, "aggregate version")?;
             let appended: i64 = row.try_get("appended").map_err(backend)?;
             if appended == 0 {
-                let checked: i64 = row.try_get("checked").map_err(backend)?;
-                if checked > 0 {
-                    return Err(StorageError::Unreadable(format!(
-                        "the append took no positions from the sequence {POSITIONS_SEQUENCE}"
-                    ))
-                    .into());
-                }
                 return Err(conflict(actual));
             }
             let first: Option<i64> = row.try_get("first_position").map_err(backend)?;
