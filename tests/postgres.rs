@@ -380,7 +380,7 @@ async fn rolled_back_appends_leave_gaps_that_readers_pass() {
 /// Long transactions that write no events, in this database and in another database of the
 /// cluster, hold no reader back: while they stay open, every append is readable (and counted,
 /// with nothing named as holding it) as soon as it returns. Under the cluster-wide horizon
-/// (ADR 0007) both held every reader back until they ended.
+/// (ADR 0007, replaced by ADR 0010) both held every reader back until they ended.
 #[tokio::test]
 async fn transactions_that_write_no_events_hold_no_reader() {
     let t = TestSchema::new(6).await;

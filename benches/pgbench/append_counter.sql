@@ -11,16 +11,16 @@ WITH input AS (
 ),
 current_version AS (
     SELECT coalesce(max(aggregate_version), 0) AS version
-    FROM projections_pgbench.counter_events WHERE aggregate_id = md5(:agg::text)::uuid
+    FROM projections_pgbench_counter.projection_events WHERE aggregate_id = md5(:agg::text)::uuid
 ),
 checked AS (SELECT version FROM current_version WHERE version = 0),
 allocated AS (
-    UPDATE projections_pgbench.counter_positions SET position = position + :batch
+    UPDATE projections_pgbench_counter.projection_positions SET position = position + :batch
     WHERE EXISTS (SELECT FROM checked)
     RETURNING position - :batch AS base
 ),
 inserted AS (
-    INSERT INTO projections_pgbench.counter_events (
+    INSERT INTO projections_pgbench_counter.projection_events (
         position, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
         event_version, payload, metadata, tenant_id, actor_id, correlation_id, causation_id,
         occurred_at)
@@ -32,6 +32,6 @@ inserted AS (
     RETURNING position
 ),
 notified AS (
-    SELECT pg_notify('projections_pgbench', max(position)::text) FROM inserted HAVING count(*) > 0
+    SELECT pg_notify('projection_events_appended', 'projections_pgbench_counter:' || max(position)::text) FROM inserted HAVING count(*) > 0
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM notified);

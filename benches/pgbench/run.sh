@@ -8,7 +8,8 @@
 # projections_pgbench, which it creates afresh (setup.sql). Scripts (pgbench -M prepared,
 # so statements are prepared once per connection, as sqlx does):
 #   append_counter.sql   the append statement of migrations 0001..0005 (counter row, NOTIFY)
-#   append_sequence.sql  the append statement of migration 0006 (sequence, registration)
+#   append_sequence.sql  the append of migration 0006 (projection_append: sequence,
+#                        registration)
 #   plain_insert.sql     a plain INSERT into a table with a sequence, same columns, primary key
 #   indexed_insert.sql   the same INSERT into a table with the event table's indexes
 # Before each run the tables are truncated and a CHECKPOINT is forced; the order of the
@@ -20,6 +21,16 @@ SECONDS_PER_RUN=${1:-10}
 ROUNDS=${2:-2}
 URL=${PGURL:-postgres://postgres@127.0.0.1:5432/test}
 psql -q "$URL" -f setup.sql >/dev/null 2>&1
+# The designs: the crate's migrations, as migrate_schema applies them.
+migrations=../../projections/migrations
+for design in counter seq; do
+  schema=projections_pgbench_$design
+  psql -q "$URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null 2>&1
+  for file in "$migrations"/000[1-6]_*.sql; do
+    case "$design:$(basename "$file")" in counter:0006_*) continue ;; esac
+    sed "s/__SCHEMA__\./$schema./g" "$file" | psql -q -1 -v ON_ERROR_STOP=1 "$URL" >/dev/null
+  done
+done
 SCRIPTS=(append_counter append_sequence plain_insert indexed_insert)
 echo "batch clients round $(printf '%s ' "${SCRIPTS[@]}")"
 for batch in 1 100; do
@@ -28,10 +39,10 @@ for batch in 1 100; do
       declare -A rate=()
       for k in 0 1 2 3; do
         script=${SCRIPTS[$(( (k + round - 1) % 4 ))]}
-        psql -q "$URL" -c "TRUNCATE projections_pgbench.counter_events,
-            projections_pgbench.sequence_events, projections_pgbench.plain_events,
+        psql -q "$URL" -c "TRUNCATE projections_pgbench_counter.projection_events,
+            projections_pgbench_seq.projection_events, projections_pgbench.plain_events,
             projections_pgbench.indexed_events;
-          UPDATE projections_pgbench.counter_positions SET position = 0;
+          UPDATE projections_pgbench_counter.projection_positions SET position = 0;
           CHECKPOINT;" >/dev/null
         threads=$(( clients < 2 ? 1 : 2 ))
         tps=$(pgbench "$URL" -n -M prepared -D batch="$batch" -f "$script.sql" \

@@ -1,5 +1,6 @@
--- Tables for the append benchmark (benches/pgbench/run.sh), in schema projections_pgbench:
--- the event table under each position design, and a plain table with a sequence.
+-- The baseline tables of the append benchmark (benches/pgbench/run.sh), in schema
+-- projections_pgbench. The two designs are the crate's own migrations, applied by run.sh to
+-- the schemas projections_pgbench_counter (0001..0005) and projections_pgbench_seq (0001..0006).
 DROP SCHEMA IF EXISTS projections_pgbench CASCADE;
 CREATE SCHEMA projections_pgbench;
 SET search_path = projections_pgbench;
@@ -26,20 +27,6 @@ CREATE TABLE event_columns (
 );
 CREATE INDEX ON event_columns (event_type, position);
 CREATE INDEX ON event_columns (txid);
-
--- Design "counter" (migrations 0001..0005): a counter row locked until commit.
-CREATE TABLE counter_events (LIKE event_columns INCLUDING ALL);
-CREATE TABLE counter_positions (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    position  bigint  NOT NULL
-);
-INSERT INTO counter_positions (position) VALUES (0);
-
--- Design "sequence" (migration 0006): positions from a sequence, each append registered
--- while in flight; no index on txid.
-CREATE TABLE sequence_events (LIKE event_columns INCLUDING ALL);
-CREATE SEQUENCE sequence_events_position_seq AS bigint CACHE 1;
-DROP INDEX sequence_events_txid_idx;
 
 -- The baseline: a plain insert into a table with a sequence, same columns, no constraint but
 -- the primary key.
