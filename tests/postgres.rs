@@ -469,6 +469,65 @@ async fn transactions_that_write_no_events_hold_no_reader() {
     t.drop().await;
 }
 
+/// A registration keeps only the low 32 bits of its bound; readers rebuild the rest from the
+/// sequence. An append left open at position 2^32 - 1 still holds readers back while later
+/// appends take positions past 2^32.
+#[tokio::test]
+async fn registrations_hold_readers_across_a_32_bit_boundary() {
+    let t = TestSchema::new(4).await;
+    let store = t.store();
+    let before: i64 = (1 << 32) - 3;
+    sqlx::query(&format!(
+        "SELECT setval('{}', $1)",
+        t.table("projection_events_position_seq")
+    ))
+    .bind(before)
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    let first = Uuid::new_v4();
+    let readable = store
+        .append(first, ExpectedVersion::NoStream, deposits(first, 1))
+        .await
+        .unwrap();
+    assert_eq!(readable.last_position, (1 << 32) - 2);
+
+    let mut conn = t.pool.acquire().await.unwrap();
+    let mut open = conn.begin().await.unwrap();
+    let (held_at, _) = insert_row(
+        &mut open,
+        &t,
+        None,
+        "pg_tests.deposited",
+        "{\"amount\":1}",
+        "{}",
+        1,
+    )
+    .await;
+    assert_eq!(held_at, (1 << 32) - 1);
+    let later = Uuid::new_v4();
+    let behind = store
+        .append(later, ExpectedVersion::NoStream, deposits(later, 3))
+        .await
+        .unwrap();
+    assert!(behind.first_position >= 1 << 32);
+
+    assert_eq!(
+        positions(&store.read_all(0, 100).await.unwrap()),
+        [readable.last_position]
+    );
+    assert_eq!(store.head_position().await.unwrap(), readable.last_position);
+    let hold = store.backlog(0, &[]).await.unwrap().held_back.unwrap();
+    assert_eq!((hold.position, hold.events), (held_at as u64, 3));
+
+    open.commit().await.unwrap();
+    let read = store.read_all(readable.last_position, 100).await.unwrap();
+    assert_eq!(read.len(), 4);
+    assert_eq!(positions(&read)[0], held_at as u64);
+    drop(conn);
+    t.drop().await;
+}
+
 /// The URL of another database on the same server (`postgres`, which every cluster has).
 fn other_database_url() -> String {
     let url = database_url();

@@ -239,9 +239,9 @@ impl Sql {
 struct Horizon {
     /// Every position below it is committed or never will be.
     cut: u64,
-    /// The backend of the registration the cut comes from, if one does (`None` also for a
-    /// prepared transaction).
-    holder: Option<i32>,
+    /// The registration the cut comes from, if one does: its backend (`None` for a prepared
+    /// transaction, which has none).
+    holder: Option<Option<i32>>,
 }
 
 impl PostgresEventStore {
@@ -408,7 +408,7 @@ impl PostgresEventStore {
         let next = to_u64(last.max(0), "position")?.saturating_add(1);
         let (cut, holder) = match bound {
             Some(bound) if bound.max(0).cast_unsigned() < next => {
-                (bound.max(0).cast_unsigned(), holder)
+                (bound.max(0).cast_unsigned(), Some(holder))
             }
             _ => (next, None),
         };
@@ -484,7 +484,7 @@ impl PostgresEventStore {
         }
         .bind(after)
         .bind(cut)
-        .bind(horizon.holder);
+        .bind(horizon.holder.flatten());
         let query = if event_types.is_empty() {
             query
         } else {
@@ -502,25 +502,18 @@ impl PostgresEventStore {
             &format_args!("stored_at of the oldest event after position {after}"),
         )?;
         let backlog = Backlog::new(head, events, oldest);
-        if held == 0 {
+        // Rows at or after the cut with no registration behind it were written with positions
+        // of their own, beyond the sequence: nothing to name.
+        let (Some(pid), true) = (horizon.holder, held > 0) else {
             return Ok(backlog);
-        }
+        };
         let since = timestamp::get_optional(
             &row,
             "since",
-            &format_args!(
-                "the start of the transaction of backend {:?}",
-                horizon.holder
-            ),
+            &format_args!("the start of the transaction of backend {pid:?}"),
         )?;
         let query: Option<String> = row.try_get("query").map_err(backend)?;
-        Ok(backlog.with_hold(ReadHold::new(
-            horizon.cut,
-            held,
-            horizon.holder,
-            since,
-            query,
-        )))
+        Ok(backlog.with_hold(ReadHold::new(horizon.cut, held, pid, since, query)))
     }
 
     async fn fetch_events(

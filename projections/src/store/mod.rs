@@ -179,7 +179,7 @@ impl Backlog {
 /// let hold = ReadHold::new(1_041, 12, Some(4242), None, Some("BEGIN; INSERT ...".into()));
 /// assert_eq!(
 ///     hold.to_string(),
-///     "12 committed events after position 1041 wait for backend 4242 (BEGIN; INSERT ...)"
+///     "12 committed events from position 1041 on wait for backend 4242 (BEGIN; INSERT ...)"
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -221,9 +221,8 @@ impl std::fmt::Display for ReadHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} committed events after position {} wait for ",
-            self.events,
-            self.position.saturating_sub(1)
+            "{} committed events from position {} on wait for ",
+            self.events, self.position
         )?;
         match self.pid {
             Some(pid) => write!(f, "backend {pid}")?,
