@@ -65,8 +65,8 @@ pub use schema::Schema;
 pub use sqlx::{PgConnection, PgPool};
 pub use store::{ACQUIRE_TIMEOUT, PostgresEventStore};
 
-/// The `LISTEN`/`NOTIFY` channel on which every append announces itself, in the appending
-/// transaction (so the notification arrives only once the events are committed).
+/// The `LISTEN`/`NOTIFY` channel on which appends are announced, once committed, by the
+/// process that made them (appends in quick succession share one notification).
 ///
 /// The payload is the append's last position, as decimal text, prefixed with `schema:` when
 /// the store works in a named [`Schema`] (for example `"42"` or `"read_side:42"`). A
