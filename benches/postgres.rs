@@ -840,6 +840,60 @@ async fn read_by_hand(pool: &PgPool, decoded: bool) -> (usize, Duration) {
     (count, start.elapsed())
 }
 
+/// Reads the whole table once per side, one page of each side after the other (the first side
+/// rotating every page), so that a burst of load on the shared machine falls on all sides
+/// alike. Returns each side's total time (ours, by hand decoded, raw fetch) and the events
+/// read.
+async fn read_interleaved(pool: &PgPool, schema: &Schema, round: usize) -> ([Duration; 3], usize) {
+    // A fresh store: it knows nothing of the horizon yet.
+    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let select = plain_select();
+    let mut times = [Duration::ZERO; 3];
+    let (mut after, mut count) = (0_u64, 0);
+    for page in round.. {
+        let mut read = [(0_usize, 0_u64); 3];
+        for step in 0..3 {
+            let which = (step + page) % 3;
+            let start = Instant::now();
+            read[which] = if which == 0 {
+                let events = store.read_all(after, READ_PAGE).await.unwrap();
+                let last = events.last().and_then(StoredEvent::position);
+                let len = events.len();
+                black_box(events);
+                (len, last.unwrap_or(after))
+            } else {
+                let rows = sqlx::query(&select)
+                    .bind(i64::try_from(after).unwrap())
+                    .bind(READ_PAGE as i64)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+                let last = rows
+                    .last()
+                    .map(|row| u64::try_from(row.try_get::<i64, _>("position").unwrap()).unwrap());
+                let len = rows.len();
+                if which == 1 {
+                    let events: Vec<HandEvent> =
+                        rows.iter().map(|row| decode(row).unwrap()).collect();
+                    black_box(events);
+                } else {
+                    black_box(rows);
+                }
+                (len, last.unwrap_or(after))
+            };
+            times[which] += start.elapsed();
+        }
+        assert!(read.iter().all(|side| *side == read[0]), "{read:?}");
+        let (len, last) = read[0];
+        if len == 0 {
+            break;
+        }
+        count += len;
+        after = last;
+    }
+    (times, count)
+}
+
 // ---- The stall test -----------------------------------------------------------------------
 
 /// The URL of the database `postgres` on the benchmark's server.
@@ -1158,6 +1212,41 @@ async fn run() {
     println!(
         "  ours / by hand (decoded), median          {:>10.2}",
         ratios[ratios.len() / 2]
+    );
+
+    println!(
+        "\nThe same pages, the three sides interleaved page by page ({READ_ROUNDS} rounds, \
+         order rotating every page)"
+    );
+    let mut totals = [Duration::ZERO; 3];
+    let mut ratios = Vec::new();
+    for round in 0..READ_ROUNDS {
+        let (times, count) = read_interleaved(&pool, &schema, round).await;
+        assert_eq!(count, events.len());
+        ratios.push(times[1].as_secs_f64() / times[0].as_secs_f64());
+        for (total, time) in totals.iter_mut().zip(times) {
+            *total += time;
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    let rate = |d: Duration| per_second(events.len() * READ_ROUNDS, d);
+    println!(
+        "  ours, read_all (gap-safe, decoded)        {:>10.0} ev/s",
+        rate(totals[0])
+    );
+    println!(
+        "  by hand, plain SELECT, decoded            {:>10.0} ev/s",
+        rate(totals[1])
+    );
+    println!(
+        "  by hand, plain SELECT, raw fetch only     {:>10.0} ev/s",
+        rate(totals[2])
+    );
+    println!(
+        "  ours / by hand (decoded), median, min..max {:>9.2} ({:.2}..{:.2})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
     );
     pool.close().await;
 }
