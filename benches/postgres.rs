@@ -37,7 +37,10 @@
 //! their metadata), beside a plain `SELECT ... WHERE position > $1 ORDER BY position LIMIT
 //! 1000` of the same columns decoding the same rows into a typed struct (payload through
 //! `sqlx::types::Json` into the event struct, metadata into a map), and the same plain query
-//! fetching rows without decoding them (raw fetch).
+//! fetching rows without decoding them (raw fetch). Measured twice: each side reading the whole
+//! table in turn (order rotating between rounds), and the three sides interleaved page by page
+//! (order rotating every page), which spreads bursts of load on a shared machine over all
+//! sides.
 //!
 //! Stall (`postgres stall`, not part of the default run; `--stall-seconds N`, default 20): in
 //! a schema of its own, one transaction that writes to another table of this database and

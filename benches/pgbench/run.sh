@@ -4,6 +4,9 @@
 #
 #   benches/pgbench/run.sh [seconds per run, default 10] [rounds, default 2]
 #
+# BATCHES and CLIENTS (space-separated) choose the rows, for example
+# `BATCHES=1 CLIENTS=16 benches/pgbench/run.sh 10 4`; default "1 100" and "1 4 16".
+#
 # Runs against $PGURL (default postgres://postgres@127.0.0.1:5432/test), in the schema
 # projections_pgbench, which it creates afresh (setup.sql). Scripts (pgbench -M prepared,
 # so statements are prepared once per connection, as sqlx does):
@@ -33,8 +36,8 @@ for design in counter seq; do
 done
 SCRIPTS=(append_counter append_sequence plain_insert indexed_insert)
 echo "batch clients round $(printf '%s ' "${SCRIPTS[@]}")"
-for batch in 1 100; do
-  for clients in 1 4 16; do
+for batch in ${BATCHES:-1 100}; do
+  for clients in ${CLIENTS:-1 4 16}; do
     for round in $(seq 1 "$ROUNDS"); do
       declare -A rate=()
       for k in 0 1 2 3; do
