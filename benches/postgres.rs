@@ -32,14 +32,25 @@
 //! ratio of throughputs (ours / by hand). Every side must leave the same read model.
 //!
 //! Reads: the whole event table in pages of 1,000, through `PostgresEventStore::read_all`
-//! (gap-safe: each page is cut at the first row not yet behind the oldest running
-//! transaction; rows decoded to typed events with their metadata), beside a plain
-//! `SELECT ... WHERE position > $1 ORDER BY position LIMIT 1000` of the same columns decoding
-//! the same rows into a typed struct (payload through `sqlx::types::Json` into the event
-//! struct, metadata into a map), and the same plain query fetching rows without decoding them
-//! (raw fetch).
+//! (gap-safe: a fresh store per round, which reads the registrations of appends in flight
+//! before its first page and whenever a page reaches the cut; rows decoded to typed events with
+//! their metadata), beside a plain `SELECT ... WHERE position > $1 ORDER BY position LIMIT
+//! 1000` of the same columns decoding the same rows into a typed struct (payload through
+//! `sqlx::types::Json` into the event struct, metadata into a map), and the same plain query
+//! fetching rows without decoding them (raw fetch). Measured twice: each side reading the whole
+//! table in turn (order rotating between rounds), and the three sides interleaved page by page
+//! (order rotating every page), which spreads bursts of load on a shared machine over all
+//! sides.
 //!
-//! `postgres projection`, `postgres reads` and `--batch N` run one part (for profiling).
+//! Stall (`postgres stall`, not part of the default run; `--stall-seconds N`, default 20): in
+//! a schema of its own, one transaction that writes to another table of this database and
+//! one in the database `postgres` stay open for N seconds, while an appender appends one event
+//! every 10 ms and a reader tails with `read_all(after, 1000)` every millisecond. Reports how
+//! long after its append returned each event was read (maximum, median, 99th percentile), and
+//! checks that both transactions were still running at the end.
+//!
+//! `postgres projection`, `postgres reads`, `postgres stall` and `--batch N` run one part (for
+//! profiling).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -61,7 +72,13 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-const SCHEMA: &str = "projections_bench";
+/// Named for the layout of migration 6 (positions from a sequence): a schema of an earlier
+/// layout, which earlier builds still read and write, is left alone.
+const SCHEMA: &str = "projections_bench_seq";
+/// How long the stall test keeps its transactions open, unless `--stall-seconds N`.
+const STALL_SECONDS: u64 = 20;
+/// How often the stall test appends.
+const STALL_APPEND_EVERY: Duration = Duration::from_millis(10);
 const ORDERS: usize = 50_000;
 const DAYS: usize = 30;
 const BATCH_SIZES: [usize; 3] = [1, 100, 1_000];
@@ -755,7 +772,9 @@ fn plain_select() -> String {
     )
 }
 
-async fn read_ours(store: &PostgresEventStore) -> (usize, Duration) {
+async fn read_ours(pool: &PgPool, schema: &Schema) -> (usize, Duration) {
+    // A fresh store: it knows nothing of the horizon yet.
+    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
     let start = Instant::now();
     let (mut after, mut count) = (0, 0);
     loop {
@@ -824,6 +843,205 @@ async fn read_by_hand(pool: &PgPool, decoded: bool) -> (usize, Duration) {
     (count, start.elapsed())
 }
 
+/// Reads the whole table once per side, one page of each side after the other (the first side
+/// rotating every page), so that a burst of load on the shared machine falls on all sides
+/// alike. Returns each side's total time (ours, by hand decoded, raw fetch) and the events
+/// read.
+async fn read_interleaved(pool: &PgPool, schema: &Schema, round: usize) -> ([Duration; 3], usize) {
+    // A fresh store: it knows nothing of the horizon yet.
+    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let select = plain_select();
+    let mut times = [Duration::ZERO; 3];
+    let (mut after, mut count) = (0_u64, 0);
+    for page in round.. {
+        let mut read = [(0_usize, 0_u64); 3];
+        for step in 0..3 {
+            let which = (step + page) % 3;
+            let start = Instant::now();
+            read[which] = if which == 0 {
+                let events = store.read_all(after, READ_PAGE).await.unwrap();
+                let last = events.last().and_then(StoredEvent::position);
+                let len = events.len();
+                black_box(events);
+                (len, last.unwrap_or(after))
+            } else {
+                let rows = sqlx::query(&select)
+                    .bind(i64::try_from(after).unwrap())
+                    .bind(READ_PAGE as i64)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+                let last = rows
+                    .last()
+                    .map(|row| u64::try_from(row.try_get::<i64, _>("position").unwrap()).unwrap());
+                let len = rows.len();
+                if which == 1 {
+                    let events: Vec<HandEvent> =
+                        rows.iter().map(|row| decode(row).unwrap()).collect();
+                    black_box(events);
+                } else {
+                    black_box(rows);
+                }
+                (len, last.unwrap_or(after))
+            };
+            times[which] += start.elapsed();
+        }
+        assert!(read.iter().all(|side| *side == read[0]), "{read:?}");
+        let (len, last) = read[0];
+        if len == 0 {
+            break;
+        }
+        count += len;
+        after = last;
+    }
+    (times, count)
+}
+
+// ---- The stall test -----------------------------------------------------------------------
+
+/// The URL of the database `postgres` on the benchmark's server.
+fn other_database_url() -> String {
+    let url = database_url();
+    let (server, database) = url.rsplit_once('/').unwrap();
+    match database.split_once('?') {
+        Some((_, options)) => format!("{server}/postgres?{options}"),
+        None => format!("{server}/postgres"),
+    }
+}
+
+/// Appends and tails while two transactions that write no events stay open (see the module
+/// documentation).
+async fn stall(pool: &PgPool, seconds: u64) {
+    let name = format!("{SCHEMA}_stall");
+    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+        .execute(pool)
+        .await
+        .unwrap();
+    let schema = Schema::named(&name).unwrap();
+    postgres::migrate_schema(pool, &schema).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE TABLE {name}.scratch (n integer)"))
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let mut here = pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!("BEGIN; INSERT INTO {name}.scratch VALUES (1)"))
+        .execute(&mut *here)
+        .await
+        .unwrap();
+    let mut elsewhere = <PgConnection as sqlx::Connection>::connect(&other_database_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; SELECT pg_current_xact_id()")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    let xids: Vec<String> = vec![
+        sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(&mut *here)
+            .await
+            .unwrap(),
+        sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(&mut elsewhere)
+            .await
+            .unwrap(),
+    ];
+
+    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let appender = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut returned = Vec::new();
+            let mut tick = tokio::time::interval(STALL_APPEND_EVERY);
+            let mut n = 0;
+            while Instant::now() < until {
+                tick.tick().await;
+                n += 1;
+                let (id, mut events) = order(n);
+                events.truncate(1);
+                let result = store
+                    .append(id, ExpectedVersion::NoStream, events)
+                    .await
+                    .unwrap();
+                returned.push((result.last_position, Instant::now()));
+            }
+            returned
+        })
+    };
+    let mut seen = BTreeMap::new();
+    let mut after = 0;
+    while Instant::now() < until || !appender.is_finished() {
+        let page = store.read_all(after, 1_000).await.unwrap();
+        let now = Instant::now();
+        for event in &page {
+            let position = event.position().unwrap();
+            seen.insert(position, now);
+            after = position;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let returned = appender.await.unwrap();
+    // The last appends, read now.
+    loop {
+        let page = store.read_all(after, 1_000).await.unwrap();
+        let now = Instant::now();
+        let Some(last) = page.last().and_then(StoredEvent::position) else {
+            break;
+        };
+        for event in &page {
+            seen.insert(event.position().unwrap(), now);
+        }
+        after = last;
+    }
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM unnest($1::text[]) AS x
+         WHERE pg_xact_status(x::xid8) = 'in progress'",
+    )
+    .bind(&xids)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut *here).await.unwrap();
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    drop(here);
+
+    let mut delays: Vec<Duration> = returned
+        .iter()
+        .map(|(position, at)| {
+            let read = seen
+                .get(position)
+                .unwrap_or_else(|| panic!("event {position} was never read"));
+            read.saturating_duration_since(*at)
+        })
+        .collect();
+    delays.sort();
+    let quantile = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "Stall test: {} appends over {seconds} s while a writing transaction in this database \
+         and one in database `postgres` stayed open ({running} of 2 still running at the end)",
+        delays.len()
+    );
+    println!(
+        "  append returned -> read: median {:.2} ms, p99 {:.2} ms, max {:.2} ms\n",
+        ms(quantile(0.5)),
+        ms(quantile(0.99)),
+        ms(quantile(1.0))
+    );
+    assert_eq!(
+        running, 2,
+        "a foreign transaction ended before the test did"
+    );
+    sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE"))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 // ---- Main -------------------------------------------------------------------------------
 
 fn main() {
@@ -834,12 +1052,14 @@ fn main() {
         .block_on(run());
 }
 
-/// What to run, from the arguments: `projection`, `reads` (default both) and `--batch N`
-/// (repeatable; default 1, 100 and 1,000), for profiling one part.
+/// What to run, from the arguments: `projection`, `reads` (default both), `stall`, `--batch N`
+/// (repeatable; default 1, 100 and 1,000) and `--stall-seconds N`.
 struct Selection {
     projection: bool,
     reads: bool,
+    stall: bool,
     batches: Vec<usize>,
+    stall_seconds: u64,
 }
 
 impl Selection {
@@ -847,11 +1067,15 @@ impl Selection {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut batches = Vec::new();
         let mut words = Vec::new();
+        let mut stall_seconds = STALL_SECONDS;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             if arg == "--batch" {
                 let size = args.next().and_then(|n| n.parse().ok());
                 batches.push(size.expect("--batch takes a number"));
+            } else if arg == "--stall-seconds" {
+                let seconds = args.next().and_then(|n| n.parse().ok());
+                stall_seconds = seconds.expect("--stall-seconds takes a number");
             } else {
                 words.push(arg.as_str());
             }
@@ -863,7 +1087,9 @@ impl Selection {
         Self {
             projection: all || words.contains(&"projection"),
             reads: all || words.contains(&"reads"),
+            stall: words.contains(&"stall"),
             batches,
+            stall_seconds,
         }
     }
 }
@@ -883,6 +1109,14 @@ async fn run() {
         .fetch_one(&pool)
         .await
         .unwrap();
+
+    if selection.stall {
+        stall(&pool, selection.stall_seconds).await;
+        if !selection.projection && !selection.reads {
+            pool.close().await;
+            return;
+        }
+    }
 
     let setup = Instant::now();
     let (schema, append) = prepare_schema(&pool).await;
@@ -952,7 +1186,7 @@ async fn run() {
         for step in 0..3 {
             let which = (step + round) % 3;
             let (count, elapsed) = match which {
-                0 => read_ours(&store).await,
+                0 => read_ours(&pool, &schema).await,
                 1 => read_by_hand(&pool, true).await,
                 _ => read_by_hand(&pool, false).await,
             };
@@ -981,6 +1215,41 @@ async fn run() {
     println!(
         "  ours / by hand (decoded), median          {:>10.2}",
         ratios[ratios.len() / 2]
+    );
+
+    println!(
+        "\nThe same pages, the three sides interleaved page by page ({READ_ROUNDS} rounds, \
+         order rotating every page)"
+    );
+    let mut totals = [Duration::ZERO; 3];
+    let mut ratios = Vec::new();
+    for round in 0..READ_ROUNDS {
+        let (times, count) = read_interleaved(&pool, &schema, round).await;
+        assert_eq!(count, events.len());
+        ratios.push(times[1].as_secs_f64() / times[0].as_secs_f64());
+        for (total, time) in totals.iter_mut().zip(times) {
+            *total += time;
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    let rate = |d: Duration| per_second(events.len() * READ_ROUNDS, d);
+    println!(
+        "  ours, read_all (gap-safe, decoded)        {:>10.0} ev/s",
+        rate(totals[0])
+    );
+    println!(
+        "  by hand, plain SELECT, decoded            {:>10.0} ev/s",
+        rate(totals[1])
+    );
+    println!(
+        "  by hand, plain SELECT, raw fetch only     {:>10.0} ev/s",
+        rate(totals[2])
+    );
+    println!(
+        "  ours / by hand (decoded), median, min..max {:>9.2} ({:.2}..{:.2})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
     );
     pool.close().await;
 }

@@ -364,9 +364,13 @@ async fn assert_exactly_once(rig: &Rig, handle: &CoordinatorHandle, committed: u
         i64::try_from(committed).unwrap(),
         "the store holds exactly the events the appenders know they committed"
     );
-    assert_eq!(
-        stored.head, stored.events,
-        "positions are consecutive from 1"
+    // Appends cut off by a fault may leave gaps, and so may a crash (the sequence logs its
+    // values ahead): the head is at least the number of events.
+    assert!(
+        stored.head >= stored.events,
+        "positions are unique: head {} below {} events",
+        stored.head,
+        stored.events
     );
     let head = u64::try_from(stored.head).unwrap();
     let live = wait_for_status(

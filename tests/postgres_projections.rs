@@ -822,21 +822,17 @@ async fn the_stop_policy_keeps_the_checkpoint_before_the_failing_event() {
 // 5. Bad input from the store
 // ---------------------------------------------------------------------------------------------
 
-/// Inserts one event row by hand, at the next position, as a writer other than the store
-/// would. Every value is bound.
+/// Inserts one event row by hand, at the position the column's default takes, as a writer
+/// other than the store would. Every value is bound.
 async fn insert_raw_event(db: &TestDb, event_type: &str, payload: &str) -> (u64, Uuid) {
     let event_id = Uuid::new_v4();
     let position: i64 = sqlx::query_scalar(&format!(
-        "WITH next AS (
-             UPDATE {positions} SET position = position + 1 RETURNING position
-         )
-         INSERT INTO {events} (
-             position, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
+        "INSERT INTO {events} (
+             event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
              event_version, payload, correlation_id, occurred_at
          )
-         SELECT next.position, $1, $2, 'Order', 1, $3, 1, $4::jsonb, $5, now() FROM next
+         VALUES ($1, $2, 'Order', 1, $3, 1, $4::jsonb, $5, now())
          RETURNING position",
-        positions = db.table("projection_positions"),
         events = db.table("projection_events"),
     ))
     .bind(event_id)
@@ -860,8 +856,8 @@ async fn append(store: &PostgresEventStore, event: AnyEvent) -> u64 {
 }
 
 /// Catches up until the projection's checkpoint reaches `position`. One pass may stop short:
-/// readers never pass a transaction still running anywhere in the cluster (other tests run
-/// transactions all the time), so a pass ends at that horizon and the next one goes on.
+/// readers never pass an append still in flight, so a pass ends at that horizon and the next
+/// one goes on.
 async fn catch_up_to(coordinator: &mut ProjectionCoordinator, position: u64) {
     within(&format!("catching up to {position}"), async {
         loop {
@@ -877,6 +873,74 @@ async fn catch_up_to(coordinator: &mut ProjectionCoordinator, position: u64) {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    })
+    .await;
+}
+
+/// An append left open holds the projection's reads back: its health counts the committed
+/// event waiting behind it (lag counts committed events it cannot see yet) and names the
+/// backend, the transaction's start and its statement; once the append commits, both events
+/// are applied and nothing is named.
+#[tokio::test]
+async fn health_names_the_append_that_holds_reads_back() {
+    within("a held-back read", async {
+        let db = TestDb::new().await;
+        let mut registry = ProjectionRegistry::new();
+        registry.register(db.runner(&Faults::none())).unwrap();
+        let store = Arc::new(db.store());
+        let mut coordinator = ProjectionCoordinator::new(registry, store.clone());
+        let first = append(&store, order(1, "2026-11-01", 10)).await;
+        catch_up_to(&mut coordinator, first).await;
+
+        let mut open = db.pool.begin().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *open)
+            .await
+            .unwrap();
+        let event = order(2, "2026-11-02", 20);
+        let held: i64 = sqlx::query_scalar(&format!(
+            "INSERT INTO {events} (
+                 event_id, aggregate_id, aggregate_type, aggregate_version, event_type,
+                 event_version, payload, correlation_id, occurred_at
+             )
+             VALUES ($1, $2, 'Order', 1, $3, 1, $4::jsonb, $5, now())
+             RETURNING position",
+            events = db.table("projection_events"),
+        ))
+        .bind(event.event_id())
+        .bind(event.metadata().aggregate_id)
+        .bind(event.event_type())
+        .bind(serde_json::to_string(&event.payload_json().unwrap()).unwrap())
+        .bind(Uuid::new_v4())
+        .fetch_one(&mut *open)
+        .await
+        .unwrap();
+        let behind = append(&store, order(3, "2026-11-03", 30)).await;
+        assert!(behind > u64::try_from(held).unwrap());
+
+        coordinator.catch_up().await.unwrap();
+        let report = coordinator.health_check().await;
+        let health = &report.projections[0];
+        let lag = health.lag.as_ref().unwrap();
+        assert_eq!(lag.checkpoint_position, first);
+        assert_eq!(
+            lag.events_behind, 1,
+            "the committed event behind the open append"
+        );
+        let hold = lag.held_back.as_ref().expect("the status names the hold");
+        assert_eq!(hold.pid, Some(pid));
+        assert_eq!(hold.events, 1);
+        assert!(hold.since.is_some());
+        assert!(hold.query.as_deref().unwrap().starts_with("INSERT INTO"));
+        assert!(!report.is_healthy());
+
+        open.commit().await.unwrap();
+        catch_up_to(&mut coordinator, behind).await;
+        let report = coordinator.health_check().await;
+        let lag = report.projections[0].lag.as_ref().unwrap();
+        assert_eq!((lag.events_behind, lag.held_back.as_ref()), (0, None));
+        assert_eq!(db.order_numbers().await, vec![1, 2, 3]);
+        db.drop().await;
     })
     .await;
 }

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 ///   and at or below the head;
 /// - `oldest_unprocessed_age`: time since the store recorded the oldest of those events (`None`
 ///   when there are none), how long the oldest pending work has waited;
-/// - `since_last_progress`: time since the checkpoint last moved (`None` if it never did).
+/// - `since_last_progress`: time since the checkpoint last moved (`None` if it never did);
+/// - `held_back`: what keeps committed events from the projection (an append still in flight
+///   on PostgreSQL), if anything does: which backend, since when, its statement's first
+///   characters, and how many of `events_behind` wait for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LagMetrics {
@@ -29,6 +32,9 @@ pub struct LagMetrics {
     pub since_last_progress: Option<Duration>,
     /// Events applied since the last reset.
     pub events_processed: u64,
+    /// What keeps committed events from the projection, if anything does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<crate::store::ReadHold>,
 }
 
 impl LagMetrics {
@@ -53,6 +59,7 @@ impl LagMetrics {
             oldest_unprocessed_age: backlog.oldest_stored_at.map(age),
             since_last_progress: checkpoint.and_then(|c| c.last_processed_at).map(age),
             events_processed: checkpoint.map_or(0, |c| c.events_processed),
+            held_back: backlog.held_back.clone(),
         }
     }
 }

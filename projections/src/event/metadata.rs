@@ -51,7 +51,8 @@ pub struct EventMetadata {
     /// Free-form metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, serde_json::Value>,
-    /// The global position, once stored. Positions start at 1 and have no gaps.
+    /// The global position, once stored. Positions start at 1 and increase in the order readers
+    /// see them; a database store may leave gaps where an append failed.
     pub position: Option<u64>,
 }
 

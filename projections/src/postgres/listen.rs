@@ -42,6 +42,20 @@ impl Notifier {
         }
     }
 
+    /// Tells the current subscribers, if any, that `position` is committed (an append of
+    /// this store), without waiting for the notification to come back from the server.
+    pub(super) fn publish(&self, position: u64) {
+        if let Some(live) = lock(&self.slot).as_ref() {
+            live.sender.send_if_modified(|head| {
+                let moved = position > *head;
+                if moved {
+                    *head = position;
+                }
+                moved
+            });
+        }
+    }
+
     /// A receiver of the head; starts the listener on the current Tokio runtime if none runs.
     pub(super) fn subscribe(&self, pool: &PgPool) -> Option<watch::Receiver<u64>> {
         let mut slot = lock(&self.slot);

@@ -24,13 +24,18 @@
 //!
 //! # Positions and the read horizon
 //!
-//! Positions are consecutive from 1: an append takes them from a counter row that stays locked
-//! until it commits, so appends commit in position order and a failed append leaves no gap.
-//! Readers ([`PostgresEventStore`]'s `read_all`, `head_position`, `backlog`) never pass a
-//! position that an unfinished transaction could still fill: they stop before the first row
-//! whose inserting transaction (`txid xid8`) is not older than the oldest transaction still
-//! running in the cluster (`pg_snapshot_xmin(pg_current_snapshot())`). The price: a
-//! long-running transaction anywhere in the cluster holds every reader back until it ends.
+//! Positions come from a sequence, so appends overlap and commit together; they are unique and
+//! increase in the order readers see them, and a failed append leaves a gap (lag counts events,
+//! not position differences). Before it takes a position, each appending transaction registers
+//! itself with a shared advisory lock that carries a lower bound of its positions. Readers
+//! ([`PostgresEventStore`]'s `read_all`, `head_position`, `backlog`) read the sequence, then the
+//! registrations, and never pass the lowest bound: an append still in flight holds them back,
+//! and nothing else does. A long transaction that writes no events, in this database or
+//! another, delays no reader. `backlog` counts every committed event, and names the backend,
+//! start time and statement of an append that keeps some of them from readers
+//! ([`ReadHold`](crate::store::ReadHold)). Rows inserted by hand without a position are
+//! registered the same way (the column's default, `projection_next_position()`). See
+//! `docs/adr/0011-appends-that-overlap.md`.
 //!
 //! # Inside the caller's transaction
 //!
@@ -41,6 +46,7 @@
 //! read model. They work in the connection's `search_path`; the repositories have methods of
 //! the same names that work in their [`Schema`].
 
+mod announce;
 mod checkpoint;
 mod dlq;
 mod listen;
@@ -59,8 +65,8 @@ pub use schema::Schema;
 pub use sqlx::{PgConnection, PgPool};
 pub use store::{ACQUIRE_TIMEOUT, PostgresEventStore};
 
-/// The `LISTEN`/`NOTIFY` channel on which every append announces itself, in the appending
-/// transaction (so the notification arrives only once the events are committed).
+/// The `LISTEN`/`NOTIFY` channel on which appends are announced, once committed, by the
+/// process that made them (appends in quick succession share one notification).
 ///
 /// The payload is the append's last position, as decimal text, prefixed with `schema:` when
 /// the store works in a named [`Schema`] (for example `"42"` or `"read_side:42"`). A

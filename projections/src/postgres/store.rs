@@ -2,20 +2,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::announce::Announcer;
 use super::listen::Notifier;
 use super::timestamp::{self, Timestamptz};
-use super::{APPEND_CHANNEL, Schema, backend, migrate_schema, to_i64, to_u64};
+use super::{Schema, backend, migrate_schema, to_i64, to_u64};
 use crate::event::{AnyEvent, DecodeError, EventMetadata, EventRegistry, to_microseconds};
 use crate::storage::{BoxFuture, StorageError};
 use crate::store::{
-    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, UndecodableEvent,
-    check_append,
+    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, ReadHold, StoredEvent,
+    UndecodableEvent, check_append,
 };
 
 /// How long [`PostgresEventStore::connect`]'s pool waits for a connection before failing.
@@ -24,8 +26,11 @@ pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// The event table.
 const EVENTS_TABLE: &str = "projection_events";
 
-/// The single-row table whose row holds the last position handed out.
-const POSITIONS_TABLE: &str = "projection_positions";
+/// The sequence positions come from (migration 6).
+const POSITIONS_SEQUENCE: &str = "projection_events_position_seq";
+
+/// The function that appends (migration 6).
+const APPEND_FUNCTION: &str = "projection_append";
 
 /// The unique constraint that makes two appends at one aggregate version conflict.
 const STREAM_VERSION_KEY: &str = "projection_events_stream_version_key";
@@ -34,12 +39,8 @@ const STREAM_VERSION_KEY: &str = "projection_events_stream_version_key";
 /// same aggregate took the versions it computed.
 const ANY_VERSION_ATTEMPTS: u32 = 64;
 
-/// The oldest transaction still running in the cluster, in the statement's snapshot: a row
-/// with a smaller `txid` is final.
-const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())";
-
-/// A barrier beyond every position.
-const NO_BARRIER: &str = "9223372036854775807";
+/// How many characters of the query of a transaction holding reads back a status shows.
+const HOLDER_QUERY_CHARS: i32 = 80;
 
 /// The columns a stored event is decoded from. The payload comes as text, which decodes
 /// faster than a JSON value.
@@ -47,51 +48,74 @@ const COLUMNS: &str = "position, event_id, aggregate_id, aggregate_type, aggrega
      event_type, event_version, payload::text AS payload, metadata::text AS metadata, \
      tenant_id, actor_id, correlation_id, causation_id, occurred_at, stored_at";
 
-/// [`COLUMNS`] by name, selected from a page that has them.
-const PAGE_COLUMNS: &str = "position, event_id, aggregate_id, aggregate_type, \
-     aggregate_version, event_type, event_version, payload, metadata, tenant_id, actor_id, \
-     correlation_id, causation_id, occurred_at, stored_at";
+/// The index of each of [`COLUMNS`] in a row: decoding by index spares a lookup by name per
+/// column and row.
+mod column {
+    pub(super) const POSITION: usize = 0;
+    pub(super) const EVENT_ID: usize = 1;
+    pub(super) const AGGREGATE_ID: usize = 2;
+    pub(super) const AGGREGATE_TYPE: usize = 3;
+    pub(super) const AGGREGATE_VERSION: usize = 4;
+    pub(super) const EVENT_TYPE: usize = 5;
+    pub(super) const EVENT_VERSION: usize = 6;
+    pub(super) const PAYLOAD: usize = 7;
+    pub(super) const METADATA: usize = 8;
+    pub(super) const TENANT_ID: usize = 9;
+    pub(super) const ACTOR_ID: usize = 10;
+    pub(super) const CORRELATION_ID: usize = 11;
+    pub(super) const CAUSATION_ID: usize = 12;
+    pub(super) const OCCURRED_AT: usize = 13;
+}
 
-/// An event store in PostgreSQL (tables `projection_events` and `projection_positions`, see
-/// [`migrate`](super::migrate)).
+/// An event store in PostgreSQL (table `projection_events` and sequence
+/// `projection_events_position_seq`, see [`migrate`](super::migrate)).
 ///
-/// Cloning is cheap; clones share the pool and the notification listener.
+/// Cloning is cheap; clones share the pool, the notification listener and what the store
+/// knows of the read horizon.
 ///
 /// # Appends
 ///
 /// An append is one statement, so one round trip and one transaction: it checks the expected
-/// version, takes positions from the counter row of `projection_positions`, inserts the whole
-/// batch with consecutive aggregate versions, and announces the new head on
-/// [`APPEND_CHANNEL`]. An append that commits at the same aggregate versions first makes it
-/// fail on the unique `(aggregate_id, aggregate_version)` constraint, which becomes
-/// [`AppendError::Conflict`] with nothing written (or a retry, for [`ExpectedVersion::Any`]).
+/// version, registers itself as an append in flight, takes positions from the sequence and
+/// inserts the whole batch with consecutive aggregate versions. An append that commits at the
+/// same aggregate versions first makes it fail on the unique `(aggregate_id,
+/// aggregate_version)` constraint, which becomes [`AppendError::Conflict`] with nothing
+/// written (or a retry, for [`ExpectedVersion::Any`]).
 ///
-/// The counter row stays locked until the append commits, so appends to one store take their
-/// positions one after another and commit in position order, and a failed append gives its
-/// positions back: positions are consecutive from 1, without gaps. The price is that appends
-/// do not overlap (batch events for throughput).
+/// Appends overlap: nothing is locked from one append to the next, so concurrent appends
+/// commit together (their WAL flushes are shared). Positions are unique and increase in the
+/// order readers see them, but an append that fails or rolls back leaves a gap, and positions
+/// of concurrent appends interleave. Lag counts events, never position differences.
+///
+/// Once committed, an append is announced on [`APPEND_CHANNEL`](super::APPEND_CHANNEL) by a separate statement
+/// (several appends in quick succession share one notification), and at once to the
+/// subscribers of this store. A `NOTIFY` inside the append would serialise every appending
+/// transaction on PostgreSQL's notification queue lock until its commit.
 ///
 /// # Reads and the horizon
 ///
-/// `read_all`, `head_position` and `backlog` read positions in order and stop before the
-/// first row whose transaction is not yet behind the horizon
-/// (`txid >= pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still running,
-/// compared by the server in the same statement). Every row they return has `txid` below the
-/// horizon, and so does every row before it.
+/// An append registers itself before it takes a position: a shared transaction-level
+/// advisory lock (keys: the sequence's oid, and the low 32 bits of the next value the
+/// sequence would give, a lower bound of the positions it will take). A reader first reads the
+/// sequence, then the registered bounds (`pg_locks`), and computes the cut: the smallest bound,
+/// or the sequence's next value when none is registered. Every position below the cut is
+/// committed or never will be. `read_all`, `head_position` and `backlog` read below the cut
+/// in a later statement, so with a later snapshot.
 ///
-/// Why a cut and not a filter: transaction ids are taken when a transaction first writes (an
-/// append takes its id before it waits for the counter row), so id order is not position
-/// order. With `WHERE txid < horizon` alone, rows 93..101 of a committed append T can be held
-/// back (T's id is above some transaction still running) while row 102 of a later append B
-/// (which took its id earlier, then waited for T) passes: a reader moving to 102 would never
-/// see 93..101. The concurrent-writer test catches that filter every time.
+/// Only transactions that write events hold readers back, and only while they run: a long
+/// transaction elsewhere in the database or the cluster delays no reader. A transaction that
+/// appends and then stays open holds every reader of its schema back at its first position;
+/// [`backlog`](EventStore::backlog) names it ([`ReadHold`]). Do not read inside a transaction
+/// that has appended: its own registration holds the read back.
 ///
-/// Appends commit in position order, so for them the cut only ever delays. The horizon also
-/// holds readers back at a row written in a transaction that is still running by a writer that
-/// took its position some other way (see the test of out-of-order commits).
+/// The store remembers the highest cut it has computed: positions below it stay final, so a
+/// reader catching up reads page after page with a plain indexed `SELECT` and computes the cut
+/// again only when it reaches it.
 ///
-/// A long-running transaction anywhere in the cluster holds every reader back until it ends.
-/// Do not read inside a transaction that has written: its own id holds the horizon back.
+/// Rows inserted by hand without a position get one from `projection_next_position()`, which
+/// registers their transaction the same way. A writer that supplies positions itself, or calls
+/// `nextval` on the sequence directly, is not protected. The registrations live in the lock
+/// table of the primary: read from the primary, not from a standby.
 ///
 /// # Decoding
 ///
@@ -109,6 +133,9 @@ struct Inner {
     schema: Schema,
     sql: Sql,
     notifier: Notifier,
+    announcer: Announcer,
+    /// Every position below this one is committed or never will be (0: not known yet).
+    final_below: AtomicU64,
 }
 
 /// The statements, formatted once with the schema's table name.
@@ -117,8 +144,9 @@ struct Sql {
     append: String,
     stream_version: String,
     read_stream: String,
-    read_all: String,
-    head: String,
+    read_page: String,
+    horizon: String,
+    head_below: String,
     /// The last committed position, horizon or not: what a (re)started listener announces,
     /// so that events held back by the horizon when it starts are still announced.
     committed_head: String,
@@ -129,63 +157,34 @@ struct Sql {
 impl Sql {
     fn new(schema: &Schema) -> Self {
         let events = schema.table(EVENTS_TABLE);
-        let positions = schema.table(POSITIONS_TABLE);
-        // The first position that readers must not reach yet (uses the index on `txid`).
-        let barrier = format!(
-            "SELECT coalesce(min(position), {NO_BARRIER}) AS position FROM {events}
-             WHERE txid >= {HORIZON}"
-        );
+        let sequence = schema.table(POSITIONS_SEQUENCE);
+        // The sequence as a constant, resolved when the statement is planned.
+        let sequence_oid = format!("'{sequence}'::regclass::oid");
+        // What both statements of a backlog return beside their counts: the committed head,
+        // and who holds the oldest registration ($3: its pid), if events wait behind it.
+        let backlog = |filter: &str| {
+            format!(
+                "SELECT (SELECT coalesce(max(position), 0) FROM {events}) AS head,
+                        count(*) AS events,
+                        min(stored_at) AS oldest,
+                        count(*) FILTER (WHERE position >= $2) AS held,
+                        (SELECT xact_start FROM pg_stat_activity WHERE pid = $3) AS since,
+                        (SELECT left(query, {HOLDER_QUERY_CHARS}) FROM pg_stat_activity
+                         WHERE pid = $3) AS query
+                 FROM {events}
+                 WHERE position > $1{filter}"
+            )
+        };
         Self {
-            // The expected version is checked against the statement's snapshot; an append
-            // that committed since then makes the insert violate STREAM_VERSION_KEY. The
-            // update of the position counter waits for any append in flight and then reads
-            // the latest committed counter, so positions are consecutive, in commit order.
+            // The steps, and why their order matters, are in migration 6.
             append: format!(
-                "WITH current_version AS (
-                     SELECT coalesce(max(aggregate_version), 0) AS version
-                     FROM {events} WHERE aggregate_id = $1
-                 ),
-                 checked AS (
-                     SELECT version FROM current_version
-                     WHERE $2::bigint IS NULL OR version = $2::bigint
-                 ),
-                 allocated AS (
-                     UPDATE {positions} SET position = position + cardinality($3::uuid[])
-                     WHERE EXISTS (SELECT FROM checked)
-                     RETURNING position - cardinality($3::uuid[]) AS base
-                 ),
-                 inserted AS (
-                     INSERT INTO {events} (
-                         position, event_id, aggregate_id, aggregate_type, aggregate_version,
-                         event_type, event_version, payload, metadata, tenant_id, actor_id,
-                         correlation_id, causation_id, occurred_at
-                     )
-                     SELECT allocated.base + e.ordinal, e.event_id, $1, e.aggregate_type,
-                            checked.version + e.ordinal, e.event_type, e.event_version,
-                            e.payload::jsonb, e.metadata::jsonb, e.tenant_id, e.actor_id,
-                            e.correlation_id, e.causation_id, e.occurred_at
-                     FROM allocated
-                     CROSS JOIN checked
-                     CROSS JOIN unnest(
-                         $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::text[],
-                         $8::text[], $9::uuid[], $10::text[], $11::uuid[], $12::uuid[],
-                         $13::timestamptz[]
-                     ) WITH ORDINALITY AS e(
-                         event_id, aggregate_type, event_type, event_version, payload, metadata,
-                         tenant_id, actor_id, correlation_id, causation_id, occurred_at, ordinal
-                     )
-                     RETURNING position
-                 ),
-                 notified AS (
-                     SELECT pg_notify($14, $15 || max(position)::text)
-                     FROM inserted HAVING count(*) > 0
-                 )
-                 SELECT (SELECT version FROM current_version) AS actual,
-                        (SELECT count(*) FROM checked) AS checked,
-                        (SELECT min(position) FROM inserted) AS first_position,
-                        (SELECT max(position) FROM inserted) AS last_position,
-                        (SELECT count(*) FROM inserted) AS appended,
-                        (SELECT count(*) FROM notified) AS notified"
+                "SELECT actual, first_position, last_position, appended
+                 FROM {append}(
+                     $1, $2, $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::text[],
+                     $8::text[], $9::uuid[], $10::text[], $11::uuid[], $12::uuid[],
+                     $13::timestamptz[]
+                 )",
+                append = schema.table(APPEND_FUNCTION),
             ),
             stream_version: format!(
                 "SELECT coalesce(max(aggregate_version), 0) FROM {events} WHERE aggregate_id = $1"
@@ -193,48 +192,56 @@ impl Sql {
             read_stream: format!(
                 "SELECT {COLUMNS} FROM {events} WHERE aggregate_id = $1 ORDER BY aggregate_version"
             ),
-            // The first page after `after`, cut before its first row that is not yet behind
-            // the horizon.
-            read_all: format!(
-                "WITH page AS (
-                     SELECT {COLUMNS}, txid FROM {events}
-                     WHERE position > $1
-                     ORDER BY position
-                     LIMIT $2
-                 )
-                 SELECT {PAGE_COLUMNS} FROM page
-                 WHERE position < coalesce(
-                     (SELECT min(position) FROM page WHERE txid >= {HORIZON}),
-                     {NO_BARRIER}
-                 )
-                 ORDER BY position"
+            // A plain range scan of the primary key: $2 is a cut computed before.
+            read_page: format!(
+                "SELECT {COLUMNS} FROM {events}
+                 WHERE position > $1 AND position < $2
+                 ORDER BY position
+                 LIMIT $3"
             ),
-            head: format!(
-                "SELECT coalesce(max(position), 0) FROM {events}
-                 WHERE position < ({barrier})"
+            // The sequence's last value first, then the registrations: the lateral subquery
+            // needs the outer row, so it runs after it. A bound is rebuilt from its low 32 bits
+            // as the value nearest the last value (within 2^31 of it).
+            horizon: format!(
+                "SELECT s.last, h.bound, h.pid
+                 FROM (
+                     SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS last,
+                            last_value AS raw
+                     FROM {sequence}
+                 ) s
+                 LEFT JOIN LATERAL (
+                     SELECT s.raw + 2147483648
+                            - ((s.raw + 2147483648 - l.objid::bigint) % 4294967296 + 4294967296)
+                              % 4294967296 AS bound,
+                            l.pid
+                     FROM pg_locks l
+                     WHERE l.locktype = 'advisory'
+                       AND l.objsubid = 2
+                       AND l.classid = {sequence_oid}
+                       AND l.database = (SELECT oid FROM pg_database
+                                         WHERE datname = current_database())
+                     ORDER BY 1
+                     LIMIT 1
+                 ) h ON true"
+            ),
+            head_below: format!(
+                "SELECT coalesce(max(position), 0) FROM {events} WHERE position < $1"
             ),
             committed_head: format!("SELECT coalesce(max(position), 0) FROM {events}"),
-            backlog_all: format!(
-                "WITH barrier AS MATERIALIZED ({barrier})
-                 SELECT (SELECT coalesce(max(position), 0) FROM {events}
-                         WHERE position < (SELECT position FROM barrier)) AS head,
-                        count(*) AS events,
-                        min(stored_at) AS oldest
-                 FROM {events}
-                 WHERE position > $1 AND position < (SELECT position FROM barrier)"
-            ),
-            backlog_types: format!(
-                "WITH barrier AS MATERIALIZED ({barrier})
-                 SELECT (SELECT coalesce(max(position), 0) FROM {events}
-                         WHERE position < (SELECT position FROM barrier)) AS head,
-                        count(*) AS events,
-                        min(stored_at) AS oldest
-                 FROM {events}
-                 WHERE event_type = ANY($2::text[])
-                   AND position > $1 AND position < (SELECT position FROM barrier)"
-            ),
+            backlog_all: backlog(""),
+            backlog_types: backlog(" AND event_type = ANY($4::text[])"),
         }
     }
+}
+
+/// What a reader learns from the registrations.
+#[derive(Debug, Clone, Copy)]
+struct Horizon {
+    /// Every position below it is committed or never will be.
+    cut: u64,
+    /// The registration the cut comes from, if one does: its backend (`None` for a prepared
+    /// transaction, which has none).
+    holder: Option<Option<i32>>,
 }
 
 impl PostgresEventStore {
@@ -251,9 +258,11 @@ impl PostgresEventStore {
         Self {
             inner: Arc::new(Inner {
                 notifier: Notifier::new(&schema, sql.committed_head.clone()),
+                announcer: Announcer::new(schema.notify_prefix()),
                 sql,
                 pool,
                 schema,
+                final_below: AtomicU64::new(0),
             }),
         }
     }
@@ -345,8 +354,6 @@ impl PostgresEventStore {
                 .bind(&batch.correlation_ids)
                 .bind(&batch.causation_ids)
                 .bind(&batch.occurred_at)
-                .bind(APPEND_CHANNEL)
-                .bind(self.inner.schema.notify_prefix())
                 .fetch_one(&self.inner.pool)
                 .await;
             let row = match outcome {
@@ -364,23 +371,149 @@ impl PostgresEventStore {
             let actual = to_u64(row.try_get("actual").map_err(backend)?, "aggregate version")?;
             let appended: i64 = row.try_get("appended").map_err(backend)?;
             if appended == 0 {
-                let checked: i64 = row.try_get("checked").map_err(backend)?;
-                if checked > 0 {
-                    return Err(StorageError::Unreadable(format!(
-                        "the position counter (table {POSITIONS_TABLE}) has no row"
-                    ))
-                    .into());
-                }
                 return Err(conflict(actual));
             }
             let first: Option<i64> = row.try_get("first_position").map_err(backend)?;
             let last: Option<i64> = row.try_get("last_position").map_err(backend)?;
+            let last_position = to_u64(last.unwrap_or(0), "position")?;
+            self.announce(last_position).await;
             return Ok(AppendResult {
                 first_position: to_u64(first.unwrap_or(0), "position")?,
-                last_position: to_u64(last.unwrap_or(0), "position")?,
+                last_position,
                 version: actual + to_u64(appended, "appended count")?,
             });
         }
+    }
+
+    /// Tells this store's subscribers at once, and other processes through
+    /// [`APPEND_CHANNEL`](super::APPEND_CHANNEL), that `position` is committed.
+    async fn announce(&self, position: u64) {
+        self.inner.notifier.publish(position);
+        self.inner
+            .announcer
+            .announce(&self.inner.pool, position)
+            .await;
+    }
+
+    /// Reads the registrations and remembers the cut.
+    async fn refresh_horizon(&self) -> Result<Horizon, StorageError> {
+        let row = sqlx::query(&self.inner.sql.horizon)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        let last: i64 = row.try_get("last").map_err(backend)?;
+        let bound: Option<i64> = row.try_get("bound").map_err(backend)?;
+        let holder: Option<i32> = row.try_get("pid").map_err(backend)?;
+        // Nothing taken yet: the sequence shows its start, 1, not yet called.
+        let next = to_u64(last.max(0), "position")?.saturating_add(1);
+        let (cut, holder) = match bound {
+            Some(bound) if bound.max(0).cast_unsigned() < next => {
+                (bound.max(0).cast_unsigned(), Some(holder))
+            }
+            _ => (next, None),
+        };
+        let known = self.inner.final_below.fetch_max(cut, Ordering::AcqRel);
+        Ok(Horizon {
+            cut: cut.max(known),
+            holder,
+        })
+    }
+
+    /// Up to `limit` events after `after` and below `cut`, in position order.
+    async fn page(
+        &self,
+        after: u64,
+        cut: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        let (Ok(after), Ok(limit)) = (i64::try_from(after), i64::try_from(limit)) else {
+            return Ok(Vec::new());
+        };
+        let cut = i64::try_from(cut).unwrap_or(i64::MAX);
+        if after.saturating_add(1) >= cut || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.fetch_events(
+            sqlx::query(&self.inner.sql.read_page)
+                .bind(after)
+                .bind(cut)
+                .bind(limit),
+        )
+        .await
+    }
+
+    async fn read_page(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StorageError> {
+        if limit == 0 || after >= i64::MAX.cast_unsigned() {
+            return Ok(Vec::new());
+        }
+        let known = self.inner.final_below.load(Ordering::Acquire);
+        // Nothing known to be readable after `after`: look at the registrations first.
+        if after.saturating_add(1) >= known {
+            let cut = self.refresh_horizon().await?.cut;
+            return self.page(after, cut, limit).await;
+        }
+        let mut events = self.page(after, known, limit).await?;
+        if events.len() < limit {
+            // The page stopped at the known cut: it may have moved since.
+            let cut = self.refresh_horizon().await?.cut;
+            if cut > known {
+                let last = events
+                    .last()
+                    .and_then(StoredEvent::position)
+                    .unwrap_or(after);
+                let more = self.page(last, cut, limit - events.len()).await?;
+                events.extend(more);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn read_backlog(
+        &self,
+        after: u64,
+        event_types: &[&'static str],
+    ) -> Result<Backlog, StorageError> {
+        let horizon = self.refresh_horizon().await?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let cut = i64::try_from(horizon.cut).unwrap_or(i64::MAX);
+        let sql = &self.inner.sql;
+        let query = if event_types.is_empty() {
+            sqlx::query(&sql.backlog_all)
+        } else {
+            sqlx::query(&sql.backlog_types)
+        }
+        .bind(after)
+        .bind(cut)
+        .bind(horizon.holder.flatten());
+        let query = if event_types.is_empty() {
+            query
+        } else {
+            query.bind(event_types)
+        };
+        let row = query.fetch_one(&self.inner.pool).await.map_err(backend)?;
+        let head = to_u64(row.try_get("head").map_err(backend)?, "position")?;
+        let events = to_u64(row.try_get("events").map_err(backend)?, "count")?;
+        let held = to_u64(row.try_get("held").map_err(backend)?, "count")?;
+        // A stored_at out of range (possible in a row written before migration 5) is an
+        // error of this read, not a panic.
+        let oldest = timestamp::get_optional(
+            &row,
+            "oldest",
+            &format_args!("stored_at of the oldest event after position {after}"),
+        )?;
+        let backlog = Backlog::new(head, events, oldest);
+        // Rows at or after the cut with no registration behind it were written with positions
+        // of their own, beyond the sequence: nothing to name.
+        let (Some(pid), true) = (horizon.holder, held > 0) else {
+            return Ok(backlog);
+        };
+        let since = timestamp::get_optional(
+            &row,
+            "since",
+            &format_args!("the start of the transaction of backend {pid:?}"),
+        )?;
+        let query: Option<String> = row.try_get("query").map_err(backend)?;
+        Ok(backlog.with_hold(ReadHold::new(horizon.cut, held, pid, since, query)))
     }
 
     async fn fetch_events(
@@ -417,27 +550,14 @@ impl EventStore for PostgresEventStore {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
-        Box::pin(async move {
-            // Nothing lies beyond the largest bigint.
-            let Ok(after) = i64::try_from(after) else {
-                return Ok(Vec::new());
-            };
-            if limit == 0 {
-                return Ok(Vec::new());
-            }
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            self.fetch_events(
-                sqlx::query(&self.inner.sql.read_all)
-                    .bind(after)
-                    .bind(limit),
-            )
-            .await
-        })
+        Box::pin(self.read_page(after, limit))
     }
 
     fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
         Box::pin(async move {
-            let head: i64 = sqlx::query_scalar(&self.inner.sql.head)
+            let cut = self.refresh_horizon().await?.cut;
+            let head: i64 = sqlx::query_scalar(&self.inner.sql.head_below)
+                .bind(i64::try_from(cut).unwrap_or(i64::MAX))
                 .fetch_one(&self.inner.pool)
                 .await
                 .map_err(backend)?;
@@ -445,42 +565,24 @@ impl EventStore for PostgresEventStore {
         })
     }
 
+    /// Counts every committed event after `after`, including those the read horizon still
+    /// holds back; when some are held back, [`Backlog::held_back`] says by which transaction.
     fn backlog<'a>(
         &'a self,
         after: u64,
         event_types: &'a [&'static str],
     ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
-        Box::pin(async move {
-            let after = i64::try_from(after).unwrap_or(i64::MAX);
-            let sql = &self.inner.sql;
-            let query = if event_types.is_empty() {
-                sqlx::query(&sql.backlog_all).bind(after)
-            } else {
-                sqlx::query(&sql.backlog_types)
-                    .bind(after)
-                    .bind(event_types)
-            };
-            let row = query.fetch_one(&self.inner.pool).await.map_err(backend)?;
-            let head = to_u64(row.try_get("head").map_err(backend)?, "position")?;
-            let events = to_u64(row.try_get("events").map_err(backend)?, "count")?;
-            // A stored_at out of range (possible in a row written before migration 5) is an
-            // error of this read, not a panic.
-            let oldest = timestamp::get_optional(
-                &row,
-                "oldest",
-                &format_args!("stored_at of the oldest event after position {after}"),
-            )?;
-            Ok(Backlog::new(head, events, oldest))
-        })
+        Box::pin(self.read_backlog(after, event_types))
     }
 
-    /// A receiver of the head position, fed by a background task that listens on
-    /// [`APPEND_CHANNEL`] with one connection of the pool. The task starts with the first
-    /// subscriber (which must be inside a Tokio runtime, otherwise `None`), reconnects with
-    /// backoff when the connection drops (publishing the head afresh, since notifications may
-    /// have been missed), and ends when every receiver is dropped, the store is dropped or the
-    /// pool is closed. Treat a change as a wake-up and read with `read_all`: the announced
-    /// position may still be behind the read horizon, so readers also poll.
+    /// A receiver of the head position, fed by this store's own appends at once and by a
+    /// background task that listens on [`APPEND_CHANNEL`](super::APPEND_CHANNEL) with one connection of the pool.
+    /// The task starts with the first subscriber (which must be inside a Tokio runtime,
+    /// otherwise `None`), reconnects with backoff when the connection drops (publishing the
+    /// head afresh, since notifications may have been missed), and ends when every receiver
+    /// is dropped, the store is dropped or the pool is closed. Treat a change as a wake-up and
+    /// read with `read_all`: the announced position may still be behind the read horizon, so
+    /// readers also poll.
     fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.notifier.subscribe(&self.inner.pool)
     }
@@ -564,13 +666,13 @@ fn is_violation_of(error: &sqlx::Error, constraint: &str) -> bool {
 /// Decodes one row of [`COLUMNS`]. Columns of the wrong type are a backend error (the table is
 /// not ours); content that does not decode is an [`UndecodableEvent`].
 fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
-    let position = to_u64(row.try_get("position").map_err(backend)?, "position")?;
-    let event_id: Uuid = row.try_get("event_id").map_err(backend)?;
-    let event_type: String = row.try_get("event_type").map_err(backend)?;
-    let event_version: i32 = row.try_get("event_version").map_err(backend)?;
-    let aggregate_version: i64 = row.try_get("aggregate_version").map_err(backend)?;
-    let metadata_text: String = row.try_get("metadata").map_err(backend)?;
-    let payload: String = row.try_get("payload").map_err(backend)?;
+    let position = to_u64(row.try_get(column::POSITION).map_err(backend)?, "position")?;
+    let event_id: Uuid = row.try_get(column::EVENT_ID).map_err(backend)?;
+    let event_type: String = row.try_get(column::EVENT_TYPE).map_err(backend)?;
+    let event_version: i32 = row.try_get(column::EVENT_VERSION).map_err(backend)?;
+    let aggregate_version: i64 = row.try_get(column::AGGREGATE_VERSION).map_err(backend)?;
+    let metadata_text: String = row.try_get(column::METADATA).map_err(backend)?;
+    let payload: String = row.try_get(column::PAYLOAD).map_err(backend)?;
 
     let undecodable = |event_type: String, error: DecodeError| {
         StoredEvent::Undecodable(UndecodableEvent {
@@ -603,7 +705,7 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
     };
     // A time chrono cannot hold (possible in a row written before migration 5) makes the row
     // undecodable, like any other malformed column.
-    let occurred_at = match row.try_get("occurred_at").map_err(backend)? {
+    let occurred_at = match row.try_get(column::OCCURRED_AT).map_err(backend)? {
         Timestamptz::InRange(time) => time,
         Timestamptz::OutOfRange(value) => {
             let error = malformed(
@@ -628,13 +730,13 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
         event_type,
         event_version,
         occurred_at,
-        aggregate_id: row.try_get("aggregate_id").map_err(backend)?,
-        aggregate_type: row.try_get("aggregate_type").map_err(backend)?,
+        aggregate_id: row.try_get(column::AGGREGATE_ID).map_err(backend)?,
+        aggregate_type: row.try_get(column::AGGREGATE_TYPE).map_err(backend)?,
         aggregate_version,
-        tenant_id: row.try_get("tenant_id").map_err(backend)?,
-        actor_id: row.try_get("actor_id").map_err(backend)?,
-        correlation_id: row.try_get("correlation_id").map_err(backend)?,
-        causation_id: row.try_get("causation_id").map_err(backend)?,
+        tenant_id: row.try_get(column::TENANT_ID).map_err(backend)?,
+        actor_id: row.try_get(column::ACTOR_ID).map_err(backend)?,
+        correlation_id: row.try_get(column::CORRELATION_ID).map_err(backend)?,
+        causation_id: row.try_get(column::CAUSATION_ID).map_err(backend)?,
         metadata: extra,
         position: Some(position),
     };

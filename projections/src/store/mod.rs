@@ -138,25 +138,103 @@ impl From<AnyEvent> for StoredEvent {
 }
 
 /// The relevant events after a position, for lag metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Backlog {
-    /// The store's last position.
+    /// The store's last committed position, whether readers may pass it yet or not.
     pub head_position: u64,
-    /// Relevant events after the position.
+    /// Relevant committed events after the position, including those readers cannot see yet.
     pub events: u64,
     /// When the store recorded the oldest of them.
     pub oldest_stored_at: Option<DateTime<Utc>>,
+    /// What keeps some of them from readers, if anything does.
+    pub held_back: Option<ReadHold>,
 }
 
 impl Backlog {
-    /// A backlog.
+    /// A backlog that nothing holds back.
     pub fn new(head_position: u64, events: u64, oldest_stored_at: Option<DateTime<Utc>>) -> Self {
         Self {
             head_position,
             events,
             oldest_stored_at,
+            held_back: None,
         }
+    }
+
+    /// The same backlog, with some of its events held back by `hold`.
+    #[must_use]
+    pub fn with_hold(mut self, hold: ReadHold) -> Self {
+        self.held_back = Some(hold);
+        self
+    }
+}
+
+/// A transaction that keeps committed events from readers: on PostgreSQL, an append still in
+/// flight (readers never pass a position it could still fill).
+///
+/// ```
+/// use projections::store::ReadHold;
+///
+/// let hold = ReadHold::new(1_041, 12, Some(4242), None, Some("BEGIN; INSERT ...".into()));
+/// assert_eq!(
+///     hold.to_string(),
+///     "12 committed events from position 1041 on wait for backend 4242 (BEGIN; INSERT ...)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ReadHold {
+    /// The first position readers may not reach yet.
+    pub position: u64,
+    /// Relevant committed events at or after it, which readers cannot see yet.
+    pub events: u64,
+    /// The database backend (PostgreSQL process id) whose transaction holds them; `None` for
+    /// a prepared transaction, which has no backend.
+    pub pid: Option<i32>,
+    /// When that transaction started.
+    pub since: Option<DateTime<Utc>>,
+    /// The first characters of its current or last statement.
+    pub query: Option<String>,
+}
+
+impl ReadHold {
+    /// A hold at `position` of `events` events by backend `pid`.
+    pub fn new(
+        position: u64,
+        events: u64,
+        pid: Option<i32>,
+        since: Option<DateTime<Utc>>,
+        query: Option<String>,
+    ) -> Self {
+        Self {
+            position,
+            events,
+            pid,
+            since,
+            query,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} committed events from position {} on wait for ",
+            self.events, self.position
+        )?;
+        match self.pid {
+            Some(pid) => write!(f, "backend {pid}")?,
+            None => f.write_str("a prepared transaction")?,
+        }
+        if let Some(since) = self.since {
+            write!(f, ", in a transaction since {}", since.to_rfc3339())?;
+        }
+        if let Some(query) = &self.query {
+            write!(f, " ({query})")?;
+        }
+        Ok(())
     }
 }
 
