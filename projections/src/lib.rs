@@ -8,6 +8,7 @@ pub mod event;
 pub mod failure;
 mod join;
 pub mod memory;
+pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod projection;

@@ -84,7 +84,8 @@ pub(crate) async fn step(
     batch_size: usize,
     report: &mut ProjectionReport,
 ) -> Result<(Pass, BatchOutcome), RunnerError> {
-    let after = runner.checkpoint().await?.unwrap_or(0);
+    let checkpoint = runner.checkpoint().await?;
+    let after = checkpoint.unwrap_or(0);
     let events =
         store
             .read_all(after, batch_size)
@@ -94,7 +95,13 @@ pub(crate) async fn step(
                 source,
             })?;
     if events.is_empty() {
-        return Ok((Pass::CaughtUp, BatchOutcome::default()));
+        // Nothing new: the checkpoint is still worth publishing (a worker that starts caught
+        // up has read no batch that would report it).
+        let outcome = BatchOutcome {
+            checkpoint,
+            ..BatchOutcome::default()
+        };
+        return Ok((Pass::CaughtUp, outcome));
     }
     let mut outcome = BatchOutcome::default();
     let result = runner.handle_stored(&events, &mut outcome).await;
@@ -442,6 +449,7 @@ impl Worker {
         self.status.send_modify(|snapshot| {
             change(snapshot);
             snapshot.updated_at = chrono::Utc::now();
+            crate::metrics::snapshot(snapshot);
         });
     }
 

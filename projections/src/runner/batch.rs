@@ -108,7 +108,28 @@ where
         outcome: &mut BatchOutcome,
     ) -> Result<(), RunnerError> {
         self.refuse_if_ambiguous()?;
-        if !self.tracing || events.is_empty() {
+        if events.is_empty() {
+            return self.run_batch(events, outcome).await;
+        }
+        let started = std::time::Instant::now();
+        let before = crate::metrics::BatchCounts {
+            applied: outcome.applied,
+            skipped: outcome.skipped,
+            not_subscribed: outcome.not_subscribed,
+            dead_lettered: outcome.dead_lettered.len() as u64,
+        };
+        let result = self.traced_batch(events, outcome).await;
+        crate::metrics::batch(&self.name, before.since(outcome), started.elapsed());
+        result
+    }
+
+    /// [`handle_batch_into`](Self::handle_batch_into) in its span, when tracing is on.
+    async fn traced_batch<T: BatchItem>(
+        &mut self,
+        events: &[T],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), RunnerError> {
+        if !self.tracing {
             return self.run_batch(events, outcome).await;
         }
         let span = tracing::info_span!(
@@ -406,6 +427,7 @@ where
             };
             tokio::time::sleep(delay).await;
             attempts += 1;
+            crate::metrics::retried(&self.name);
             match self.attempt_alone(event, attempts).await? {
                 Attempt::Applied => {
                     outcome.applied += 1;

@@ -373,14 +373,16 @@ where
         )
     }
 
-    /// The failed dead-letter entries of this projection, oldest first.
+    /// The dead-letter entries of this projection whose event is not applied, oldest first:
+    /// `failed`, and `retrying` (a replay under way, or one that was interrupted).
     pub fn failed_events(
         &self,
     ) -> impl Future<Output = Result<Vec<crate::dlq::DLQEntry>, RunnerError>> + Send + 'static {
         reads::failed_events(self.storage.dead_letters(), self.name.clone())
     }
 
-    /// The number of failed dead-letter entries of this projection.
+    /// The number of dead-letter entries of this projection whose event is not applied (as
+    /// [`failed_events`](Self::failed_events)).
     pub fn dead_letter_count(
         &self,
     ) -> impl Future<Output = Result<u64, RunnerError>> + Send + 'static {
@@ -470,16 +472,28 @@ where
     }
 }
 
-/// Decodes the `{"metadata", "payload"}` JSON of a dead-letter entry.
+/// Decodes the event of a dead-letter entry, with the event types this build knows.
+///
+/// Two shapes are stored: a decoded event as `{"metadata": EventMetadata, "payload"}`, and
+/// the whole stored row of an event that did not decode when it failed (its type unknown to
+/// the build that read it, say, during a rolling deploy), whose columns are the metadata's
+/// fields beside `payload`, with `metadata` holding only the free-form part. The second is
+/// decoded from its columns, so such an entry replays once the reader knows its type.
 pub(crate) fn decode_dead_letter(data: &serde_json::Value) -> Result<AnyEvent, String> {
-    let metadata = data
-        .get("metadata")
-        .ok_or("its event data has no metadata (the stored event never decoded)")?;
-    let payload = data
-        .get("payload")
-        .ok_or("its event data has no payload (the stored event never decoded)")?;
-    let metadata: EventMetadata = serde_json::from_value(metadata.clone())
-        .map_err(|e| format!("its metadata does not decode: {e}"))?;
+    let payload = data.get("payload").ok_or("its event data has no payload")?;
+    let metadata = match data.get("metadata") {
+        // A decoded event: its metadata in full.
+        Some(metadata) if metadata.get("event_id").is_some() => {
+            serde_json::from_value::<EventMetadata>(metadata.clone())
+                .map_err(|e| format!("its metadata does not decode: {e}"))?
+        }
+        // A stored row: the metadata's fields are its columns.
+        _ if data.get("event_id").is_some() => {
+            serde_json::from_value::<EventMetadata>(data.clone())
+                .map_err(|e| format!("its stored row does not decode as metadata: {e}"))?
+        }
+        _ => return Err("its event data has no metadata".to_owned()),
+    };
     EventRegistry::global()
         .decode(metadata, payload)
         .map_err(|e| e.to_string())

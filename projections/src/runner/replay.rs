@@ -49,10 +49,20 @@ where
 
     /// Runs dead-letter entry `entry_id` through the projection again, under the retry
     /// policy, and marks it resolved by `"replay"` in the same commit as its effect. On
-    /// failure the entry stays `failed` with the attempts added, and the error is returned.
+    /// failure the entry goes back to `failed` with the attempts added, and the error is
+    /// returned.
     ///
-    /// With [`Repositories`](super::Repositories), a crash between the handler and the
-    /// resolution leaves the entry failed although applied: a second replay applies it again.
+    /// The entry is marked `retrying` (durably) before its handler runs, so an operator sees
+    /// the replay under way. An entry left `retrying` by a replay that was interrupted (the
+    /// process killed, the task cancelled) is replayed again like a `failed` one, and counts
+    /// as not applied meanwhile ([`failed_events`](Self::failed_events), health, status).
+    /// With one transaction per batch an interrupted replay left nothing applied; with
+    /// [`Repositories`](super::Repositories), a crash between the handler and the resolution
+    /// leaves the entry unresolved although applied: a second replay applies it again (at
+    /// least once).
+    ///
+    /// An entry of an event that did not decode when it failed (its type unknown then) is
+    /// decoded now, with the event types this build knows.
     pub async fn replay_dead_letter(&mut self, entry_id: i64) -> Result<(), RunnerError> {
         self.refuse_if_ambiguous()?;
         let replay_error = |name: &str, reason: String| RunnerError::Replay {
@@ -76,6 +86,13 @@ where
         }
         let event =
             decode_dead_letter(&entry.event_data).map_err(|e| replay_error(&self.name, e))?;
+        if entry.status == DLQStatus::Failed {
+            self.storage
+                .dead_letters()
+                .mark_retrying(entry_id)
+                .await
+                .map_err(|e| self.storage_error(e))?;
+        }
         let max_retries = self.retry.max_retries();
         let mut attempts = 0;
         let error = loop {
@@ -113,6 +130,7 @@ where
                         break error;
                     }
                     tokio::time::sleep(self.retry.backoff(attempts - 1)).await;
+                    crate::metrics::retried(&self.name);
                 }
             }
         };
