@@ -6,6 +6,8 @@ pub mod coordinator;
 pub mod dlq;
 pub mod event;
 pub mod failure;
+#[cfg(feature = "http")]
+pub mod http;
 mod join;
 pub mod memory;
 pub mod metrics;
