@@ -150,6 +150,8 @@ pub(crate) struct Worker {
     /// Consecutive infrastructure failures.
     failures: u32,
     lag_measured: Option<Instant>,
+    /// When the stored halt was last read.
+    halt_checked: Instant,
     /// The worker was asked to end.
     stopping: bool,
     /// A stop that storage could not record (its own setup is wrong, say the checkpoint table
@@ -184,6 +186,7 @@ impl Worker {
             notifications,
             failures: 0,
             lag_measured: None,
+            halt_checked: Instant::now(),
             stopping: false,
             unrecorded_stop: None,
         }
@@ -208,10 +211,14 @@ impl Worker {
                 self.failed(error).await;
                 continue;
             }
+            if self.halt_checked.elapsed() >= self.config.poll_interval {
+                self.refresh_halt().await;
+            }
             if let Some(halt) = self.runner.halt().cloned() {
                 self.publish_checkpoint().await;
                 self.publish_halt(&halt);
-                self.idle(None).await;
+                // Until a command, or the time to look at the stored halt again.
+                self.idle(Some(self.config.poll_interval)).await;
                 continue;
             }
             // What was announced before this read: a later announcement means look again.
@@ -245,6 +252,20 @@ impl Worker {
         WorkerExit {
             runner: self.runner,
             report: self.report,
+        }
+    }
+
+    /// Reads the stored halt again: another process (an operator's command line) may have
+    /// paused or resumed the projection.
+    async fn refresh_halt(&mut self) {
+        self.halt_checked = Instant::now();
+        let was_halted = self.runner.halt().is_some();
+        if self.runner.refresh_halt().await.is_ok() && was_halted && self.runner.halt().is_none() {
+            tracing::info!(projection = %self.runner.name(), "resumed by another process");
+            self.publish(|s| {
+                s.state = WorkerState::CatchingUp;
+                s.last_error = None;
+            });
         }
     }
 

@@ -52,6 +52,10 @@ pub trait RegisteredProjection: Send + Any {
     fn halt_with(&mut self, halt: Halt) -> BoxFuture<'_, Result<(), RunnerError>>;
     /// Lets a paused or stopped projection go on.
     fn resume(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
+    /// Reads the stored halt again (a pause or resume recorded by another process).
+    fn refresh_halt(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// For downcasting to the concrete runner.
     fn as_any(&self) -> &dyn Any;
     /// For downcasting to the concrete runner.
@@ -124,6 +128,10 @@ where
 
     fn resume(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
         Box::pin(Runner::resume(self))
+    }
+
+    fn refresh_halt(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(Runner::refresh_halt(self))
     }
 
     fn as_any(&self) -> &dyn Any {

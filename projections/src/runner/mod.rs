@@ -434,6 +434,19 @@ where
         Ok(())
     }
 
+    /// Reads the stored halt again, so that a pause, stop or resume recorded by another
+    /// process (an operator's command line) takes effect in this one.
+    pub async fn refresh_halt(&mut self) -> Result<(), RunnerError> {
+        let data = self
+            .storage
+            .checkpoints()
+            .get_checkpoint_data(&self.name)
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        self.halt = data.and_then(|d| d.halt);
+        Ok(())
+    }
+
     /// Records `halt` in storage, then keeps it.
     pub(crate) async fn halt_with(&mut self, halt: Halt) -> Result<(), RunnerError> {
         self.load().await?;
