@@ -205,6 +205,18 @@ async fn replay_all(
     let (mut applied, mut failed) = (0, 0);
     for e in &waiting {
         let position = e.position.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let released = matches!(
+            runner.reads().dead_letters().get_by_id(e.id).await,
+            Ok(Some(now)) if now.status == DLQStatus::Resolved
+        );
+        if released {
+            applied += 1;
+            say(&format!(
+                "entry {} (position {position}): applied (released)",
+                e.id
+            ));
+            continue;
+        }
         match runner.replay_dead_letter(e.id).await {
             Ok(()) => {
                 applied += 1;
@@ -235,21 +247,18 @@ async fn replay_all(
 }
 
 async fn resolve(
-    coordinator: &ProjectionCoordinator,
+    coordinator: &mut ProjectionCoordinator,
     id: i64,
     reason: &str,
 ) -> Result<Outcome, Failed> {
     let e = entry(coordinator, id).await?;
     let runner = coordinator
-        .registry()
-        .get(&e.projection_name)
+        .registry_mut()
+        .get_mut(&e.projection_name)
         .ok_or_else(|| unknown(&e.projection_name))?;
     runner
-        .reads()
-        .dead_letters()
-        .mark_resolved(id, &format!("operator: {reason}"))
-        .await
-        .map_err(storage_failure(&e.projection_name))?;
+        .resolve_dead_letter(id, &format!("operator: {reason}"))
+        .await?;
     say(&format!(
         "entry {id} ({}): resolved: {reason}",
         e.projection_name

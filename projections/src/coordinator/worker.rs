@@ -54,6 +54,11 @@ pub(crate) enum Command {
         entry_id: Option<i64>,
         reply: oneshot::Sender<Result<ReplayReport, RunnerError>>,
     },
+    Resolve {
+        entry_id: i64,
+        resolved_by: String,
+        reply: oneshot::Sender<Result<(), RunnerError>>,
+    },
     Read(ReadRunner),
 }
 
@@ -498,6 +503,18 @@ impl Worker {
                 let result = self.rebuild().await;
                 let _ = reply.send(result);
             }
+            Command::Resolve {
+                entry_id,
+                resolved_by,
+                reply,
+            } => {
+                let result = self
+                    .runner
+                    .resolve_dead_letter(entry_id, &resolved_by)
+                    .await;
+                self.refresh_dead_letters().await;
+                let _ = reply.send(result);
+            }
             Command::Replay { entry_id, reply } => {
                 let result = self.replay(entry_id).await;
                 self.refresh_dead_letters().await;
@@ -541,6 +558,11 @@ impl Worker {
         };
         let mut report = ReplayReport::default();
         for id in ids {
+            if self.released(id).await {
+                // Applied already: released with an entry replayed before it (park policy).
+                report.replayed.push(id);
+                continue;
+            }
             match self.runner.replay_dead_letter(id).await {
                 Ok(()) => report.replayed.push(id),
                 Err(error) if error.kind() == FailureKind::Infrastructure => return Err(error),
@@ -549,6 +571,16 @@ impl Worker {
             }
         }
         Ok(report)
+    }
+}
+
+impl Worker {
+    /// Whether entry `id` is resolved by now.
+    async fn released(&mut self, id: i64) -> bool {
+        matches!(
+            self.reads.dead_letters().get_by_id(id).await,
+            Ok(Some(entry)) if entry.status == crate::dlq::DLQStatus::Resolved
+        )
     }
 }
 

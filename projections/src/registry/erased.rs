@@ -44,6 +44,13 @@ pub trait RegisteredProjection: Send + Any {
     fn reads(&self) -> RunnerReads;
     /// Replays one dead-letter entry.
     fn replay_dead_letter(&mut self, entry_id: i64) -> BoxFuture<'_, Result<(), RunnerError>>;
+    /// Marks a dead-letter entry done with, without applying it (releasing the events held
+    /// behind it under the park policy).
+    fn resolve_dead_letter<'a>(
+        &'a mut self,
+        entry_id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), RunnerError>>;
     /// Paused or stopped.
     fn halt(&self) -> Option<&Halt>;
     /// Where it stopped, if stopped.
@@ -112,6 +119,14 @@ where
 
     fn replay_dead_letter(&mut self, entry_id: i64) -> BoxFuture<'_, Result<(), RunnerError>> {
         Box::pin(Runner::replay_dead_letter(self, entry_id))
+    }
+
+    fn resolve_dead_letter<'a>(
+        &'a mut self,
+        entry_id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), RunnerError>> {
+        Box::pin(Runner::resolve_dead_letter(self, entry_id, resolved_by))
     }
 
     fn halt(&self) -> Option<&Halt> {

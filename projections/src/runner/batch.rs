@@ -259,6 +259,15 @@ where
                     );
                     not_subscribed += 1;
                 }
+                // Parked behind a dead letter of its aggregate: held back, recorded.
+                Step::Apply(event)
+                    if !self.parked.is_empty()
+                        && self.parked.contains(&event.metadata().aggregate_id) =>
+                {
+                    let error = super::park::HeldBack::error(event.metadata().aggregate_id);
+                    failure = Some(Failure::new(index, error, false));
+                    break;
+                }
                 // The common case inline, without the tracing machinery's future.
                 Step::Apply(event) => match if self.tracing {
                     self.apply(&mut tx, event, 1).await
@@ -444,7 +453,7 @@ where
             }
         }
         match self.on_failure {
-            FailurePolicy::DeadLetter => {
+            FailurePolicy::DeadLetter | FailurePolicy::ParkAggregate => {
                 let data = match item.decoded() {
                     Ok(event) => event_data(event),
                     Err(raw) => raw.raw.clone(),
@@ -463,6 +472,7 @@ where
                     .await
                 {
                     Ok(Some(entry_id)) => {
+                        self.park(&failure.event_data);
                         tracing::error!(
                             projection = %self.name, event_id = %subject.event_id,
                             event_type = subject.event_type, attempts, entry_id, %error,

@@ -52,6 +52,7 @@ mod builder;
 mod item;
 mod outcome;
 mod panic;
+mod park;
 mod progress;
 pub(crate) mod reads;
 mod replay;
@@ -89,6 +90,13 @@ pub enum FailurePolicy {
     /// Stop before the event, durably, until [`Runner::resume`]; the checkpoint stays
     /// before it.
     Stop,
+    /// Park the event's aggregate: record the event in the dead-letter queue and move past
+    /// it, as `DeadLetter` does, and hold back every later event of the same aggregate
+    /// (recorded in the queue too, not applied) while the other aggregates go on.
+    /// Replaying or resolving the first entry releases the held ones, in position order, so
+    /// the order of events within an aggregate is never broken. See
+    /// [`Runner::replay_dead_letter`] and [`Runner::resolve_dead_letter`].
+    ParkAggregate,
 }
 
 /// Checkpoint tracking around a projection (the Python library's `CheckpointTrackingProjection`), with
@@ -138,6 +146,9 @@ pub struct Runner<P, S> {
     /// Progress whose checkpoint write failed, to be written with the next commit (only for
     /// strategies whose handlers' effects do not roll back).
     unwritten: Option<crate::checkpoint::CheckpointUpdate>,
+    /// Aggregates parked behind a dead letter ([`FailurePolicy::ParkAggregate`]): their events
+    /// are held back, as read from the dead-letter queue at load and kept since.
+    parked: std::collections::HashSet<Uuid>,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -187,6 +198,7 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             loaded: false,
             halt: None,
             unwritten: None,
+            parked: std::collections::HashSet::new(),
         }
     }
 
@@ -324,6 +336,7 @@ where
             self.known = Some(data.as_ref().map(|d| d.position));
             self.last_event = data.as_ref().and_then(|d| d.last_event_id);
             self.halt = data.and_then(|d| d.halt);
+            self.load_parked().await?;
             self.loaded = true;
         }
         Ok(())
@@ -444,7 +457,8 @@ where
             .await
             .map_err(|e| self.storage_error(e))?;
         self.halt = data.and_then(|d| d.halt);
-        Ok(())
+        // A dead letter resolved or replayed by another process releases its aggregate here.
+        self.load_parked().await
     }
 
     /// Records `halt` in storage, then keeps it.

@@ -63,8 +63,21 @@ where
     ///
     /// An entry of an event that did not decode when it failed (its type unknown then) is
     /// decoded now, with the event types this build knows.
+    ///
+    /// Under [`FailurePolicy::ParkAggregate`](super::FailurePolicy::ParkAggregate) an entry
+    /// held behind an earlier entry of its aggregate is refused (replay or resolve that one
+    /// first), and a replay that applies releases the entries held behind it, in position
+    /// order, as long as they apply.
     pub async fn replay_dead_letter(&mut self, entry_id: i64) -> Result<(), RunnerError> {
         self.refuse_if_ambiguous()?;
+        if self.on_failure == super::FailurePolicy::ParkAggregate {
+            return self.replay_parked(entry_id).await;
+        }
+        self.replay_entry(entry_id).await
+    }
+
+    /// Replays one entry, whatever the policy.
+    pub(super) async fn replay_entry(&mut self, entry_id: i64) -> Result<(), RunnerError> {
         let replay_error = |name: &str, reason: String| RunnerError::Replay {
             projection: name.to_owned(),
             entry_id,
