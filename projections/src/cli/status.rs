@@ -70,7 +70,8 @@ async fn last_dead_letter_error(coordinator: &ProjectionCoordinator, name: &str)
     let entries = reads.failed_events().await.ok()?;
     entries
         .into_iter()
-        .max_by_key(|e| e.last_failed_at)
+        // The latest; of several at once, the first recorded (the cause of the others).
+        .max_by_key(|e| (e.last_failed_at, std::cmp::Reverse(e.id)))
         .map(|e| format!("dead letter {}: {}", e.id, e.error_message))
 }
 
