@@ -460,3 +460,32 @@ async fn run_serves_live_and_shuts_down_on_sigterm() {
     );
     assert_eq!(status.code(), Some(1), "a dead letter was written");
 }
+
+#[tokio::test]
+async fn status_watch_refreshes_until_interrupted() {
+    let db = Db::new().with_events().await;
+    let mut child = db
+        .command(&["status", "--watch", "--interval", "0.1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut tables = 0;
+    while tables < 2 {
+        let line = lines.next().unwrap().unwrap();
+        assert!(
+            !line.contains('\x1b'),
+            "no screen control when piped: {line:?}"
+        );
+        if line.starts_with("PROJECTION") {
+            tables += 1;
+        }
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    // Lagging is no failure: interrupted, it exits 0.
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -173,6 +173,9 @@ pub(super) async fn status(
             ))
         })?;
     let terminal = std::io::stdout().is_terminal();
+    // One listener for the whole watch, so an interrupt between two refreshes is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let rows = rows(coordinator).await;
         if terminal {
@@ -184,7 +187,7 @@ pub(super) async fn status(
             say("");
         }
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(outcome(&rows)),
+            _ = &mut interrupted => return Ok(outcome(&rows)),
             () = tokio::time::sleep(interval) => {}
         }
     }

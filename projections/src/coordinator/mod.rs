@@ -154,6 +154,7 @@ impl ProjectionCoordinator {
     }
 
     /// Events read (and committed) at a time.
+    #[cfg(feature = "cli")]
     pub(crate) fn configured_batch_size(&self) -> usize {
         self.batch_size
     }

@@ -36,6 +36,7 @@ mod prometheus;
 #[cfg(feature = "metrics")]
 pub use prometheus::{InstallError, PrometheusHandle, PrometheusRecorder};
 
+#[cfg(feature = "metrics")]
 use std::time::Duration;
 
 use crate::coordinator::ProjectionSnapshot;
@@ -121,6 +122,7 @@ pub fn describe() {
 }
 
 /// What one batch did, for the counters and the histogram.
+#[cfg(feature = "metrics")]
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct BatchCounts {
     pub(crate) applied: u64,
@@ -129,7 +131,18 @@ pub(crate) struct BatchCounts {
     pub(crate) dead_lettered: u64,
 }
 
+#[cfg(feature = "metrics")]
 impl BatchCounts {
+    /// The counts of `outcome` so far.
+    pub(crate) fn of(outcome: &crate::runner::BatchOutcome) -> Self {
+        Self {
+            applied: outcome.applied,
+            skipped: outcome.skipped,
+            not_subscribed: outcome.not_subscribed,
+            dead_lettered: outcome.dead_lettered.len() as u64,
+        }
+    }
+
     /// What was added to `outcome` since `self` was taken from it.
     pub(crate) fn since(self, outcome: &crate::runner::BatchOutcome) -> Self {
         Self {
@@ -142,10 +155,8 @@ impl BatchCounts {
 }
 
 /// Records a batch of projection `name` that took `took`.
-#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-#[inline]
+#[cfg(feature = "metrics")]
 pub(crate) fn batch(name: &str, counts: BatchCounts, took: Duration) {
-    #[cfg(feature = "metrics")]
     {
         let projection = name.to_owned();
         let add = |metric: &'static str, n: u64| {

@@ -111,16 +111,16 @@ where
         if events.is_empty() {
             return self.run_batch(events, outcome).await;
         }
-        let started = std::time::Instant::now();
-        let before = crate::metrics::BatchCounts {
-            applied: outcome.applied,
-            skipped: outcome.skipped,
-            not_subscribed: outcome.not_subscribed,
-            dead_lettered: outcome.dead_lettered.len() as u64,
-        };
-        let result = self.traced_batch(events, outcome).await;
-        crate::metrics::batch(&self.name, before.since(outcome), started.elapsed());
-        result
+        #[cfg(feature = "metrics")]
+        {
+            let started = std::time::Instant::now();
+            let before = crate::metrics::BatchCounts::of(outcome);
+            let result = self.traced_batch(events, outcome).await;
+            crate::metrics::batch(&self.name, before.since(outcome), started.elapsed());
+            result
+        }
+        #[cfg(not(feature = "metrics"))]
+        self.traced_batch(events, outcome).await
     }
 
     /// [`handle_batch_into`](Self::handle_batch_into) in its span, when tracing is on.
