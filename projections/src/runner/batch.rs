@@ -524,6 +524,7 @@ where
                 return Err(self.storage_error(source));
             }
             tracing::error!(projection = %self.name, error = %source, "could not record the stop; it holds in this process only");
+            self.halt_unrecorded = true;
         }
         tracing::error!(projection = %self.name, stopped_at = %at, "projection stopped");
         self.halt = Some(halt);

@@ -149,6 +149,9 @@ pub struct Runner<P, S> {
     /// Aggregates parked behind a dead letter ([`FailurePolicy::ParkAggregate`]): their events
     /// are held back, as read from the dead-letter queue at load and kept since.
     parked: std::collections::HashSet<Uuid>,
+    /// The halt is this process's only (storage refused to record it): a refresh from
+    /// storage must not lift it.
+    halt_unrecorded: bool,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -199,6 +202,7 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             halt: None,
             unwritten: None,
             parked: std::collections::HashSet::new(),
+            halt_unrecorded: false,
         }
     }
 
@@ -444,6 +448,7 @@ where
             .map_err(|e| self.storage_error(e))?;
         self.loaded = true;
         self.halt = None;
+        self.halt_unrecorded = false;
         Ok(())
     }
 
@@ -456,7 +461,17 @@ where
             .get_checkpoint_data(&self.name)
             .await
             .map_err(|e| self.storage_error(e))?;
-        self.halt = data.and_then(|d| d.halt);
+        let stored = data.and_then(|d| d.halt);
+        let same_kind = matches!(
+            (&self.halt, &stored),
+            (Some(Halt::Paused { .. }), Some(Halt::Paused { .. }))
+                | (Some(Halt::Stopped(_)), Some(Halt::Stopped(_)))
+        );
+        // The halt held is kept when storage has the same kind: the stored copy of it differs
+        // only in what storage rounds (times to the microsecond).
+        if !self.halt_unrecorded && !same_kind {
+            self.halt = stored;
+        }
         // A dead letter resolved or replayed by another process releases its aggregate here.
         self.load_parked().await
     }
@@ -470,6 +485,7 @@ where
             .await
             .map_err(|e| self.storage_error(e))?;
         self.halt = Some(halt);
+        self.halt_unrecorded = false;
         Ok(())
     }
 

@@ -44,6 +44,7 @@ where
         self.last_event = None;
         self.loaded = true;
         self.halt = None;
+        self.halt_unrecorded = false;
         Ok(())
     }
 
