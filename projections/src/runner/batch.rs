@@ -229,6 +229,8 @@ where
         let mut failure = None;
         let mut unhandled = None;
         let following = !self.followed.is_empty();
+        // Loop-invariant: parking holds events back only while some aggregate is parked.
+        let holding = !self.parked.is_empty();
         for (index, item) in events.iter().enumerate().take(until).skip(from) {
             let subscribed = self.projection.subscribed_to();
             match classify(item, &progress, subscribed, following) {
@@ -261,8 +263,7 @@ where
                 }
                 // Parked behind a dead letter of its aggregate: held back, recorded.
                 Step::Apply(event)
-                    if !self.parked.is_empty()
-                        && self.parked.contains(&event.metadata().aggregate_id) =>
+                    if holding && self.parked.contains(&event.metadata().aggregate_id) =>
                 {
                     let error = super::park::HeldBack::error(event.metadata().aggregate_id);
                     failure = Some(Failure::new(index, error, false));
