@@ -3,12 +3,17 @@
 
 pub mod backend;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod coordinator;
 pub mod dlq;
 pub mod event;
 pub mod failure;
+#[cfg(feature = "http")]
+pub mod http;
 mod join;
 pub mod memory;
+pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod projection;

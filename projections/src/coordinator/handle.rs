@@ -229,6 +229,25 @@ impl CoordinatorHandle {
         Ok(())
     }
 
+    /// Marks dead-letter entry `entry_id` of projection `name` done with, by `resolved_by`,
+    /// without applying it; under the park policy, resolving the first entry of a parked
+    /// aggregate releases the events held behind it, in order.
+    pub async fn resolve_dead_letter(
+        &self,
+        name: &str,
+        entry_id: i64,
+        resolved_by: &str,
+    ) -> Result<(), CoordinatorError> {
+        let resolved_by = resolved_by.to_owned();
+        Ok(self
+            .ask(name, |reply| Command::Resolve {
+                entry_id,
+                resolved_by,
+                reply,
+            })
+            .await??)
+    }
+
     /// Replays every failed dead-letter entry of projection `name`, in position order.
     pub async fn replay_dead_letters(&self, name: &str) -> Result<ReplayReport, CoordinatorError> {
         Ok(self

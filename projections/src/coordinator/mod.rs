@@ -8,7 +8,7 @@ mod handle;
 mod health;
 mod report;
 mod status;
-mod worker;
+pub(crate) mod worker;
 
 pub use backoff::InfrastructureBackoff;
 pub use handle::{CoordinatorHandle, Waited};
@@ -59,7 +59,7 @@ pub enum CoordinatorError {
 
 /// Refuses to start while two event types of the program claim one wire name, or the
 /// upcasters of one are wrong.
-fn refuse_if_ambiguous() -> Result<(), CoordinatorError> {
+pub(crate) fn refuse_if_ambiguous() -> Result<(), CoordinatorError> {
     EventRegistry::check_global().map_err(|conflict| {
         tracing::error!(
             event_type = %conflict.event_type, types = ?conflict.types,
@@ -158,6 +158,12 @@ impl ProjectionCoordinator {
     pub fn tracing(mut self, enabled: bool) -> Self {
         self.tracing = enabled;
         self
+    }
+
+    /// Events read (and committed) at a time.
+    #[cfg(feature = "cli")]
+    pub(crate) fn configured_batch_size(&self) -> usize {
+        self.batch_size
     }
 
     /// The registry.

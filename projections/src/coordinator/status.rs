@@ -45,6 +45,35 @@ pub enum WorkerState {
     Finished,
 }
 
+impl WorkerState {
+    /// Every state's [`label`](Self::label).
+    pub const LABELS: [&'static str; 8] = [
+        "starting",
+        "catching_up",
+        "live",
+        "paused",
+        "stopped",
+        "degraded",
+        "rebuilding",
+        "finished",
+    ];
+
+    /// The state's name, without its details: `"live"`, `"stopped"`... (as in the JSON
+    /// form's `state` field, and the `state` label of the metrics).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::CatchingUp => "catching_up",
+            Self::Live => "live",
+            Self::Paused { .. } => "paused",
+            Self::Stopped { .. } => "stopped",
+            Self::Degraded { .. } => "degraded",
+            Self::Rebuilding => "rebuilding",
+            Self::Finished => "finished",
+        }
+    }
+}
+
 impl fmt::Display for WorkerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

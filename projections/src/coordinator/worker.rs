@@ -54,6 +54,11 @@ pub(crate) enum Command {
         entry_id: Option<i64>,
         reply: oneshot::Sender<Result<ReplayReport, RunnerError>>,
     },
+    Resolve {
+        entry_id: i64,
+        resolved_by: String,
+        reply: oneshot::Sender<Result<(), RunnerError>>,
+    },
     Read(ReadRunner),
 }
 
@@ -84,7 +89,8 @@ pub(crate) async fn step(
     batch_size: usize,
     report: &mut ProjectionReport,
 ) -> Result<(Pass, BatchOutcome), RunnerError> {
-    let after = runner.checkpoint().await?.unwrap_or(0);
+    let checkpoint = runner.checkpoint().await?;
+    let after = checkpoint.unwrap_or(0);
     let events =
         store
             .read_all(after, batch_size)
@@ -94,7 +100,13 @@ pub(crate) async fn step(
                 source,
             })?;
     if events.is_empty() {
-        return Ok((Pass::CaughtUp, BatchOutcome::default()));
+        // Nothing new: the checkpoint is still worth publishing (a worker that starts caught
+        // up has read no batch that would report it).
+        let outcome = BatchOutcome {
+            checkpoint,
+            ..BatchOutcome::default()
+        };
+        return Ok((Pass::CaughtUp, outcome));
     }
     let mut outcome = BatchOutcome::default();
     let result = runner.handle_stored(&events, &mut outcome).await;
@@ -143,6 +155,8 @@ pub(crate) struct Worker {
     /// Consecutive infrastructure failures.
     failures: u32,
     lag_measured: Option<Instant>,
+    /// When the stored halt was last read.
+    halt_checked: Instant,
     /// The worker was asked to end.
     stopping: bool,
     /// A stop that storage could not record (its own setup is wrong, say the checkpoint table
@@ -177,6 +191,7 @@ impl Worker {
             notifications,
             failures: 0,
             lag_measured: None,
+            halt_checked: Instant::now(),
             stopping: false,
             unrecorded_stop: None,
         }
@@ -201,10 +216,14 @@ impl Worker {
                 self.failed(error).await;
                 continue;
             }
+            if self.halt_checked.elapsed() >= self.config.poll_interval {
+                self.refresh_halt().await;
+            }
             if let Some(halt) = self.runner.halt().cloned() {
                 self.publish_checkpoint().await;
                 self.publish_halt(&halt);
-                self.idle(None).await;
+                // Until a command, or the time to look at the stored halt again.
+                self.idle(Some(self.config.poll_interval)).await;
                 continue;
             }
             // What was announced before this read: a later announcement means look again.
@@ -238,6 +257,20 @@ impl Worker {
         WorkerExit {
             runner: self.runner,
             report: self.report,
+        }
+    }
+
+    /// Reads the stored halt again: another process (an operator's command line) may have
+    /// paused or resumed the projection.
+    async fn refresh_halt(&mut self) {
+        self.halt_checked = Instant::now();
+        let was_halted = self.runner.halt().is_some();
+        if self.runner.refresh_halt().await.is_ok() && was_halted && self.runner.halt().is_none() {
+            tracing::info!(projection = %self.runner.name(), "resumed by another process");
+            self.publish(|s| {
+                s.state = WorkerState::CatchingUp;
+                s.last_error = None;
+            });
         }
     }
 
@@ -445,6 +478,7 @@ impl Worker {
         self.status.send_modify(|snapshot| {
             change(snapshot);
             snapshot.updated_at = chrono::Utc::now();
+            crate::metrics::snapshot(snapshot);
         });
     }
 
@@ -470,6 +504,18 @@ impl Worker {
             Command::Stop => self.stopping = true,
             Command::Rebuild { reply } => {
                 let result = self.rebuild().await;
+                let _ = reply.send(result);
+            }
+            Command::Resolve {
+                entry_id,
+                resolved_by,
+                reply,
+            } => {
+                let result = self
+                    .runner
+                    .resolve_dead_letter(entry_id, &resolved_by)
+                    .await;
+                self.refresh_dead_letters().await;
                 let _ = reply.send(result);
             }
             Command::Replay { entry_id, reply } => {
@@ -515,6 +561,11 @@ impl Worker {
         };
         let mut report = ReplayReport::default();
         for id in ids {
+            if self.released(id).await {
+                // Applied already: released with an entry replayed before it (park policy).
+                report.replayed.push(id);
+                continue;
+            }
             match self.runner.replay_dead_letter(id).await {
                 Ok(()) => report.replayed.push(id),
                 Err(error) if error.kind() == FailureKind::Infrastructure => return Err(error),
@@ -523,6 +574,16 @@ impl Worker {
             }
         }
         Ok(report)
+    }
+}
+
+impl Worker {
+    /// Whether entry `id` is resolved by now.
+    async fn released(&mut self, id: i64) -> bool {
+        matches!(
+            self.reads.dead_letters().get_by_id(id).await,
+            Ok(Some(entry)) if entry.status == crate::dlq::DLQStatus::Resolved
+        )
     }
 }
 

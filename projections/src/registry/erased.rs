@@ -44,6 +44,13 @@ pub trait RegisteredProjection: Send + Any {
     fn reads(&self) -> RunnerReads;
     /// Replays one dead-letter entry.
     fn replay_dead_letter(&mut self, entry_id: i64) -> BoxFuture<'_, Result<(), RunnerError>>;
+    /// Marks a dead-letter entry done with, without applying it (releasing the events held
+    /// behind it under the park policy).
+    fn resolve_dead_letter<'a>(
+        &'a mut self,
+        entry_id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), RunnerError>>;
     /// Paused or stopped.
     fn halt(&self) -> Option<&Halt>;
     /// Where it stopped, if stopped.
@@ -52,6 +59,10 @@ pub trait RegisteredProjection: Send + Any {
     fn halt_with(&mut self, halt: Halt) -> BoxFuture<'_, Result<(), RunnerError>>;
     /// Lets a paused or stopped projection go on.
     fn resume(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
+    /// Reads the stored halt again (a pause or resume recorded by another process).
+    fn refresh_halt(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// For downcasting to the concrete runner.
     fn as_any(&self) -> &dyn Any;
     /// For downcasting to the concrete runner.
@@ -110,6 +121,14 @@ where
         Box::pin(Runner::replay_dead_letter(self, entry_id))
     }
 
+    fn resolve_dead_letter<'a>(
+        &'a mut self,
+        entry_id: i64,
+        resolved_by: &'a str,
+    ) -> BoxFuture<'a, Result<(), RunnerError>> {
+        Box::pin(Runner::resolve_dead_letter(self, entry_id, resolved_by))
+    }
+
     fn halt(&self) -> Option<&Halt> {
         Runner::halt(self)
     }
@@ -124,6 +143,10 @@ where
 
     fn resume(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
         Box::pin(Runner::resume(self))
+    }
+
+    fn refresh_halt(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
+        Box::pin(Runner::refresh_halt(self))
     }
 
     fn as_any(&self) -> &dyn Any {

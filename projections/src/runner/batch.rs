@@ -108,7 +108,28 @@ where
         outcome: &mut BatchOutcome,
     ) -> Result<(), RunnerError> {
         self.refuse_if_ambiguous()?;
-        if !self.tracing || events.is_empty() {
+        if events.is_empty() {
+            return self.run_batch(events, outcome).await;
+        }
+        #[cfg(feature = "metrics")]
+        {
+            let started = std::time::Instant::now();
+            let before = crate::metrics::BatchCounts::of(outcome);
+            let result = self.traced_batch(events, outcome).await;
+            crate::metrics::batch(&self.name, before.since(outcome), started.elapsed());
+            result
+        }
+        #[cfg(not(feature = "metrics"))]
+        self.traced_batch(events, outcome).await
+    }
+
+    /// [`handle_batch_into`](Self::handle_batch_into) in its span, when tracing is on.
+    async fn traced_batch<T: BatchItem>(
+        &mut self,
+        events: &[T],
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), RunnerError> {
+        if !self.tracing {
             return self.run_batch(events, outcome).await;
         }
         let span = tracing::info_span!(
@@ -208,6 +229,8 @@ where
         let mut failure = None;
         let mut unhandled = None;
         let following = !self.followed.is_empty();
+        // Loop-invariant: parking holds events back only while some aggregate is parked.
+        let holding = !self.parked.is_empty();
         for (index, item) in events.iter().enumerate().take(until).skip(from) {
             let subscribed = self.projection.subscribed_to();
             match classify(item, &progress, subscribed, following) {
@@ -237,6 +260,14 @@ where
                         false,
                     );
                     not_subscribed += 1;
+                }
+                // Parked behind a dead letter of its aggregate: held back, recorded.
+                Step::Apply(event)
+                    if holding && self.parked.contains(&event.metadata().aggregate_id) =>
+                {
+                    let error = super::park::HeldBack::error(event.metadata().aggregate_id);
+                    failure = Some(Failure::new(index, error, false));
+                    break;
                 }
                 // The common case inline, without the tracing machinery's future.
                 Step::Apply(event) => match if self.tracing {
@@ -406,6 +437,7 @@ where
             };
             tokio::time::sleep(delay).await;
             attempts += 1;
+            crate::metrics::retried(&self.name);
             match self.attempt_alone(event, attempts).await? {
                 Attempt::Applied => {
                     outcome.applied += 1;
@@ -422,7 +454,7 @@ where
             }
         }
         match self.on_failure {
-            FailurePolicy::DeadLetter => {
+            FailurePolicy::DeadLetter | FailurePolicy::ParkAggregate => {
                 let data = match item.decoded() {
                     Ok(event) => event_data(event),
                     Err(raw) => raw.raw.clone(),
@@ -441,6 +473,7 @@ where
                     .await
                 {
                     Ok(Some(entry_id)) => {
+                        self.park(&failure.event_data);
                         tracing::error!(
                             projection = %self.name, event_id = %subject.event_id,
                             event_type = subject.event_type, attempts, entry_id, %error,
@@ -492,6 +525,7 @@ where
                 return Err(self.storage_error(source));
             }
             tracing::error!(projection = %self.name, error = %source, "could not record the stop; it holds in this process only");
+            self.halt_unrecorded = true;
         }
         tracing::error!(projection = %self.name, stopped_at = %at, "projection stopped");
         self.halt = Some(halt);

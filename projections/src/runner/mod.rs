@@ -52,6 +52,7 @@ mod builder;
 mod item;
 mod outcome;
 mod panic;
+mod park;
 mod progress;
 pub(crate) mod reads;
 mod replay;
@@ -89,6 +90,13 @@ pub enum FailurePolicy {
     /// Stop before the event, durably, until [`Runner::resume`]; the checkpoint stays
     /// before it.
     Stop,
+    /// Park the event's aggregate: record the event in the dead-letter queue and move past
+    /// it, as `DeadLetter` does, and hold back every later event of the same aggregate
+    /// (recorded in the queue too, not applied) while the other aggregates go on.
+    /// Replaying or resolving the first entry releases the held ones, in position order, so
+    /// the order of events within an aggregate is never broken. See
+    /// [`Runner::replay_dead_letter`] and [`Runner::resolve_dead_letter`].
+    ParkAggregate,
 }
 
 /// Checkpoint tracking around a projection (the Python library's `CheckpointTrackingProjection`), with
@@ -138,6 +146,12 @@ pub struct Runner<P, S> {
     /// Progress whose checkpoint write failed, to be written with the next commit (only for
     /// strategies whose handlers' effects do not roll back).
     unwritten: Option<crate::checkpoint::CheckpointUpdate>,
+    /// Aggregates parked behind a dead letter ([`FailurePolicy::ParkAggregate`]): their events
+    /// are held back, as read from the dead-letter queue at load and kept since.
+    parked: std::collections::HashSet<Uuid>,
+    /// The halt is this process's only (storage refused to record it): a refresh from
+    /// storage must not lift it.
+    halt_unrecorded: bool,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -187,6 +201,8 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             loaded: false,
             halt: None,
             unwritten: None,
+            parked: std::collections::HashSet::new(),
+            halt_unrecorded: false,
         }
     }
 
@@ -324,6 +340,7 @@ where
             self.known = Some(data.as_ref().map(|d| d.position));
             self.last_event = data.as_ref().and_then(|d| d.last_event_id);
             self.halt = data.and_then(|d| d.halt);
+            self.load_parked().await?;
             self.loaded = true;
         }
         Ok(())
@@ -373,14 +390,16 @@ where
         )
     }
 
-    /// The failed dead-letter entries of this projection, oldest first.
+    /// The dead-letter entries of this projection whose event is not applied, oldest first:
+    /// `failed`, and `retrying` (a replay under way, or one that was interrupted).
     pub fn failed_events(
         &self,
     ) -> impl Future<Output = Result<Vec<crate::dlq::DLQEntry>, RunnerError>> + Send + 'static {
         reads::failed_events(self.storage.dead_letters(), self.name.clone())
     }
 
-    /// The number of failed dead-letter entries of this projection.
+    /// The number of dead-letter entries of this projection whose event is not applied (as
+    /// [`failed_events`](Self::failed_events)).
     pub fn dead_letter_count(
         &self,
     ) -> impl Future<Output = Result<u64, RunnerError>> + Send + 'static {
@@ -429,7 +448,32 @@ where
             .map_err(|e| self.storage_error(e))?;
         self.loaded = true;
         self.halt = None;
+        self.halt_unrecorded = false;
         Ok(())
+    }
+
+    /// Reads the stored halt again, so that a pause, stop or resume recorded by another
+    /// process (an operator's command line) takes effect in this one.
+    pub async fn refresh_halt(&mut self) -> Result<(), RunnerError> {
+        let data = self
+            .storage
+            .checkpoints()
+            .get_checkpoint_data(&self.name)
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        let stored = data.and_then(|d| d.halt);
+        let same_kind = matches!(
+            (&self.halt, &stored),
+            (Some(Halt::Paused { .. }), Some(Halt::Paused { .. }))
+                | (Some(Halt::Stopped(_)), Some(Halt::Stopped(_)))
+        );
+        // The halt held is kept when storage has the same kind: the stored copy of it differs
+        // only in what storage rounds (times to the microsecond).
+        if !self.halt_unrecorded && !same_kind {
+            self.halt = stored;
+        }
+        // A dead letter resolved or replayed by another process releases its aggregate here.
+        self.load_parked().await
     }
 
     /// Records `halt` in storage, then keeps it.
@@ -441,6 +485,7 @@ where
             .await
             .map_err(|e| self.storage_error(e))?;
         self.halt = Some(halt);
+        self.halt_unrecorded = false;
         Ok(())
     }
 
@@ -475,16 +520,28 @@ where
     }
 }
 
-/// Decodes the `{"metadata", "payload"}` JSON of a dead-letter entry.
+/// Decodes the event of a dead-letter entry, with the event types this build knows.
+///
+/// Two shapes are stored: a decoded event as `{"metadata": EventMetadata, "payload"}`, and
+/// the whole stored row of an event that did not decode when it failed (its type unknown to
+/// the build that read it, say, during a rolling deploy), whose columns are the metadata's
+/// fields beside `payload`, with `metadata` holding only the free-form part. The second is
+/// decoded from its columns, so such an entry replays once the reader knows its type.
 pub(crate) fn decode_dead_letter(data: &serde_json::Value) -> Result<AnyEvent, String> {
-    let metadata = data
-        .get("metadata")
-        .ok_or("its event data has no metadata (the stored event never decoded)")?;
-    let payload = data
-        .get("payload")
-        .ok_or("its event data has no payload (the stored event never decoded)")?;
-    let metadata: EventMetadata = serde_json::from_value(metadata.clone())
-        .map_err(|e| format!("its metadata does not decode: {e}"))?;
+    let payload = data.get("payload").ok_or("its event data has no payload")?;
+    let metadata = match data.get("metadata") {
+        // A decoded event: its metadata in full.
+        Some(metadata) if metadata.get("event_id").is_some() => {
+            serde_json::from_value::<EventMetadata>(metadata.clone())
+                .map_err(|e| format!("its metadata does not decode: {e}"))?
+        }
+        // A stored row: the metadata's fields are its columns.
+        _ if data.get("event_id").is_some() => {
+            serde_json::from_value::<EventMetadata>(data.clone())
+                .map_err(|e| format!("its stored row does not decode as metadata: {e}"))?
+        }
+        _ => return Err("its event data has no metadata".to_owned()),
+    };
     EventRegistry::global()
         .decode(metadata, payload)
         .map_err(|e| e.to_string())

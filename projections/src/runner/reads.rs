@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::RunnerError;
 use crate::checkpoint::{CheckpointData, CheckpointRepository, LagMetrics};
-use crate::dlq::{DLQEntry, DLQFilter, DLQRepository};
+use crate::dlq::{DLQEntry, DLQFilter, DLQRepository, DLQStatus};
 use crate::storage::StorageError;
 use crate::store::EventStore;
 
@@ -52,14 +52,31 @@ pub(crate) async fn lag_metrics(
     ))
 }
 
+/// The entries of projection `name` whose event is not applied: `failed`, and `retrying` (a
+/// replay under way, or one that was interrupted and left its entry so), oldest first.
 pub(crate) async fn failed_events(
     dead_letters: Arc<dyn DLQRepository>,
     name: String,
 ) -> Result<Vec<DLQEntry>, RunnerError> {
-    dead_letters
+    let mut entries = dead_letters
         .get_failed_events(DLQFilter::failed_in(&name))
         .await
-        .map_err(storage(&name))
+        .map_err(storage(&name))?;
+    let retrying = DLQFilter::all()
+        .projection(&name)
+        .status(DLQStatus::Retrying);
+    entries.extend(
+        dead_letters
+            .get_failed_events(retrying)
+            .await
+            .map_err(storage(&name))?,
+    );
+    entries.sort_by(|a, b| {
+        a.first_failed_at
+            .cmp(&b.first_failed_at)
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(entries)
 }
 
 /// What it takes to read a runner's state from its storage, without the runner: owned, so
@@ -103,12 +120,14 @@ impl RunnerReads {
         .await
     }
 
-    /// Failed dead-letter entries, oldest first.
+    /// Dead-letter entries whose event is not applied (`failed`, or `retrying`: a replay
+    /// under way or interrupted), oldest first.
     pub async fn failed_events(&self) -> Result<Vec<DLQEntry>, RunnerError> {
         failed_events(Arc::clone(&self.dead_letters), self.name.clone()).await
     }
 
-    /// The number of failed dead-letter entries.
+    /// The number of dead-letter entries whose event is not applied (as
+    /// [`failed_events`](Self::failed_events)).
     pub async fn dead_letter_count(&self) -> Result<u64, RunnerError> {
         Ok(self.failed_events().await?.len() as u64)
     }

@@ -44,17 +44,41 @@ where
         self.last_event = None;
         self.loaded = true;
         self.halt = None;
+        self.halt_unrecorded = false;
         Ok(())
     }
 
     /// Runs dead-letter entry `entry_id` through the projection again, under the retry
     /// policy, and marks it resolved by `"replay"` in the same commit as its effect. On
-    /// failure the entry stays `failed` with the attempts added, and the error is returned.
+    /// failure the entry goes back to `failed` with the attempts added, and the error is
+    /// returned.
     ///
-    /// With [`Repositories`](super::Repositories), a crash between the handler and the
-    /// resolution leaves the entry failed although applied: a second replay applies it again.
+    /// The entry is marked `retrying` (durably) before its handler runs, so an operator sees
+    /// the replay under way. An entry left `retrying` by a replay that was interrupted (the
+    /// process killed, the task cancelled) is replayed again like a `failed` one, and counts
+    /// as not applied meanwhile ([`failed_events`](Self::failed_events), health, status).
+    /// With one transaction per batch an interrupted replay left nothing applied; with
+    /// [`Repositories`](super::Repositories), a crash between the handler and the resolution
+    /// leaves the entry unresolved although applied: a second replay applies it again (at
+    /// least once).
+    ///
+    /// An entry of an event that did not decode when it failed (its type unknown then) is
+    /// decoded now, with the event types this build knows.
+    ///
+    /// Under [`FailurePolicy::ParkAggregate`](super::FailurePolicy::ParkAggregate) an entry
+    /// held behind an earlier entry of its aggregate is refused (replay or resolve that one
+    /// first), and a replay that applies releases the entries held behind it, in position
+    /// order, as long as they apply.
     pub async fn replay_dead_letter(&mut self, entry_id: i64) -> Result<(), RunnerError> {
         self.refuse_if_ambiguous()?;
+        if self.on_failure == super::FailurePolicy::ParkAggregate {
+            return self.replay_parked(entry_id).await;
+        }
+        self.replay_entry(entry_id).await
+    }
+
+    /// Replays one entry, whatever the policy.
+    pub(super) async fn replay_entry(&mut self, entry_id: i64) -> Result<(), RunnerError> {
         let replay_error = |name: &str, reason: String| RunnerError::Replay {
             projection: name.to_owned(),
             entry_id,
@@ -76,6 +100,13 @@ where
         }
         let event =
             decode_dead_letter(&entry.event_data).map_err(|e| replay_error(&self.name, e))?;
+        if entry.status == DLQStatus::Failed {
+            self.storage
+                .dead_letters()
+                .mark_retrying(entry_id)
+                .await
+                .map_err(|e| self.storage_error(e))?;
+        }
         let max_retries = self.retry.max_retries();
         let mut attempts = 0;
         let error = loop {
@@ -113,6 +144,7 @@ where
                         break error;
                     }
                     tokio::time::sleep(self.retry.backoff(attempts - 1)).await;
+                    crate::metrics::retried(&self.name);
                 }
             }
         };

@@ -1,0 +1,194 @@
+//! `status`: a table (or JSON) of every projection, read from storage.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Failed, Outcome, say};
+use crate::coordinator::{ProjectionCoordinator, ProjectionStatus};
+
+/// One projection, as `status` shows it.
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    /// `healthy`, `lagging`, `failing`, `paused`, `stopped`, `degraded` or `unknown`.
+    state: &'static str,
+    checkpoint: Option<u64>,
+    head: Option<u64>,
+    lag_events: Option<u64>,
+    lag_seconds: Option<f64>,
+    dead_letters: u64,
+    last_error: Option<String>,
+}
+
+fn state_word(status: &ProjectionStatus) -> &'static str {
+    match status {
+        ProjectionStatus::Healthy => "healthy",
+        ProjectionStatus::Lagging { .. } => "lagging",
+        ProjectionStatus::Failing { .. } => "failing",
+        ProjectionStatus::Stopped { .. } => "stopped",
+        ProjectionStatus::Paused { .. } => "paused",
+        ProjectionStatus::Degraded { .. } => "degraded",
+        _ => "unknown",
+    }
+}
+
+async fn rows(coordinator: &ProjectionCoordinator) -> Vec<Row> {
+    let health = coordinator.health_check().await;
+    let mut rows = Vec::with_capacity(health.projections.len());
+    for projection in health.projections {
+        let last_error = match &projection.status {
+            ProjectionStatus::Stopped { reason }
+            | ProjectionStatus::Degraded { error: reason }
+            | ProjectionStatus::Unknown { error: reason } => Some(reason.clone()),
+            ProjectionStatus::Paused { reason } => Some(format!("paused: {reason}")),
+            _ if projection.dead_letters > 0 => {
+                last_dead_letter_error(coordinator, &projection.name).await
+            }
+            _ => None,
+        };
+        rows.push(Row {
+            state: state_word(&projection.status),
+            checkpoint: projection.checkpoint.as_ref().map(|c| c.position),
+            head: projection.lag.as_ref().map(|l| l.head_position),
+            lag_events: projection.lag.as_ref().map(|l| l.events_behind),
+            lag_seconds: projection
+                .lag
+                .as_ref()
+                .map(|l| l.oldest_unprocessed_age.map_or(0.0, |a| a.as_secs_f64())),
+            dead_letters: projection.dead_letters,
+            last_error,
+            name: projection.name,
+        });
+    }
+    rows
+}
+
+async fn last_dead_letter_error(coordinator: &ProjectionCoordinator, name: &str) -> Option<String> {
+    let reads = coordinator.registry().get(name)?.reads();
+    let entries = reads.failed_events().await.ok()?;
+    entries
+        .into_iter()
+        // The latest; of several at once, the first recorded (the cause of the others).
+        .max_by_key(|e| (e.last_failed_at, std::cmp::Reverse(e.id)))
+        .map(|e| format!("dead letter {}: {}", e.id, e.error_message))
+}
+
+fn dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn table(rows: &[Row]) -> String {
+    let header = [
+        "PROJECTION",
+        "STATE",
+        "CHECKPOINT",
+        "HEAD",
+        "LAG",
+        "LAG(S)",
+        "DLQ",
+        "LAST ERROR",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.state.to_owned(),
+                dash(r.checkpoint),
+                dash(r.head),
+                dash(r.lag_events),
+                dash(r.lag_seconds.map(|s| format!("{s:.1}"))),
+                r.dead_letters.to_string(),
+                r.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let last = cells.len() - 1;
+        for (index, cell) in cells.iter().enumerate() {
+            if index == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[index]));
+            }
+        }
+        out.push('\n');
+    };
+    line(&header.map(str::to_owned));
+    for row in &cells {
+        line(row);
+    }
+    out
+}
+
+/// Failures found: a projection stopped, unreadable, or with dead letters.
+fn outcome(rows: &[Row]) -> Outcome {
+    let failing = rows
+        .iter()
+        .any(|r| matches!(r.state, "stopped" | "unknown") || r.dead_letters > 0);
+    if failing {
+        Outcome::Failures
+    } else {
+        Outcome::Ok
+    }
+}
+
+fn print(rows: &[Row], json: bool) -> Result<(), Failed> {
+    if json {
+        let text = serde_json::to_string_pretty(rows)
+            .map_err(|e| Failed::failure(format!("cannot write the status as JSON: {e}")))?;
+        say(&text);
+    } else {
+        print!("{}", table(rows));
+    }
+    Ok(())
+}
+
+pub(super) async fn status(
+    coordinator: &ProjectionCoordinator,
+    json: bool,
+    watch: bool,
+    interval: f64,
+) -> Result<Outcome, Failed> {
+    if !watch {
+        let rows = rows(coordinator).await;
+        print(&rows, json)?;
+        return Ok(outcome(&rows));
+    }
+    let interval = Duration::try_from_secs_f64(interval)
+        .ok()
+        .filter(|i| !i.is_zero())
+        .ok_or_else(|| {
+            Failed::usage(format!(
+                "--interval {interval} is not a positive number of seconds"
+            ))
+        })?;
+    let terminal = std::io::stdout().is_terminal();
+    // One listener for the whole watch, so an interrupt between two refreshes is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let rows = rows(coordinator).await;
+        if terminal {
+            // Clear the screen and go home, so the table stays in place.
+            print!("\x1b[2J\x1b[H");
+        }
+        print(&rows, json)?;
+        if !terminal {
+            say("");
+        }
+        tokio::select! {
+            _ = &mut interrupted => return Ok(outcome(&rows)),
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
