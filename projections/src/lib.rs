@@ -145,9 +145,20 @@ pub use sqlx::{self, PgConnection};
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::event::{EventParam, EventRegistration};
+    pub use crate::event::{EventParam, EventRegistration, EventsParam};
     pub use crate::projection::IntoHandlerResult;
     pub use inventory;
+
+    /// The run handed to a set-based handler of `E`: copies of the envelopes, contiguous as a
+    /// slice needs them. `None` when the run is empty or holds another type.
+    pub fn run_of<E: crate::Event>(
+        events: &[&crate::AnyEvent],
+    ) -> ::core::option::Option<::std::vec::Vec<crate::Envelope<E>>> {
+        if events.is_empty() {
+            return None;
+        }
+        events.iter().map(|e| e.downcast::<E>().cloned()).collect()
+    }
 
     /// Checks, where the user wrote the type, that it is an event.
     pub const fn assert_event<E: crate::Event>() {}

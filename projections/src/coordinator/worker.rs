@@ -84,6 +84,7 @@ pub(crate) async fn step(
     batch_size: usize,
     report: &mut ProjectionReport,
 ) -> Result<(Pass, BatchOutcome), RunnerError> {
+    runner.prepare_replay(store).await?;
     let after = runner.checkpoint().await?.unwrap_or(0);
     let events =
         store

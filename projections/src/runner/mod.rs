@@ -50,11 +50,13 @@
 mod batch;
 mod builder;
 mod item;
+mod live;
 mod outcome;
 mod panic;
 mod progress;
 pub(crate) mod reads;
 mod replay;
+mod set;
 mod step;
 mod strategy;
 
@@ -63,6 +65,8 @@ pub use item::BatchItem;
 pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
 pub use reads::RunnerReads;
 pub use strategy::{CommitStrategy, NoTransaction, Repositories};
+
+use set::SpecialHandlers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -138,6 +142,11 @@ pub struct Runner<P, S> {
     /// Progress whose checkpoint write failed, to be written with the next commit (only for
     /// strategies whose handlers' effects do not roll back).
     unwritten: Option<crate::checkpoint::CheckpointUpdate>,
+    /// Event types whose handler is set-based or live-only: the batch loop looks closer at
+    /// their events only.
+    handlers: SpecialHandlers,
+    /// Events at or below it are replayed: live-only handlers do not run for them.
+    replay_until: Option<u64>,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -167,6 +176,7 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
     /// ([`ExponentialBackoffRetryPolicy`]), dead-lettering on terminal failure, tracing on.
     pub(crate) fn with_storage(projection: P, storage: S) -> Self {
         let name = projection.name().to_owned();
+        let handlers = SpecialHandlers::of(projection.handlers());
         let followed = projection
             .aggregates()
             .iter()
@@ -187,6 +197,8 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             loaded: false,
             halt: None,
             unwritten: None,
+            handlers,
+            replay_until: None,
         }
     }
 
@@ -324,6 +336,14 @@ where
             self.known = Some(data.as_ref().map(|d| d.position));
             self.last_event = data.as_ref().and_then(|d| d.last_event_id);
             self.halt = data.and_then(|d| d.halt);
+            if !self.handlers.live_only.is_empty() {
+                self.replay_until = self
+                    .storage
+                    .checkpoints()
+                    .get_replay_horizon(&self.name)
+                    .await
+                    .map_err(|e| self.storage_error(e))?;
+            }
             self.loaded = true;
         }
         Ok(())

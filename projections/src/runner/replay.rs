@@ -42,6 +42,8 @@ where
             .map_err(|e| self.storage_error(e))?;
         self.known = Some(None);
         self.last_event = None;
+        // The horizon went with the checkpoint: the next start takes a new one.
+        self.replay_until = None;
         self.loaded = true;
         self.halt = None;
         Ok(())
