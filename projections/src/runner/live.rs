@@ -1,17 +1,26 @@
 //! Live-only handlers (`#[handles(E, live_only)]`): they run for events that arrive live and
 //! never for replayed ones, so a rebuild does not send the e-mails and webhooks again.
 //!
-//! **Replayed** means: at or below the projection's *replay horizon*, the head of the store
-//! (its highest position) when the projection last started from nothing, that is with no
-//! checkpoint or a checkpoint at position 0: its first start, or the start of a rebuild (a
-//! reset deletes the checkpoint and the horizon with it). Events appended after that moment
-//! are **live**, whether the projection reads them while catching up or while tailing. Events
-//! handed in without a position (push mode) are live.
+//! **Replayed** means: at or below the projection's *replay horizon*, a position stored with
+//! its checkpoint:
+//! - on a first start (no checkpoint, or one at position 0, and no horizon), the head of the
+//!   store then (its last readable position): the history that was there before the
+//!   projection existed;
+//! - on a rebuild (a reset), the furthest the projection had got: its checkpoint or its
+//!   horizon before the reset, whichever is further. Events it had already passed are
+//!   replayed; events it had not reached yet have never run their live-only handler, and run
+//!   it once during the rebuild.
 //!
-//! The horizon is stored with the checkpoint before the first event is applied, so a process
-//! that dies in the middle of a rebuild comes back to the same horizon and fires nothing for
-//! the rest of the replay. A projection that already has a checkpoint when it gains a
-//! live-only handler has no horizon: everything after its checkpoint is live.
+//! Every other event is **live**, whether the projection reads it while catching up or while
+//! tailing; events handed in without a position (push mode) are live too.
+//!
+//! The horizon is stored before the first event is applied, so a process that dies in the
+//! middle of a replay comes back to the same horizon and fires nothing for the rest of it. A
+//! reset deletes it with the checkpoint and stores the new one right after; a crash between
+//! the two leaves no horizon, and the next start takes the store's head (nothing fires twice;
+//! events the projection had not reached before the reset then do not fire at all). A
+//! projection that already has a checkpoint when it gains a live-only handler has no horizon:
+//! everything after its checkpoint is live.
 
 use super::{CommitStrategy, Runner, RunnerError};
 use crate::event::AnyEvent;
@@ -61,7 +70,7 @@ where
 
     /// Records `head` as the replay horizon, unless one is stored already (another process of
     /// the projection took it first): the stored one wins.
-    async fn start_replay(&mut self, head: u64) -> Result<(), RunnerError> {
+    pub(super) async fn start_replay(&mut self, head: u64) -> Result<(), RunnerError> {
         let stored = self
             .storage
             .checkpoints()
@@ -70,6 +79,17 @@ where
             .map_err(|e| self.storage_error(e))?;
         self.replay_until = Some(stored);
         Ok(())
+    }
+
+    /// The horizon to keep across a reset: the furthest the projection had got, if anywhere.
+    pub(super) async fn horizon_after_reset(&mut self) -> Result<Option<u64>, RunnerError> {
+        if self.handlers.live_only.is_empty() {
+            return Ok(None);
+        }
+        self.load().await?;
+        let checkpoint = self.checkpoint().await?.unwrap_or(0);
+        let furthest = checkpoint.max(self.replay_until.unwrap_or(0));
+        Ok((furthest > 0).then_some(furthest))
     }
 
     /// Whether `event` goes to a live-only handler while it is replayed: then the handler
