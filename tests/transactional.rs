@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use common::{Deposited, Withdrawn, deposit, positioned};
 use projections::checkpoint::CheckpointUpdate;
 use projections::dlq::FailedEvent;
-use projections::runner::RunnerError;
+use projections::runner::{EventOrder, RunnerError};
 use projections::storage::BoxFuture;
 use projections::transactional::{TransactionUnit, TransactionalRunner};
 use projections::{
@@ -784,4 +784,185 @@ async fn an_event_that_fails_when_applied_again_is_settled_not_skipped() {
         .collect();
     assert_eq!(dead, [Some(2), Some(3)]);
     assert_eq!(db.balances()[&account], 1 + 4);
+}
+
+// ---- Per-aggregate order: the events of a type gathered across a batch ----------------
+
+/// Deposits and withdrawals, both set-based; records each call as (type, size).
+#[derive(Default)]
+struct GatheredLedger {
+    calls: Arc<Mutex<Vec<(&'static str, usize)>>>,
+}
+
+#[projection(name = "gathered-ledger")]
+impl GatheredLedger {
+    #[handles(Deposited)]
+    async fn deposited(
+        &mut self,
+        conn: &mut FakeConn,
+        events: &[Envelope<Deposited>],
+    ) -> Result<(), String> {
+        self.calls.lock().unwrap().push(("deposited", events.len()));
+        for event in events {
+            conn.balances.push((event.aggregate_id(), event.amount));
+        }
+        match events.iter().find(|e| e.amount == 13) {
+            Some(_) => Err("refusing 13".into()),
+            None => Ok(()),
+        }
+    }
+
+    #[handles(Withdrawn)]
+    async fn withdrawn(&mut self, conn: &mut FakeConn, events: &[Envelope<Withdrawn>]) {
+        self.calls.lock().unwrap().push(("withdrawn", events.len()));
+        for event in events {
+            conn.balances.push((event.aggregate_id(), -event.amount));
+        }
+    }
+}
+
+fn gathered_runner(
+    db: &Arc<FakeDb>,
+    ledger: GatheredLedger,
+) -> TransactionalRunner<GatheredLedger, FakeDb> {
+    TransactionalRunner::new(ledger, db.clone())
+        .retry_policy(NoRetryPolicy)
+        .event_order(EventOrder::PerAggregate)
+}
+
+#[tokio::test]
+async fn per_aggregate_order_gathers_each_type_of_a_batch_in_one_call() {
+    let db = Arc::new(FakeDb::default());
+    let accounts: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let events = positioned(
+        accounts
+            .iter()
+            .flat_map(|&a| [deposit(a, 10), common::withdraw(a, 3)])
+            .collect(),
+        1,
+    );
+    let ledger = GatheredLedger::default();
+    let calls = ledger.calls.clone();
+    let outcome = gathered_runner(&db, ledger)
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.checkpoint), (6, Some(6)));
+    assert_eq!(*calls.lock().unwrap(), [("deposited", 3), ("withdrawn", 3)]);
+    assert_eq!(db.begins.load(Ordering::SeqCst), 1);
+    for account in accounts {
+        assert_eq!(db.balances()[&account], 7);
+    }
+}
+
+/// An aggregate whose events of two types interleave keeps its order: the batch runs in log
+/// order (runs of consecutive events only).
+#[tokio::test]
+async fn per_aggregate_order_never_reorders_one_aggregates_events() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = positioned(
+        vec![
+            deposit(account, 10),
+            common::withdraw(account, 3),
+            deposit(account, 5),
+        ],
+        1,
+    );
+    let ledger = GatheredLedger::default();
+    let calls = ledger.calls.clone();
+    gathered_runner(&db, ledger)
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [("deposited", 1), ("withdrawn", 1), ("deposited", 1)]
+    );
+    assert_eq!(db.balances()[&account], 12);
+}
+
+/// A failing gathered call rolls back; the batch runs again in log order, where the failing
+/// event alone is dead-lettered.
+#[tokio::test]
+async fn a_failure_in_a_gathered_batch_is_isolated_in_log_order() {
+    let db = Arc::new(FakeDb::default());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let events = positioned(
+        vec![
+            deposit(a, 10),
+            common::withdraw(a, 3),
+            deposit(b, 13),
+            common::withdraw(b, 4),
+        ],
+        1,
+    );
+    let outcome = gathered_runner(&db, GatheredLedger::default())
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.dead_lettered.len()), (3, 1));
+    assert_eq!(db.balances()[&a], 7);
+    assert_eq!(db.balances()[&b], -4);
+    let dead = db
+        .dead_letters
+        .get_failed_events(Default::default())
+        .await
+        .unwrap();
+    assert_eq!(dead[0].position, Some(3));
+}
+
+/// The crash-at-every-step suite for a gathered batch that fails and runs again in log order.
+#[tokio::test]
+async fn a_failure_at_any_step_of_a_gathered_batch_then_a_restart_gives_the_uninterrupted_result() {
+    let accounts: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let events = positioned(
+        accounts
+            .iter()
+            .enumerate()
+            .flat_map(|(n, &a)| {
+                let amount = if n == 2 { 13 } else { 20 + n as i64 };
+                [deposit(a, amount), common::withdraw(a, 3)]
+            })
+            .collect(),
+        1,
+    );
+    let clean = Arc::new(FakeDb::default());
+    gathered_runner(&clean, GatheredLedger::default())
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    let expected = clean.balances();
+    let steps = clean.seen.lock().unwrap().clone();
+    for fault in [
+        Fault::Begin,
+        Fault::Lock,
+        Fault::WriteCheckpoint,
+        Fault::Commit,
+    ] {
+        let occurrences = steps.get(&format!("{fault:?}")).copied().unwrap_or(0);
+        for occurrence in 1..=occurrences {
+            let db = Arc::new(FakeDb::default());
+            *db.fault.lock().unwrap() = Some((fault, occurrence));
+            let first = gathered_runner(&db, GatheredLedger::default())
+                .handle_batch(&events)
+                .await;
+            *db.fault.lock().unwrap() = None;
+            gathered_runner(&db, GatheredLedger::default())
+                .handle_batch(&events)
+                .await
+                .unwrap();
+            assert_eq!(
+                db.balances(),
+                expected,
+                "fault {fault:?} #{occurrence}, first run: {first:?}"
+            );
+            let dead = db
+                .dead_letters
+                .get_failed_events(Default::default())
+                .await
+                .unwrap();
+            assert_eq!(dead.len(), 1, "fault {fault:?} #{occurrence}: {dead:#?}");
+        }
+    }
 }

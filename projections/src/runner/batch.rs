@@ -191,6 +191,12 @@ where
         // The end of the next segment: the batch's, or the first half of a failed run of a
         // set-based handler while the failing event is narrowed down.
         let mut until = events.len();
+        // Tried once per batch, before anything else: a failure there runs the batch in log
+        // order.
+        if self.gathers() && self.gathered(events, (0, events.len()), outcome).await? {
+            outcome.checkpoint = self.checkpoint().await?;
+            return Ok(());
+        }
         while from < events.len() {
             let (mut failure, before_committed) =
                 match self.segment(events, from, until, outcome).await? {
@@ -662,7 +668,9 @@ where
     }
 
     /// Opens a transaction and locks the projection's checkpoint in it.
-    async fn begin_locked(&mut self) -> Result<(S::Transaction, Option<u64>), RunnerError> {
+    pub(super) async fn begin_locked(
+        &mut self,
+    ) -> Result<(S::Transaction, Option<u64>), RunnerError> {
         let mut tx = self
             .storage
             .begin()
@@ -678,7 +686,7 @@ where
     }
 
     /// Writes `progress` and commits.
-    async fn commit(
+    pub(super) async fn commit(
         &mut self,
         mut tx: S::Transaction,
         progress: &Progress,

@@ -49,6 +49,7 @@
 
 mod batch;
 mod builder;
+mod gather;
 mod item;
 mod live;
 mod outcome;
@@ -61,6 +62,7 @@ mod step;
 mod strategy;
 
 pub use builder::RunnerBuilder;
+pub use gather::EventOrder;
 pub use item::BatchItem;
 pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
 pub use reads::RunnerReads;
@@ -147,6 +149,8 @@ pub struct Runner<P, S> {
     handlers: SpecialHandlers,
     /// Events at or below it are replayed: live-only handlers do not run for them.
     replay_until: Option<u64>,
+    /// The order of events the projection depends on.
+    event_order: EventOrder,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -199,6 +203,7 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             unwritten: None,
             handlers,
             replay_until: None,
+            event_order: EventOrder::Global,
         }
     }
 
