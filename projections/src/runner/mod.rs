@@ -40,11 +40,41 @@
 //! them (a position is the identity of progress); otherwise make push-mode handlers
 //! idempotent.
 //!
+//! **Set-based handlers** (`events: &[Envelope<E>]`): within a batch, each run of consecutive
+//! events of the handler's type that the runner would apply goes to it in one call
+//! ([`DatabaseProjection::handle_set`](crate::DatabaseProjection::handle_set)), in order; the
+//! run ends at any other item. When the call fails the runner cannot tell which event is at
+//! fault, so it narrows the run down: the events before it are committed, the run's first half
+//! is tried on its own, and so on, each try in a commit of its own (a fresh transaction for a
+//! transactional runner), until one event fails alone. That event, and only it, meets the
+//! retry and failure policies; the others are applied exactly once (transactional) or at
+//! least once (with [`Repositories`], whose failed calls may have done part of their work).
+//! Trying halves is not retrying: the retry policy counts the attempts of the event alone. A
+//! panic is a failure like any other. With [`EventOrder::PerAggregate`], a transactional
+//! runner may gather the events of each type across a batch (see [`EventOrder`]).
+//!
+//! **Live-only handlers** (`#[handles(E, live_only)]`) do not run for replayed events: those
+//! at or below the projection's *replay horizon*, stored with its checkpoint. On a first
+//! start (no checkpoint, or one at position 0) the horizon is the store's head then (its last
+//! readable position); on a rebuild ([`Runner::reset`]) it is the furthest the projection had
+//! got, its checkpoint or horizon before the reset, so that the events it had already passed
+//! are replayed and those it had not reached run their live-only handler once. Every other
+//! event is live, including events without a position (push mode). The coordinator takes the
+//! horizon before each batch it reads ([`Runner::prepare_replay`]); it is stored before the
+//! first event is applied, so a process that dies in the middle of a replay comes back to the
+//! same horizon. A replayed event counts in [`BatchOutcome::live_only_passed`]; the checkpoint
+//! moves past it. A dead letter replayed by an operator runs its handler, live-only or not.
+//! Stores that keep no horizon (the default of
+//! [`CheckpointRepository::set_replay_horizon`](crate::CheckpointRepository::set_replay_horizon))
+//! refuse to run a projection with live-only handlers from nothing, with a setup error.
+//!
 //! **Spans** (when [`tracing`](Runner::tracing) is on): `projection.batch` at INFO around
 //! each batch (`projection`, `events`, `applied`, `skipped`, `not_subscribed`,
 //! `dead_lettered`, `failed`, `checkpoint`, `checkpoint_written`, `error`);
 //! `projection.handle` (`projection`, `event_type`, `event_id`, `position`, `handler`,
 //! `attempts`, `outcome`) and `projection.handler` (`handler`, `attempt`) at DEBUG per event,
+//! `projection.handle_set` (`projection`, `event_type`, `events`, `first_position`,
+//! `last_position`) at DEBUG per call of a set-based handler,
 //! so a service logging at INFO records one span per batch, not per event.
 
 mod batch;
