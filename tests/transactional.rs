@@ -880,6 +880,8 @@ async fn per_aggregate_order_never_reorders_one_aggregates_events() {
         [("deposited", 1), ("withdrawn", 1), ("deposited", 1)]
     );
     assert_eq!(db.balances()[&account], 12);
+    // Seen before any transaction was opened: the batch costs one, as in log order.
+    assert_eq!(db.begins.load(Ordering::SeqCst), 1);
 }
 
 /// A failing gathered call rolls back; the batch runs again in log order, where the failing

@@ -126,6 +126,14 @@ where
         (from, until): (usize, usize),
         outcome: &mut BatchOutcome,
     ) -> Result<bool, RunnerError> {
+        // Planned first from the checkpoint as last known, so that a batch that cannot be
+        // gathered costs no round trip; then again from the locked checkpoint.
+        let known = Progress::from(self.known.flatten(), self.last_event);
+        let subscribed = self.projection.subscribed_to();
+        let live_only = |e: &AnyEvent| self.is_replayed_live_only(e);
+        if plan(events, (from, until), &known, subscribed, live_only).is_none() {
+            return Ok(false);
+        }
         let (mut tx, checkpoint) = self.begin_locked().await?;
         let mut progress = Progress::from(checkpoint, self.last_event);
         let subscribed = self.projection.subscribed_to();
