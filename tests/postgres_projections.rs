@@ -11,29 +11,30 @@
 //! test) works in a schema of its own, `pt_<random>`, holding the crate's tables and the read
 //! model's, dropped when the test passes.
 //!
-//! Faults are injected by [`Probe`], a [`TransactionUnit`] that delegates every method to
-//! [`PgTransactionUnit`] and can, at a chosen occurrence of a chosen step, fail or hang forever.
-//! A hang is a crash: the test waits until the step is reached (a [`Notify`], no timer), drops
-//! the runner's future and closes the crashed runner's own pool, so the server rolls back its
-//! open transaction as it would when a process dies.
+//! Faults are injected by [`Probe`] (`common::probe`, shared with the SQLite tests): it delegates
+//! every method to [`PgTransactionUnit`] and can, at a chosen occurrence of a chosen step, fail
+//! or hang forever. A hang is a crash: the test waits until the step is reached, drops the
+//! runner's future and closes the crashed runner's own pool, so the server rolls back its open
+//! transaction as it would when a process dies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use projections::checkpoint::CheckpointUpdate;
+use common::positioned;
+use common::probe::{Action, Faults, Point};
 use projections::coordinator::ProjectionCoordinator;
-use projections::dlq::{DLQFilter, FailedEvent};
+use projections::dlq::DLQFilter;
 use projections::postgres::{
     PostgreSQLCheckpointRepository, PostgreSQLDLQRepository, PostgresEventStore, Schema,
     migrate_schema,
 };
 use projections::runner::RunnerError;
-use projections::storage::BoxFuture;
-use projections::transactional::{PgTransactionUnit, TransactionUnit, TransactionalRunner};
+use projections::transactional::{PgTransactionUnit, TransactionalRunner};
 use projections::{
     AnyEvent, CheckpointRepository, DLQRepository, DLQStatus, Envelope, Event, EventStore,
     ExpectedVersion, ExponentialBackoffRetryPolicy, FailurePolicy, NoRetryPolicy, PgConnection,
@@ -42,7 +43,7 @@ use projections::{
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
@@ -85,263 +86,6 @@ fn order(order_no: i64, day: &str, amount: i64) -> AnyEvent {
 
 fn audit(order_no: i64) -> AnyEvent {
     Envelope::new(Uuid::new_v4(), OrderAudited { order_no }).into()
-}
-
-/// Gives `events` consecutive positions from `first`, as the store would.
-fn positioned(events: Vec<AnyEvent>, first: u64) -> Vec<AnyEvent> {
-    events
-        .into_iter()
-        .zip(first..)
-        .map(|(event, position)| event.map_metadata(|m| m.position = Some(position)))
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fault injection
-// ---------------------------------------------------------------------------------------------
-
-/// A step of the runner's work where a fault can strike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Point {
-    /// A transaction was opened (nothing run in it yet).
-    AfterBegin,
-    /// The checkpoint row was read and locked, before any handler.
-    AfterLock,
-    /// Inside the handler, between its two statements.
-    BetweenStatements,
-    /// Before the checkpoint is written.
-    BeforeWriteCheckpoint,
-    /// Before a dead-letter row is written.
-    BeforeDeadLetter,
-    /// Before any commit.
-    BeforeCommit,
-    /// The commit succeeded, before the runner hears of it.
-    AfterCommit,
-    /// Before the commit of a transaction that wrote a dead letter.
-    DeadLetterCommit,
-    /// Before the commit of a transaction that reset the checkpoint.
-    ResetCommit,
-    /// A rollback (counted only).
-    Rollback,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    /// Never complete: the process dies here.
-    Crash,
-    /// Return an error (a commit is rolled back first, as a server-side commit failure would).
-    Fail,
-}
-
-#[derive(Default)]
-struct FaultState {
-    plan: Option<(Point, u32, Action)>,
-    seen: BTreeMap<Point, u32>,
-}
-
-/// Counts every step and strikes at the planned occurrence of one.
-#[derive(Default)]
-struct Faults {
-    state: Mutex<FaultState>,
-    crashed: Notify,
-}
-
-impl Faults {
-    fn none() -> Arc<Self> {
-        Arc::default()
-    }
-
-    fn at(point: Point, occurrence: u32, action: Action) -> Arc<Self> {
-        let faults = Self::default();
-        faults.state.lock().unwrap().plan = Some((point, occurrence, action));
-        Arc::new(faults)
-    }
-
-    /// Fails the next occurrence of `point`.
-    fn fail_next(&self, point: Point) {
-        let mut state = self.state.lock().unwrap();
-        let next = state.seen.get(&point).copied().unwrap_or(0) + 1;
-        state.plan = Some((point, next, Action::Fail));
-    }
-
-    fn count(&self, point: Point) -> u32 {
-        self.state
-            .lock()
-            .unwrap()
-            .seen
-            .get(&point)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn counts(&self) -> BTreeMap<Point, u32> {
-        self.state.lock().unwrap().seen.clone()
-    }
-
-    fn strike(&self, point: Point) -> Option<Action> {
-        let mut state = self.state.lock().unwrap();
-        let seen = state.seen.entry(point).or_default();
-        *seen += 1;
-        let seen = *seen;
-        match state.plan {
-            Some((planned, occurrence, action)) if planned == point && occurrence == seen => {
-                Some(action)
-            }
-            _ => None,
-        }
-    }
-
-    async fn trip(&self, point: Point) -> Result<(), StorageError> {
-        match self.strike(point) {
-            None => Ok(()),
-            Some(Action::Fail) => Err(StorageError::backend(format!(
-                "injected failure at {point:?}"
-            ))),
-            Some(Action::Crash) => {
-                self.crashed.notify_one();
-                std::future::pending().await
-            }
-        }
-    }
-}
-
-/// A transaction of [`Probe`]: PostgreSQL's, plus what it did.
-struct ProbeTx {
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    dead_lettered: bool,
-    reset: bool,
-}
-
-impl Deref for ProbeTx {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
-        &self.tx
-    }
-}
-
-impl DerefMut for ProbeTx {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.tx
-    }
-}
-
-/// [`PgTransactionUnit`] with every step counted and faults injected.
-struct Probe {
-    inner: PgTransactionUnit,
-    faults: Arc<Faults>,
-}
-
-impl TransactionUnit for Probe {
-    type Connection = PgConnection;
-    type Transaction = ProbeTx;
-
-    fn begin(&self) -> BoxFuture<'_, Result<ProbeTx, StorageError>> {
-        Box::pin(async move {
-            let tx = ProbeTx {
-                tx: self.inner.begin().await?,
-                dead_lettered: false,
-                reset: false,
-            };
-            self.faults.trip(Point::AfterBegin).await?;
-            Ok(tx)
-        })
-    }
-
-    fn commit(&self, tx: ProbeTx) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(async move {
-            let mut points = vec![Point::BeforeCommit];
-            if tx.dead_lettered {
-                points.push(Point::DeadLetterCommit);
-            }
-            if tx.reset {
-                points.push(Point::ResetCommit);
-            }
-            for point in points {
-                if let Err(error) = self.faults.trip(point).await {
-                    self.inner.rollback(tx.tx).await?;
-                    return Err(error);
-                }
-            }
-            self.inner.commit(tx.tx).await?;
-            self.faults.trip(Point::AfterCommit).await
-        })
-    }
-
-    fn rollback(&self, tx: ProbeTx) -> BoxFuture<'_, Result<(), StorageError>> {
-        Box::pin(async move {
-            self.inner.rollback(tx.tx).await?;
-            self.faults.trip(Point::Rollback).await
-        })
-    }
-
-    fn lock_checkpoint<'a>(
-        &'a self,
-        tx: &'a mut ProbeTx,
-        projection: &'a str,
-    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
-        Box::pin(async move {
-            let position = self.inner.lock_checkpoint(&mut tx.tx, projection).await?;
-            self.faults.trip(Point::AfterLock).await?;
-            Ok(position)
-        })
-    }
-
-    fn write_checkpoint<'a>(
-        &'a self,
-        tx: &'a mut ProbeTx,
-        projection: &'a str,
-        update: &'a CheckpointUpdate,
-    ) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move {
-            self.faults.trip(Point::BeforeWriteCheckpoint).await?;
-            self.inner
-                .write_checkpoint(&mut tx.tx, projection, update)
-                .await
-        })
-    }
-
-    fn reset_checkpoint<'a>(
-        &'a self,
-        tx: &'a mut ProbeTx,
-        projection: &'a str,
-    ) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move {
-            self.inner.reset_checkpoint(&mut tx.tx, projection).await?;
-            tx.reset = true;
-            Ok(())
-        })
-    }
-
-    fn dead_letter<'a>(
-        &'a self,
-        tx: &'a mut ProbeTx,
-        failure: &'a FailedEvent,
-    ) -> BoxFuture<'a, Result<i64, StorageError>> {
-        Box::pin(async move {
-            self.faults.trip(Point::BeforeDeadLetter).await?;
-            let id = self.inner.dead_letter(&mut tx.tx, failure).await?;
-            tx.dead_lettered = true;
-            Ok(id)
-        })
-    }
-
-    fn resolve_dead_letter<'a>(
-        &'a self,
-        tx: &'a mut ProbeTx,
-        entry_id: i64,
-        resolved_by: &'a str,
-    ) -> BoxFuture<'a, Result<(), StorageError>> {
-        self.inner
-            .resolve_dead_letter(&mut tx.tx, entry_id, resolved_by)
-    }
-
-    fn checkpoints(&self) -> Arc<dyn CheckpointRepository> {
-        self.inner.checkpoints()
-    }
-
-    fn dead_letters(&self) -> Arc<dyn DLQRepository> {
-        self.inner.dead_letters()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,6 +240,7 @@ impl Orders {
     }
 }
 
+type Probe = common::probe::Probe<PgTransactionUnit>;
 type Runner = TransactionalRunner<Orders, Probe>;
 
 // ---------------------------------------------------------------------------------------------
@@ -572,10 +317,10 @@ impl TestDb {
     }
 
     fn unit(&self, pool: &PgPool, faults: &Arc<Faults>) -> Arc<Probe> {
-        Arc::new(Probe {
-            inner: PgTransactionUnit::with_schema(pool.clone(), &self.schema),
-            faults: faults.clone(),
-        })
+        Arc::new(Probe::new(
+            PgTransactionUnit::with_schema(pool.clone(), &self.schema),
+            faults.clone(),
+        ))
     }
 
     /// A runner on `pool` (a process of its own when the pool is its own).

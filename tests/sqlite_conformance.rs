@@ -365,6 +365,28 @@ mod sqlite_only {
     }
 
     #[tokio::test]
+    async fn a_file_that_cannot_be_written_is_a_clear_error() {
+        let missing_dir = std::env::temp_dir()
+            .join(format!(
+                "projections-no-such-dir-{}",
+                Uuid::new_v4().simple()
+            ))
+            .join("app.db");
+        // A directory where the file should be.
+        let a_dir = std::env::temp_dir();
+        for path in [missing_dir, a_dir] {
+            match sqlite::open(&path).await {
+                Err(error @ OpenError::NotWritable { .. }) => {
+                    let message = error.to_string();
+                    assert!(message.contains("cannot open"), "{message}");
+                    assert!(message.contains(&*path.to_string_lossy()), "{message}");
+                }
+                other => panic!("expected NotWritable for {path:?}, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_database_of_a_newer_build_is_a_clear_error() {
         let db = TempDb::open().await;
         sqlx::query(&format!(

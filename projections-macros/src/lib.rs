@@ -5,6 +5,7 @@ mod errors;
 mod event;
 mod projection;
 mod text;
+mod upcast;
 
 use proc_macro::TokenStream;
 
@@ -64,4 +65,11 @@ fn stray(attribute: &str, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     event::expand(input.into()).into()
+}
+
+/// Registers a function as the step of an event type's stored payload from version `from` to
+/// `from + 1`: `#[upcast(OrderPlaced, from = 1)]`. See `projections::upcast`.
+#[proc_macro_attribute]
+pub fn upcast(args: TokenStream, item: TokenStream) -> TokenStream {
+    upcast::expand(args.into(), item.into()).into()
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod backend;
 pub mod checkpoint;
 pub mod coordinator;
 pub mod dlq;
@@ -24,6 +25,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod transactional;
 
+pub use backend::Storage;
 pub use checkpoint::{CheckpointData, CheckpointRepository, Halt, LagMetrics, StoppedAt};
 pub use coordinator::ProjectionCoordinator;
 pub use dlq::{DLQEntry, DLQRepository, DLQStats, DLQStatus};
@@ -165,6 +167,81 @@ pub use projections_macros::handles;
 ///
 /// Outside a `#[projection]` impl block it is a compile error.
 pub use projections_macros::reset;
+
+/// Registers a function that brings the stored payload of an event type from version `from`
+/// to `from + 1`, so events written before the type changed still decode to it.
+///
+/// The event's current version is `#[event(version = N)]`; a stored event of an older version
+/// goes through the upcasters from its version to `N`, in order, before it decodes, and its
+/// envelope then says version `N`. (A type that declares no upcaster decodes every stored
+/// version directly, as it always did: additive changes need none.) Two forms, mixed freely in
+/// one chain:
+///
+/// - **JSON**: `fn(serde_json::Value) -> serde_json::Value` (or `-> Result<serde_json::Value,
+///   E>`), for renamed or moved fields without keeping the old struct;
+/// - **typed**: `fn(Old) -> New` (or `-> Result<New, E>`), where `Old` is the payload of
+///   version `from` (`Deserialize`) and `New` that of `from + 1` (`Serialize`; the event type
+///   itself for the last step).
+///
+/// The attribute registers the function at compile time, like `#[derive(Event)]`; reading a
+/// version that is not older than the current one is a compile error. At start-up the
+/// coordinator and every runner check the chains ([`EventRegistry::check_upcasters`]): a gap
+/// or two upcasters of one version stop them before any event is read. A stored version with
+/// no chain to the current one, or an upcaster that fails, is a [`DecodeError`] naming the
+/// type and the versions, and the event goes through the failure policy like any event that
+/// does not decode.
+///
+/// ```rust,standalone_crate
+/// use projections::{Event, EventMetadata, EventRegistry, upcast};
+/// use serde::{Deserialize, Serialize};
+///
+/// /// Version 3: the customer became a struct, and orders have a currency.
+/// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+/// #[event(aggregate = "Order", version = 3)]
+/// struct OrderPlaced {
+///     customer: Customer,
+///     cents: i64,
+///     currency: String,
+/// }
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Customer {
+///     id: String,
+/// }
+///
+/// /// Version 1 called the amount `total`: renamed in JSON, no struct kept.
+/// #[upcast(OrderPlaced, from = 1)]
+/// fn total_renamed(mut payload: serde_json::Value) -> serde_json::Value {
+///     if let Some(total) = payload.get_mut("total").map(serde_json::Value::take) {
+///         payload["cents"] = total;
+///     }
+///     payload
+/// }
+///
+/// /// Version 2, kept as a struct: a customer id and an amount.
+/// #[derive(Deserialize)]
+/// struct OrderPlacedV2 {
+///     customer_id: String,
+///     cents: i64,
+/// }
+///
+/// #[upcast(OrderPlaced, from = 2)]
+/// fn customer_and_currency(old: OrderPlacedV2) -> OrderPlaced {
+///     OrderPlaced {
+///         customer: Customer { id: old.customer_id },
+///         cents: old.cents,
+///         currency: "EUR".into(),
+///     }
+/// }
+///
+/// let stored = serde_json::json!({ "customer_id": "ada", "total": 1200 });
+/// let metadata = EventMetadata::new("OrderPlaced", 1, uuid::Uuid::nil(), "Order");
+/// let event = EventRegistry::global().decode(metadata, &stored).unwrap();
+/// let order = event.downcast::<OrderPlaced>().unwrap();
+/// assert_eq!((order.customer.id.as_str(), order.cents), ("ada", 1200));
+/// assert_eq!(order.metadata.event_version, 3);
+/// ```
+pub use projections_macros::upcast;
 pub use registry::{ProjectionRegistry, SubscriberRegistry};
 pub use retry::{
     ExponentialBackoffRetryPolicy, FilteredRetryPolicy, NoRetryPolicy, RetryConfig, RetryPolicy,
@@ -175,15 +252,21 @@ pub use store::{EventStore, ExpectedVersion, StoredEvent};
 /// What [`ProjectionCoordinator::run`] waits on to shut down.
 pub use tokio_util::sync::CancellationToken;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use sqlx;
 #[cfg(feature = "postgres")]
-pub use sqlx::{self, PgConnection};
+pub use sqlx::PgConnection;
+#[cfg(feature = "sqlite")]
+pub use sqlx::SqliteConnection;
 
 /// What generated code names. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::event::{EventParam, EventRegistration, EventsParam};
+    pub use crate::event::upcast::{json_step, typed_step};
+    pub use crate::event::{EventParam, EventRegistration, EventsParam, Upcaster};
     pub use crate::projection::IntoHandlerResult;
     pub use inventory;
+    pub use serde_json;
 
     /// The run handed to a set-based handler of `E`: copies of the envelopes, contiguous as a
     /// slice needs them. `None` when the run is empty or holds another type.

@@ -6,8 +6,12 @@
 pub mod cluster;
 #[cfg(feature = "postgres")]
 pub mod faults;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod probe;
 #[cfg(feature = "postgres")]
 pub mod rig;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::Arc;

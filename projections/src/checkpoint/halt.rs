@@ -165,7 +165,8 @@ impl fmt::Display for StoppedAt {
 }
 
 /// A halt as its columns hold it, before it is checked: what each backend reads, so the
-/// checks and their errors are written once.
+/// checks and their errors are written once. Unused when no database backend is compiled in.
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 pub(crate) struct StoredHalt {
     pub(crate) state: String,
     pub(crate) reason: Option<String>,
@@ -177,6 +178,7 @@ pub(crate) struct StoredHalt {
     pub(crate) event_type: Option<String>,
 }
 
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 impl StoredHalt {
     /// The halt of `projection`, or [`StorageError::Unreadable`] naming what is wrong.
     pub(crate) fn into_halt(self, projection: &str) -> Result<Halt, StorageError> {

@@ -3,6 +3,7 @@
 mod halt;
 mod lag;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) use halt::StoredHalt;
 pub use halt::{Halt, StoppedAt};
 pub use lag::LagMetrics;

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::event::{AnyEvent, EventRegistry, RegistryError};
+use crate::event::{AnyEvent, EventRegistry, RegistryError, UpcasterError};
 use crate::join::join_all;
 use crate::registry::{DispatchReport, ProjectionRegistry, RegisteredProjection};
 use crate::runner::RunnerError;
@@ -51,9 +51,14 @@ pub enum CoordinatorError {
     /// starts until each has a wire name of its own (`#[event(name = "...")]`).
     #[error("the projections refuse to start: {0}")]
     AmbiguousEventType(#[source] RegistryError),
+    /// The upcasters of an event type are wrong (a gap in a chain, two for one version), so
+    /// stored events of older versions could not be read: nothing starts until they are fixed.
+    #[error("the projections refuse to start: {0}")]
+    InvalidUpcasters(#[source] UpcasterError),
 }
 
-/// Refuses to start while two event types of the program claim one wire name.
+/// Refuses to start while two event types of the program claim one wire name, or the
+/// upcasters of one are wrong.
 fn refuse_if_ambiguous() -> Result<(), CoordinatorError> {
     EventRegistry::check_global().map_err(|conflict| {
         tracing::error!(
@@ -61,7 +66,9 @@ fn refuse_if_ambiguous() -> Result<(), CoordinatorError> {
             "the projections refuse to start: {conflict}",
         );
         CoordinatorError::AmbiguousEventType(conflict.clone())
-    })
+    })?;
+    EventRegistry::check_global_upcasters()
+        .map_err(|problem| CoordinatorError::InvalidUpcasters(problem.clone()))
 }
 
 impl From<RunnerError> for CoordinatorError {

@@ -251,7 +251,10 @@ impl Worker {
             self.set_error(&error);
             return;
         }
-        if matches!(error, RunnerError::AmbiguousEventType { .. }) {
+        if matches!(
+            error,
+            RunnerError::AmbiguousEventType { .. } | RunnerError::InvalidUpcasters { .. }
+        ) {
             // A fault of the program, not of its storage: hold in this process, record
             // nothing (the coordinator refuses to start first, so this is a safety net).
             let at = crate::runner::StoppedAt::new(FailureKind::Setup, error_chain(&error));

@@ -6,6 +6,7 @@ mod any;
 mod envelope;
 mod metadata;
 mod registry;
+pub mod upcast;
 
 pub use any::AnyEvent;
 pub use envelope::Envelope;
@@ -14,6 +15,7 @@ pub use envelope::{EventParam, EventsParam};
 pub use metadata::EventMetadata;
 pub(crate) use metadata::{EARLIEST_OCCURRED_AT_MICROS, to_microseconds};
 pub use registry::{DecodeError, EventRegistration, EventRegistry, RegistryError};
+pub use upcast::{Upcaster, UpcasterError};
 
 use serde::{Serialize, de::DeserializeOwned};
 

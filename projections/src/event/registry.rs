@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
+use super::upcast::{Upcaster, UpcasterError, Upcasters};
 use super::{AnyEvent, Envelope, Event, EventMetadata};
 
 /// How one event type decodes; `#[derive(Event)]` submits one per type.
@@ -12,6 +13,8 @@ pub struct EventRegistration {
     pub event_type: &'static str,
     /// The Rust path of the type, for error messages.
     pub type_name: &'static str,
+    /// The current version of its payload; older stored versions are upcast to it.
+    pub version: u32,
     // The identity of the type, and its full path for conflict reports: `type_name` is not
     // unique for types declared inside functions.
     type_id: fn() -> TypeId,
@@ -26,6 +29,7 @@ impl EventRegistration {
         Self {
             event_type: E::EVENT_TYPE,
             type_name,
+            version: E::EVENT_VERSION,
             type_id: TypeId::of::<E>,
             full_type_name: std::any::type_name::<E>,
             decode_value: decode_value::<E>,
@@ -90,6 +94,44 @@ pub enum DecodeError {
     /// Several types claim this wire name, so which one to decode to is undecidable.
     #[error(transparent)]
     Ambiguous(#[from] RegistryError),
+    /// The stored version is older than the type's current one and no chain of upcasters
+    /// leads from it to the current version.
+    #[error(
+        "`{event_type}` version {stored} cannot be read as {type_name} (version {current}): {}",
+        if readable.is_empty() {
+            "no upcaster reads any older version".to_owned()
+        } else {
+            format!(
+                "upcasters read versions {} only",
+                readable.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            )
+        }
+    )]
+    NoUpcastPath {
+        /// The wire name.
+        event_type: String,
+        /// The Rust type it should decode to.
+        type_name: &'static str,
+        /// The version stored.
+        stored: u32,
+        /// The type's current version.
+        current: u32,
+        /// The older versions that upcast to the current one.
+        readable: Vec<u32>,
+    },
+    /// An upcaster failed on this event's payload.
+    #[error("upcaster {upcaster} failed on `{event_type}` version {from}: {source}")]
+    Upcast {
+        /// The wire name.
+        event_type: String,
+        /// The version it read.
+        from: u32,
+        /// The upcaster.
+        upcaster: &'static str,
+        /// What it reported.
+        #[source]
+        source: crate::projection::BoxError,
+    },
     /// The payload does not match the registered type.
     #[error("payload of `{event_type}` does not decode as {type_name}: {source}")]
     Payload {
@@ -127,6 +169,7 @@ pub struct EventRegistry {
     by_name: HashMap<&'static str, EventRegistration>,
     /// Contested wire names and their claimants, sorted by full type name.
     conflicts: HashMap<&'static str, Vec<EventRegistration>>,
+    upcasters: Upcasters,
 }
 
 impl EventRegistry {
@@ -143,6 +186,9 @@ impl EventRegistry {
             for registration in inventory::iter::<EventRegistration> {
                 registry.insert(*registration);
             }
+            for upcaster in inventory::iter::<Upcaster> {
+                registry.upcasters.insert(*upcaster);
+            }
             registry
         })
     }
@@ -152,6 +198,81 @@ impl EventRegistry {
     pub fn register<E: Event>(&mut self) -> Result<(), RegistryError> {
         self.insert(EventRegistration::of::<E>(std::any::type_name::<E>()));
         self.check_name(E::EVENT_TYPE)
+    }
+
+    /// Adds an upcaster (the [global](Self::global) registry has every `#[upcast]` function
+    /// of the program). Problems show in [`check_upcasters`](Self::check_upcasters).
+    pub fn register_upcaster(&mut self, upcaster: Upcaster) {
+        self.upcasters.insert(upcaster);
+    }
+
+    /// Fails with the first problem of the upcasters (in wire-name order): a gap in a chain,
+    /// two upcasters of one version, an upcaster of a version that is not older than the
+    /// current one. The coordinator and every runner call it on the [global](Self::global)
+    /// registry before they start, and refuse to run when it fails: a missing upcaster is
+    /// reported before any event is read.
+    pub fn check_upcasters(&self) -> Result<(), UpcasterError> {
+        match self.upcasters.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// [`check_upcasters`](Self::check_upcasters) of the [global](Self::global) registry,
+    /// computed once; every problem is logged at `error`.
+    pub(crate) fn check_global_upcasters() -> Result<(), &'static UpcasterError> {
+        static CHECKED: OnceLock<Result<(), UpcasterError>> = OnceLock::new();
+        let checked = CHECKED.get_or_init(|| {
+            let problems = Self::global().upcasters.problems();
+            for problem in &problems {
+                tracing::error!("{problem}; projections refuse to run until it is fixed");
+            }
+            match problems.into_iter().next() {
+                Some(first) => Err(first),
+                None => Ok(()),
+            }
+        });
+        match checked {
+            Ok(()) => Ok(()),
+            Err(problem) => Err(problem),
+        }
+    }
+
+    /// Whether a payload stored as `version` goes through upcasters: it is older than the
+    /// current version and the type has upcasters. A type with none decodes every version
+    /// directly, as before upcasting existed: its changes are additive (ADR 0005).
+    fn needs_upcast(&self, registration: &EventRegistration, version: u32) -> bool {
+        version < registration.version && self.upcasters.declares(registration.event_type)
+    }
+
+    /// `payload`, stored as `version` of `registration`'s type, brought to its current
+    /// version through the chain of upcasters.
+    fn upcast(
+        &self,
+        registration: &EventRegistration,
+        version: u32,
+        mut payload: serde_json::Value,
+    ) -> Result<serde_json::Value, DecodeError> {
+        let event_type = registration.event_type;
+        let no_path = || DecodeError::NoUpcastPath {
+            event_type: event_type.to_owned(),
+            type_name: registration.type_name,
+            stored: version,
+            current: registration.version,
+            readable: self.upcasters.readable(event_type, registration.version),
+        };
+        let mut at = version;
+        while at < registration.version {
+            let step = self.upcasters.step(event_type, at).ok_or_else(no_path)?;
+            payload = (step.apply)(payload).map_err(|source| DecodeError::Upcast {
+                event_type: event_type.to_owned(),
+                from: at,
+                upcaster: step.name,
+                source,
+            })?;
+            at += 1;
+        }
+        Ok(payload)
     }
 
     fn insert(&mut self, registration: EventRegistration) {
@@ -266,32 +387,53 @@ impl EventRegistry {
     }
 
     /// Decodes a payload held as a JSON value; the wire name is `metadata.event_type`.
+    ///
+    /// A payload stored at an older version (`metadata.event_version`) than the type's
+    /// current one goes through the type's upcasters first, and the event's metadata then
+    /// carries the current version; a type that declares no upcaster decodes older versions
+    /// directly (its changes are additive: new fields have defaults). A newer stored version
+    /// decodes as the current type (fields this build does not know are ignored, see
+    /// [`Event`]).
     pub fn decode(
         &self,
-        metadata: EventMetadata,
+        mut metadata: EventMetadata,
         payload: &serde_json::Value,
     ) -> Result<AnyEvent, DecodeError> {
         let registration = self.lookup(&metadata.event_type)?;
         let event_type = metadata.event_type.clone();
-        (registration.decode_value)(metadata, payload).map_err(|source| DecodeError::Payload {
-            event_type,
+        let payload_error = |source| DecodeError::Payload {
+            event_type: event_type.clone(),
             type_name: registration.type_name,
             source,
-        })
+        };
+        if !self.needs_upcast(registration, metadata.event_version) {
+            return (registration.decode_value)(metadata, payload).map_err(payload_error);
+        }
+        let current = self.upcast(registration, metadata.event_version, payload.clone())?;
+        metadata.event_version = registration.version;
+        (registration.decode_value)(metadata, &current).map_err(payload_error)
     }
 
-    /// Decodes a payload held as JSON text; the wire name is `metadata.event_type`.
+    /// Decodes a payload held as JSON text; the wire name is `metadata.event_type`. Older
+    /// versions are upcast as in [`decode`](Self::decode).
     pub fn decode_str(
         &self,
-        metadata: EventMetadata,
+        mut metadata: EventMetadata,
         payload: &str,
     ) -> Result<AnyEvent, DecodeError> {
         let registration = self.lookup(&metadata.event_type)?;
         let event_type = metadata.event_type.clone();
-        (registration.decode_str)(metadata, payload).map_err(|source| DecodeError::Payload {
-            event_type,
+        let payload_error = |source| DecodeError::Payload {
+            event_type: event_type.clone(),
             type_name: registration.type_name,
             source,
-        })
+        };
+        if !self.needs_upcast(registration, metadata.event_version) {
+            return (registration.decode_str)(metadata, payload).map_err(payload_error);
+        }
+        let stored: serde_json::Value = serde_json::from_str(payload).map_err(payload_error)?;
+        let current = self.upcast(registration, metadata.event_version, stored)?;
+        metadata.event_version = registration.version;
+        (registration.decode_value)(metadata, &current).map_err(payload_error)
     }
 }

@@ -38,19 +38,15 @@ fn kind_of(link: &(dyn std::error::Error + 'static)) -> Option<FailureKind> {
             StorageError::Backend(_) => None,
         };
     }
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     if let Some(database) = link.downcast_ref::<sqlx::Error>() {
         return Some(sqlx_kind(database));
     }
     // Behind `#[error(transparent)]`, a wrapped `sqlx::Error::Database` hands on its inner
     // database error directly: the chain never shows the `sqlx::Error` itself.
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     if let Some(database) = link.downcast_ref::<Box<dyn sqlx::error::DatabaseError>>() {
-        return Some(
-            database
-                .code()
-                .map_or(FailureKind::Event, |code| sqlstate_kind(&code)),
-        );
+        return Some(database_kind(database.as_ref()));
     }
     if link.is::<std::io::Error>() {
         return Some(FailureKind::Infrastructure);
@@ -74,14 +70,45 @@ pub fn sqlstate_kind(code: &str) -> FailureKind {
     }
 }
 
-#[cfg(feature = "postgres")]
+/// The kind of a SQLite result code (sqlx reports the extended code, in decimal), by its
+/// primary code (the low byte).
+pub fn sqlite_code_kind(code: &str) -> FailureKind {
+    let Ok(code) = code.parse::<i32>() else {
+        return FailureKind::Event;
+    };
+    match code & 0xff {
+        // ABORT, BUSY (database is locked), LOCKED, NOMEM, INTERRUPT, IOERR, FULL, PROTOCOL:
+        // another writer, the disk or the machine; waited out.
+        4 | 5 | 6 | 7 | 9 | 10 | 13 | 15 => FailureKind::Infrastructure,
+        // ERROR (no such table or column, a syntax error), PERM, READONLY, CORRUPT, CANTOPEN,
+        // SCHEMA, AUTH, FORMAT, NOTADB: the file or the SQL must be fixed.
+        1 | 3 | 8 | 11 | 14 | 17 | 23 | 24 | 26 => FailureKind::Setup,
+        // CONSTRAINT, TOOBIG, MISMATCH, RANGE and the rest: this event's data.
+        _ => FailureKind::Event,
+    }
+}
+
+/// The kind of an error the database reported, read by the backend's own codes.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn database_kind(database: &dyn sqlx::error::DatabaseError) -> FailureKind {
+    let Some(code) = database.code() else {
+        return FailureKind::Event;
+    };
+    #[cfg(feature = "sqlite")]
+    if database
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        return sqlite_code_kind(&code);
+    }
+    sqlstate_kind(&code)
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 fn sqlx_kind(error: &sqlx::Error) -> FailureKind {
     use sqlx::Error;
     match error {
-        Error::Database(database) => match database.code() {
-            Some(code) => sqlstate_kind(&code),
-            None => FailureKind::Event,
-        },
+        Error::Database(database) => database_kind(database.as_ref()),
         Error::Io(_)
         | Error::Tls(_)
         | Error::Protocol(_)
@@ -122,6 +149,76 @@ mod tests {
         ] {
             assert_eq!(sqlstate_kind(code), kind, "{code}");
         }
+    }
+
+    #[test]
+    fn sqlite_codes() {
+        for (code, kind) in [
+            ("5", FailureKind::Infrastructure), // SQLITE_BUSY: database is locked
+            ("517", FailureKind::Infrastructure), // SQLITE_BUSY_SNAPSHOT
+            ("6", FailureKind::Infrastructure), // SQLITE_LOCKED
+            ("10", FailureKind::Infrastructure), // SQLITE_IOERR
+            ("13", FailureKind::Infrastructure), // SQLITE_FULL
+            ("1", FailureKind::Setup),          // no such table
+            ("8", FailureKind::Setup),          // SQLITE_READONLY
+            ("26", FailureKind::Setup),         // SQLITE_NOTADB
+            ("2067", FailureKind::Event),       // SQLITE_CONSTRAINT_UNIQUE
+            ("1555", FailureKind::Event),       // SQLITE_CONSTRAINT_PRIMARYKEY
+            ("275", FailureKind::Event),        // SQLITE_CONSTRAINT_CHECK
+            ("x", FailureKind::Event),
+        ] {
+            assert_eq!(sqlite_code_kind(code), kind, "{code}");
+        }
+    }
+
+    /// Real errors from a real SQLite file, through the whole chain: a missing table, a
+    /// duplicate key, and a writer that finds the file locked by another.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn sqlite_errors_are_read_by_their_own_codes() {
+        use sqlx::Connection;
+        use sqlx::sqlite::SqliteConnectOptions;
+        let path = std::env::temp_dir().join(format!(
+            "projections-classify-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut first = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let mut second = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let kind = |error: Option<sqlx::Error>| error.map(|e| HandlerError::new(e).kind());
+
+        let missing = sqlx::query("SELECT * FROM nowhere")
+            .execute(&mut first)
+            .await
+            .err();
+        assert_eq!(kind(missing), Some(FailureKind::Setup));
+
+        sqlx::raw_sql("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+            .execute(&mut first)
+            .await
+            .unwrap();
+        let duplicate = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut first)
+            .await
+            .err();
+        assert_eq!(kind(duplicate), Some(FailureKind::Event));
+
+        let held = first.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let locked = sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut second)
+            .await
+            .err();
+        assert_eq!(kind(locked), Some(FailureKind::Infrastructure));
+        drop(held);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 mod classify;
 pub(crate) mod storable;
 
-pub use classify::{classify, sqlstate_kind};
+pub use classify::{classify, sqlite_code_kind, sqlstate_kind};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

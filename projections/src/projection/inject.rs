@@ -5,7 +5,7 @@
     message = "`{Self}` cannot be injected into a projection handler",
     label = "not injectable",
     note = "a handler takes `(&mut self, event: &Envelope<E>)` or `(&mut self, conn: &mut C, event: &Envelope<E>)`",
-    note = "`C` is a database connection such as `projections::PgConnection` (cargo feature `postgres`)"
+    note = "`C` is a database connection: `projections::PgConnection` (cargo feature `postgres`) or `projections::SqliteConnection` (cargo feature `sqlite`)"
 )]
 pub trait Injectable: Send {}
 
@@ -21,3 +21,7 @@ impl Injectable for NoConnection {}
 #[cfg(feature = "postgres")]
 #[diagnostic::do_not_recommend]
 impl Injectable for sqlx::PgConnection {}
+
+#[cfg(feature = "sqlite")]
+#[diagnostic::do_not_recommend]
+impl Injectable for sqlx::SqliteConnection {}

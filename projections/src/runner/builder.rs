@@ -31,8 +31,10 @@ impl<P: Projection> RunnerBuilder<P> {
         }
     }
 
-    /// Where checkpoints, dead letters and halts are kept: both from one backend.
-    pub fn storage(mut self, storage: Repositories) -> Self {
+    /// Where checkpoints, dead letters and halts are kept, both from one backend: a
+    /// [`Repositories`] or a [`Storage`](crate::Storage).
+    pub fn storage(mut self, storage: impl Into<Repositories>) -> Self {
+        let storage = storage.into();
         self.runner.storage = storage;
         self
     }

@@ -499,13 +499,18 @@ where
         Ok(())
     }
 
-    /// Refuses to run while two event types of the program claim one wire name.
+    /// Refuses to run while two event types of the program claim one wire name, or the
+    /// upcasters of one are wrong.
     // The runner's own error, as every (async) method of the runner returns it.
     #[allow(clippy::result_large_err)]
     fn refuse_if_ambiguous(&self) -> Result<(), RunnerError> {
         EventRegistry::check_global().map_err(|conflict| RunnerError::AmbiguousEventType {
             projection: self.name.clone(),
             source: conflict.clone(),
+        })?;
+        EventRegistry::check_global_upcasters().map_err(|problem| RunnerError::InvalidUpcasters {
+            projection: self.name.clone(),
+            source: problem.clone(),
         })
     }
 

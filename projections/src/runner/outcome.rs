@@ -1,7 +1,7 @@
 use uuid::Uuid;
 
 pub use crate::checkpoint::StoppedAt;
-use crate::event::RegistryError;
+use crate::event::{RegistryError, UpcasterError};
 use crate::failure::FailureKind;
 use crate::projection::HandlerError;
 use crate::storage::StorageError;
@@ -188,6 +188,18 @@ pub enum RunnerError {
         #[source]
         source: RegistryError,
     },
+    /// The upcasters of an event type are wrong (see
+    /// [`EventRegistry::check_upcasters`](crate::EventRegistry::check_upcasters)): stored
+    /// events of older versions could not be read. Like `AmbiguousEventType`, the runner
+    /// applies nothing until they are fixed, and nothing is recorded in storage.
+    #[error("projection `{projection}` refuses to run: {source}")]
+    InvalidUpcasters {
+        /// The projection.
+        projection: String,
+        /// What is wrong.
+        #[source]
+        source: UpcasterError,
+    },
 }
 
 impl RunnerError {
@@ -199,9 +211,10 @@ impl RunnerError {
     /// - [`FailureKind::Event`]: an operation on one event or entry failed (`Replay`, `Reset`).
     pub fn kind(&self) -> FailureKind {
         match self {
-            Self::Stopped { .. } | Self::Paused { .. } | Self::AmbiguousEventType { .. } => {
-                FailureKind::Setup
-            }
+            Self::Stopped { .. }
+            | Self::Paused { .. }
+            | Self::AmbiguousEventType { .. }
+            | Self::InvalidUpcasters { .. } => FailureKind::Setup,
             Self::Infrastructure { .. } | Self::Aborted { .. } => FailureKind::Infrastructure,
             Self::Checkpoint { source, .. }
             | Self::DeadLetter { source, .. }

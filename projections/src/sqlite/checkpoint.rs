@@ -1,7 +1,8 @@
 //! Checkpoints in SQLite (table `projection_checkpoints`).
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{backend, time, to_i64, to_u64};
@@ -86,70 +87,108 @@ impl SqliteCheckpointRepository {
         &self.pool
     }
 
-    async fn write_update(
-        &self,
-        projection: &str,
-        update: &CheckpointUpdate,
-    ) -> Result<(), StorageError> {
-        sqlx::query(UPDATE)
-            .bind(projection)
-            .bind(to_i64(update.position, "checkpoint position")?)
-            .bind(update.event_id.map(|id| id.to_string()))
-            .bind(update.event_type.as_deref())
-            .bind(to_i64(update.events_applied, "events applied")?)
-            .bind(time::to_stored(update.at))
-            .bind(time::now())
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
+    async fn connection(&self) -> Result<PoolConnection<Sqlite>, StorageError> {
+        self.pool.acquire().await.map_err(backend)
     }
+}
 
-    async fn write_halt(&self, projection: &str, halt: Option<&Halt>) -> Result<(), StorageError> {
-        let Some(halt) = halt else {
-            sqlx::query(CLEAR_HALT)
-                .bind(projection)
-                .bind(time::now())
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-            return Ok(());
-        };
-        let state = halt.state();
-        let query = match halt.storable() {
-            Halt::Paused { reason, at } => sqlx::query(SET_HALT)
-                .bind(projection)
-                .bind(state)
-                .bind(reason)
-                .bind(time::to_stored(at))
-                .bind(None::<i64>)
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(None::<i64>)
-                .bind(None::<&str>),
-            Halt::Stopped(stopped) => sqlx::query(SET_HALT)
-                .bind(projection)
-                .bind(state)
-                .bind(stopped.error)
-                .bind(time::to_stored(stopped.at))
-                .bind(
-                    stopped
-                        .position
-                        .map(|p| to_i64(p, "halt position"))
-                        .transpose()?,
-                )
-                .bind(stopped.event_id.map(|id| id.to_string()))
-                .bind(stopped.event_type)
-                .bind(i64::from(stopped.attempts))
-                .bind(stopped.kind.as_str()),
-        };
-        query
+/// Moves the checkpoint of `projection` on `conn` (inside the caller's transaction, if any).
+pub(crate) async fn update_checkpoint_in(
+    conn: &mut SqliteConnection,
+    projection: &str,
+    update: &CheckpointUpdate,
+) -> Result<(), StorageError> {
+    sqlx::query(UPDATE)
+        .bind(projection)
+        .bind(to_i64(update.position, "checkpoint position")?)
+        .bind(update.event_id.map(|id| id.to_string()))
+        .bind(update.event_type.as_deref())
+        .bind(to_i64(update.events_applied, "events applied")?)
+        .bind(time::to_stored(update.at))
+        .bind(time::now())
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// The checkpoint position of `projection` read on `conn`.
+pub(crate) async fn checkpoint_in(
+    conn: &mut SqliteConnection,
+    projection: &str,
+) -> Result<Option<u64>, StorageError> {
+    let position: Option<i64> = sqlx::query_scalar(GET)
+        .bind(projection)
+        .fetch_optional(conn)
+        .await
+        .map_err(backend)?;
+    position
+        .map(|p| to_u64(p, "checkpoint position"))
+        .transpose()
+}
+
+/// Deletes the checkpoint (and its halt) of `projection` on `conn`.
+pub(crate) async fn reset_checkpoint_in(
+    conn: &mut SqliteConnection,
+    projection: &str,
+) -> Result<(), StorageError> {
+    sqlx::query(RESET)
+        .bind(projection)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Records (or, with `None`, clears) the halt of `projection` on `conn`.
+async fn set_halt_in(
+    conn: &mut SqliteConnection,
+    projection: &str,
+    halt: Option<&Halt>,
+) -> Result<(), StorageError> {
+    let Some(halt) = halt else {
+        sqlx::query(CLEAR_HALT)
+            .bind(projection)
             .bind(time::now())
-            .execute(&self.pool)
+            .execute(conn)
             .await
             .map_err(backend)?;
-        Ok(())
-    }
+        return Ok(());
+    };
+    let state = halt.state();
+    let query = match halt.storable() {
+        Halt::Paused { reason, at } => sqlx::query(SET_HALT)
+            .bind(projection)
+            .bind(state)
+            .bind(reason)
+            .bind(time::to_stored(at))
+            .bind(None::<i64>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(None::<&str>),
+        Halt::Stopped(stopped) => sqlx::query(SET_HALT)
+            .bind(projection)
+            .bind(state)
+            .bind(stopped.error)
+            .bind(time::to_stored(stopped.at))
+            .bind(
+                stopped
+                    .position
+                    .map(|p| to_i64(p, "halt position"))
+                    .transpose()?,
+            )
+            .bind(stopped.event_id.map(|id| id.to_string()))
+            .bind(stopped.event_type)
+            .bind(i64::from(stopped.attempts))
+            .bind(stopped.kind.as_str()),
+    };
+    query
+        .bind(time::now())
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
 }
 
 /// A stored UUID text; `what` names it in the error.
@@ -231,16 +270,7 @@ impl CheckpointRepository for SqliteCheckpointRepository {
         &'a self,
         projection: &'a str,
     ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
-        Box::pin(async move {
-            let position: Option<i64> = sqlx::query_scalar(GET)
-                .bind(projection)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-            position
-                .map(|p| to_u64(p, "checkpoint position"))
-                .transpose()
-        })
+        Box::pin(async move { checkpoint_in(&mut *self.connection().await?, projection).await })
     }
 
     fn get_checkpoint_data<'a>(
@@ -265,7 +295,9 @@ impl CheckpointRepository for SqliteCheckpointRepository {
         projection: &'a str,
         update: CheckpointUpdate,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move { self.write_update(projection, &update).await })
+        Box::pin(async move {
+            update_checkpoint_in(&mut *self.connection().await?, projection, &update).await
+        })
     }
 
     fn set_halt<'a>(
@@ -273,21 +305,16 @@ impl CheckpointRepository for SqliteCheckpointRepository {
         projection: &'a str,
         halt: Option<&'a Halt>,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move { self.write_halt(projection, halt).await })
+        Box::pin(async move { set_halt_in(&mut *self.connection().await?, projection, halt).await })
     }
 
     fn reset_checkpoint<'a>(
         &'a self,
         projection: &'a str,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move {
-            sqlx::query(RESET)
-                .bind(projection)
-                .execute(&self.pool)
-                .await
-                .map_err(backend)?;
-            Ok(())
-        })
+        Box::pin(
+            async move { reset_checkpoint_in(&mut *self.connection().await?, projection).await },
+        )
     }
 
     fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>> {

@@ -1,7 +1,7 @@
 //! Dead letters in SQLite (table `projection_dead_letters`).
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, Row, SqlitePool};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{backend, time, to_i64, to_u64};
@@ -100,36 +100,85 @@ impl SqliteDLQRepository {
     ) -> Result<(), StorageError> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
-        let status: Option<String> = sqlx::query_scalar(STATUS)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let from = match status {
-            None => {
-                return Err(StorageError::NotFound {
-                    what: format!("dead-letter entry {id}"),
-                });
-            }
-            Some(status) => parse_status(&status)?,
-        };
-        if !from.can_become(to) {
-            return Err(StorageError::InvalidTransition {
-                id,
-                from: from.as_str(),
-                to: to.as_str(),
-            });
-        }
-        sqlx::query(SET_STATUS)
-            .bind(id)
-            .bind(to.as_str())
-            .bind(resolved_by)
-            .bind(time::now())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        transition_in(&mut tx, id, to, resolved_by).await?;
         tx.commit().await.map_err(backend)
     }
+}
+
+/// Checks and makes a status change on `conn`, which must be inside a write transaction so
+/// that the check and the change are one step.
+async fn transition_in(
+    conn: &mut SqliteConnection,
+    id: i64,
+    to: DLQStatus,
+    resolved_by: Option<&str>,
+) -> Result<(), StorageError> {
+    let status: Option<String> = sqlx::query_scalar(STATUS)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let from = match status {
+        None => {
+            return Err(StorageError::NotFound {
+                what: format!("dead-letter entry {id}"),
+            });
+        }
+        Some(status) => parse_status(&status)?,
+    };
+    if !from.can_become(to) {
+        return Err(StorageError::InvalidTransition {
+            id,
+            from: from.as_str(),
+            to: to.as_str(),
+        });
+    }
+    sqlx::query(SET_STATUS)
+        .bind(id)
+        .bind(to.as_str())
+        .bind(resolved_by)
+        .bind(time::now())
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Marks entry `id` resolved by `resolved_by` on `conn` (inside the caller's write
+/// transaction).
+pub(crate) async fn mark_resolved_in(
+    conn: &mut SqliteConnection,
+    id: i64,
+    resolved_by: &str,
+) -> Result<(), StorageError> {
+    transition_in(conn, id, DLQStatus::Resolved, Some(resolved_by)).await
+}
+
+/// Records `failure` on `conn` (inside the caller's transaction, if any); returns the entry's
+/// id.
+pub(crate) async fn add_failed_event_in(
+    conn: &mut SqliteConnection,
+    failure: &FailedEvent,
+) -> Result<i64, StorageError> {
+    let position = failure
+        .position
+        .map(|p| to_i64(p, "event position"))
+        .transpose()?;
+    let event_data = serde_json::to_string(&failure.event_data).map_err(StorageError::backend)?;
+    let error_chain = serde_json::to_string(&failure.error_chain).map_err(StorageError::backend)?;
+    sqlx::query_scalar(ADD)
+        .bind(failure.event_id.to_string())
+        .bind(position)
+        .bind(&failure.projection_name)
+        .bind(&failure.event_type)
+        .bind(event_data)
+        .bind(&failure.error_message)
+        .bind(error_chain)
+        .bind(i64::from(failure.attempts))
+        .bind(time::to_stored(failure.failed_at))
+        .fetch_one(conn)
+        .await
+        .map_err(backend)
 }
 
 fn parse_status(status: &str) -> Result<DLQStatus, StorageError> {
@@ -182,27 +231,8 @@ fn entry(row: &SqliteRow) -> Result<DLQEntry, StorageError> {
 impl DLQRepository for SqliteDLQRepository {
     fn add_failed_event(&self, failure: FailedEvent) -> BoxFuture<'_, Result<i64, StorageError>> {
         Box::pin(async move {
-            let position = failure
-                .position
-                .map(|p| to_i64(p, "event position"))
-                .transpose()?;
-            let event_data =
-                serde_json::to_string(&failure.event_data).map_err(StorageError::backend)?;
-            let error_chain =
-                serde_json::to_string(&failure.error_chain).map_err(StorageError::backend)?;
-            sqlx::query_scalar(ADD)
-                .bind(failure.event_id.to_string())
-                .bind(position)
-                .bind(&failure.projection_name)
-                .bind(&failure.event_type)
-                .bind(event_data)
-                .bind(&failure.error_message)
-                .bind(error_chain)
-                .bind(i64::from(failure.attempts))
-                .bind(time::to_stored(failure.failed_at))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(backend)
+            let mut conn = self.pool.acquire().await.map_err(backend)?;
+            add_failed_event_in(&mut conn, &failure).await
         })
     }
 

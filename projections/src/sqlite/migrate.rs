@@ -55,6 +55,20 @@ pub enum OpenError {
         #[source]
         source: sqlx::Error,
     },
+    /// The file cannot be opened for writing: its directory does not exist, it is a
+    /// directory, or this process may not write it (or the folder it is in, where SQLite
+    /// keeps the write-ahead log).
+    #[error(
+        "cannot open {path} for writing (does its directory exist, and may this process write \
+         there?)"
+    )]
+    NotWritable {
+        /// The file, as given.
+        path: String,
+        /// SQLite's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// A newer build of this crate migrated the database: its ledger records a migration this
     /// build does not know, so it cannot tell what the tables mean.
     #[error(
@@ -90,9 +104,16 @@ pub enum OpenError {
 impl OpenError {
     /// The error of opening (or first using) `path`.
     pub(super) fn from_connect(path: &Path, error: sqlx::Error) -> Self {
+        let path = path.display().to_string();
         if is_not_a_database(&error) {
             return Self::NotADatabase {
-                path: path.display().to_string(),
+                path,
+                source: error,
+            };
+        }
+        if is_not_writable(&error) {
+            return Self::NotWritable {
+                path,
                 source: error,
             };
         }
@@ -103,6 +124,10 @@ impl OpenError {
     pub(super) fn with_path(self, path: &Path) -> Self {
         match self {
             Self::NotADatabase { source, .. } => Self::NotADatabase {
+                path: path.display().to_string(),
+                source,
+            },
+            Self::NotWritable { source, .. } => Self::NotWritable {
                 path: path.display().to_string(),
                 source,
             },
@@ -127,10 +152,27 @@ fn is_not_a_database(error: &sqlx::Error) -> bool {
         .is_some_and(|db| db.code().as_deref() == Some(SQLITE_NOTADB))
 }
 
+/// SQLite's primary result codes for a file it may not write: `SQLITE_PERM`,
+/// `SQLITE_READONLY` and `SQLITE_CANTOPEN` (sqlx reports extended codes; the low byte is the
+/// primary one).
+fn is_not_writable(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 3 | 8 | 14))
+}
+
 /// The error of a statement of the migration.
 fn failed(error: sqlx::Error) -> OpenError {
     if is_not_a_database(&error) {
         return OpenError::NotADatabase {
+            path: String::new(),
+            source: error,
+        };
+    }
+    if is_not_writable(&error) {
+        return OpenError::NotWritable {
             path: String::new(),
             source: error,
         };

@@ -47,12 +47,15 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use checkpoint::SqliteCheckpointRepository;
+pub(crate) use checkpoint::{checkpoint_in, reset_checkpoint_in, update_checkpoint_in};
 pub use dlq::SqliteDLQRepository;
+pub(crate) use dlq::{add_failed_event_in, mark_resolved_in};
 pub use migrate::{MIGRATIONS_TABLE, OpenError, migrate};
-pub use sqlx::SqlitePool;
+pub use sqlx::{SqliteConnection, SqlitePool};
 pub use store::SqliteEventStore;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Sqlite, Transaction};
 
 use crate::storage::StorageError;
 
@@ -79,10 +82,19 @@ pub fn connect_options(path: impl AsRef<Path>) -> SqliteConnectOptions {
 
 /// Opens (creating it if missing) the database file at `path` with [`connect_options`],
 /// applies the crate's migrations and returns a pool on it.
+///
+/// The pool never hands out a connection that sqlx still counts as inside a transaction
+/// (one that SQLite ended by itself, then dropped without a rollback): it opens a new one
+/// instead, so such a transaction cannot make every later `BEGIN IMMEDIATE` on the pool fail.
 pub async fn open(path: impl AsRef<Path>) -> Result<SqlitePool, OpenError> {
     let path = path.as_ref();
     let pool = SqlitePoolOptions::new()
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A connection idle in the pool that sqlx counts as inside a transaction was left so
+        // by a transaction that SQLite had ended by itself and that was then dropped rather
+        // than rolled back (see `rollback`): it would refuse every `BEGIN IMMEDIATE`. Replace
+        // it with a new one.
+        .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
         .connect_with(connect_options(path))
         .await
         .map_err(|error| OpenError::from_connect(path, error))?;
@@ -90,6 +102,42 @@ pub async fn open(path: impl AsRef<Path>) -> Result<SqlitePool, OpenError> {
         .await
         .map_err(|error| error.with_path(path))?;
     Ok(pool)
+}
+
+/// A migrated SQLite database in memory, on a pool of one connection that is never closed
+/// (each connection to `:memory:` is a database of its own, and it is gone when its
+/// connection closes). Nothing survives the pool. Unlike [`open`]'s pool, this one cannot
+/// replace a connection left inside a transaction (that would drop the database): the crate
+/// rolls back through a statement SQLite accepts even then.
+pub async fn open_in_memory() -> Result<SqlitePool, OpenError> {
+    let options = SqliteConnectOptions::new()
+        .in_memory(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|error| OpenError::from_connect(Path::new(":memory:"), error))?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Rolls `tx` back, also when a statement already made SQLite end it: SQLite rolls a whole
+/// transaction back by itself on a constraint violation under `OR ROLLBACK`, a trigger's
+/// `RAISE(ROLLBACK, ...)` and some I/O and memory errors. sqlx still counts such a
+/// transaction as open, so its `ROLLBACK` would fail and the connection would go back to the
+/// pool counted as inside one, where every later `BEGIN IMMEDIATE` fails. A plain `BEGIN`
+/// first gives that `ROLLBACK` a transaction to end; while `tx` is still open, SQLite refuses
+/// the `BEGIN` and nothing changes.
+pub(crate) async fn rollback(mut tx: Transaction<'_, Sqlite>) -> Result<(), StorageError> {
+    // Refused ("cannot start a transaction within a transaction") in the usual case.
+    let _ = sqlx::query("BEGIN").execute(&mut *tx).await;
+    tx.rollback().await.map_err(backend)
 }
 
 /// Wraps a database error.

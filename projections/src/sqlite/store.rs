@@ -174,7 +174,7 @@ impl SqliteEventStore {
         let last = first.checked_add(count - 1).ok_or_else(full)?;
         let base_version = to_i64(actual, "aggregate version")?;
         for (offset, row) in (0..count).zip(&rows) {
-            insert(
+            let inserted = insert(
                 &mut tx,
                 first + offset,
                 base_version + offset + 1,
@@ -182,7 +182,13 @@ impl SqliteEventStore {
                 row,
                 stored_at,
             )
-            .await?;
+            .await;
+            if let Err(error) = inserted {
+                // A trigger's `RAISE(ROLLBACK, ...)` or an I/O error may have ended the
+                // transaction already; see `rollback`. The insert's error is the one to report.
+                let _ = super::rollback(tx).await;
+                return Err(error.into());
+            }
         }
         tx.commit().await.map_err(backend)?;
 

@@ -3,10 +3,14 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod unit;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PgTransactionUnit;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteTransactionUnit;
 pub use unit::TransactionUnit;
 
 use std::sync::Arc;
