@@ -22,9 +22,15 @@
 //!   `pool.begin()`, `SELECT position ... FOR UPDATE` of its own checkpoint row in the same
 //!   table (created the first time), skips events at or below it, the same two statements
 //!   per event (typed events by `downcast`), one plain checkpoint upsert, `COMMIT`.
-//! - set-based by hand (batch sizes above 1, for scale): the same read model from three
-//!   statements per batch (`unnest` arrays: orders inserted, orders shipped, metrics summed
-//!   per day and upserted), with the same checkpoint lock and upsert.
+//! - set-based by hand (batch sizes above 1): the same read model from two statements per
+//!   batch (`unnest` arrays: orders inserted together with every metric of the batch, summed
+//!   per day, in a data-modifying CTE; then orders shipped), with the same checkpoint lock and
+//!   upsert.
+//! - ours set-based (batch sizes above 1): the same runner with set-based handlers
+//!   (`events: &[Envelope<E>]`) and `EventOrder::PerAggregate`, so that each batch's
+//!   `OrderCreated` events reach their handler in one call and its `OrderShipped` events in
+//!   another; each handler writes its orders and its metrics in one statement. Per batch: the
+//!   lock, two statements, the checkpoint upsert, `COMMIT`.
 //!
 //! The read-model tables are truncated and the checkpoints deleted (and vacuumed) before each
 //! run, and a `CHECKPOINT` is forced, so each run starts from the same state. Each round
@@ -50,7 +56,7 @@
 //! checks that both transactions were still running at the end.
 //!
 //! `postgres projection`, `postgres reads`, `postgres stall` and `--batch N` run one part (for
-//! profiling).
+//! profiling); `postgres set` runs only the two set-based sides of the projection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -61,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use projections::postgres::{self, PostgresEventStore, Schema};
+use projections::runner::EventOrder;
 use projections::transactional::{PgTransactionUnit, TransactionalRunner};
 use projections::{
     AnyEvent, Envelope, Event, EventStore, ExpectedVersion, NoRetryPolicy, PgConnection,
@@ -72,13 +79,26 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-/// Named for the layout of migration 6 (positions from a sequence): a schema of an earlier
-/// layout, which earlier builds still read and write, is left alone.
-const SCHEMA: &str = "projections_bench_seq";
+/// The benchmark's schema: `projections_bench_seq` (named for the layout of migration 6,
+/// positions from a sequence: a schema of an earlier layout, which earlier builds still read
+/// and write, is left alone), or `BENCH_SCHEMA` when set (to keep the runs of two builds with
+/// different migrations apart).
+const SCHEMA: BenchSchema = BenchSchema;
 /// How long the stall test keeps its transactions open, unless `--stall-seconds N`.
 const STALL_SECONDS: u64 = 20;
 /// How often the stall test appends.
 const STALL_APPEND_EVERY: Duration = Duration::from_millis(10);
+
+struct BenchSchema;
+
+impl std::fmt::Display for BenchSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            std::env::var("BENCH_SCHEMA").unwrap_or_else(|_| "projections_bench_seq".to_owned())
+        });
+        f.write_str(&NAME)
+    }
+}
 const ORDERS: usize = 50_000;
 const DAYS: usize = 30;
 const BATCH_SIZES: [usize; 3] = [1, 100, 1_000];
@@ -89,6 +109,7 @@ const READ_PAGE: usize = 1_000;
 const READ_ROUNDS: usize = 5;
 
 const OURS: &str = "bench-dashboard";
+const OURS_SET: &str = "bench-dashboard-set-based";
 const HAND: &str = "bench-dashboard-by-hand";
 
 // ---- Events and the projection ----------------------------------------------------------
@@ -215,6 +236,117 @@ impl Dashboard {
     }
 }
 
+/// The dashboard with set-based handlers: per call, one statement that writes the orders of
+/// the run (`unnest`) and, in a data-modifying CTE, the metrics of their days, summed in Rust.
+struct SetDashboard {
+    create_orders: String,
+    ship_orders: String,
+    truncate: String,
+}
+
+impl SetDashboard {
+    fn new(sql: &Sql) -> Self {
+        Self {
+            create_orders: format!(
+                "WITH inserted AS (
+                     INSERT INTO {SCHEMA}.orders (id, customer_id, total_cents, status, created_at)
+                     SELECT id, customer_id, total_cents, 'created', created_at
+                     FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[])
+                          AS t(id, customer_id, total_cents, created_at)
+                     ON CONFLICT (id) DO NOTHING
+                 )
+                 INSERT INTO {SCHEMA}.order_metrics (date, orders_created, revenue_cents)
+                 SELECT * FROM unnest($5::date[], $6::bigint[], $7::bigint[])
+                 ON CONFLICT (date) DO UPDATE SET
+                     orders_created = order_metrics.orders_created + EXCLUDED.orders_created,
+                     revenue_cents = order_metrics.revenue_cents + EXCLUDED.revenue_cents"
+            ),
+            ship_orders: format!(
+                "WITH shipped AS (
+                     UPDATE {SCHEMA}.orders AS o
+                     SET status = 'shipped', tracking_number = t.tracking_number,
+                         shipped_at = t.shipped_at
+                     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])
+                          AS t(id, tracking_number, shipped_at)
+                     WHERE o.id = t.id
+                 )
+                 INSERT INTO {SCHEMA}.order_metrics (date, orders_shipped)
+                 SELECT * FROM unnest($4::date[], $5::bigint[])
+                 ON CONFLICT (date) DO UPDATE SET
+                     orders_shipped = order_metrics.orders_shipped + EXCLUDED.orders_shipped"
+            ),
+            truncate: sql.truncate.clone(),
+        }
+    }
+}
+
+#[projection(name = "bench-dashboard-set-based")]
+impl SetDashboard {
+    #[handles(OrderCreated)]
+    async fn created(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[Envelope<OrderCreated>],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id()).collect();
+        let customers: Vec<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
+        let totals: Vec<i64> = events.iter().map(|e| e.total_cents).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at()).collect();
+        let mut days: BTreeMap<chrono::NaiveDate, (i64, i64)> = BTreeMap::new();
+        for event in events {
+            let day = days.entry(event.occurred_at().date_naive()).or_default();
+            day.0 += 1;
+            day.1 += event.total_cents;
+        }
+        let dates: Vec<_> = days.keys().copied().collect();
+        let created: Vec<i64> = days.values().map(|d| d.0).collect();
+        let revenue: Vec<i64> = days.values().map(|d| d.1).collect();
+        sqlx::query(&self.create_orders)
+            .bind(&ids)
+            .bind(&customers)
+            .bind(&totals)
+            .bind(&times)
+            .bind(&dates)
+            .bind(&created)
+            .bind(&revenue)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    #[handles(OrderShipped)]
+    async fn shipped(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[Envelope<OrderShipped>],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id()).collect();
+        let tracking: Vec<&str> = events.iter().map(|e| e.tracking_number.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at()).collect();
+        let mut days: BTreeMap<chrono::NaiveDate, i64> = BTreeMap::new();
+        for event in events {
+            *days.entry(event.occurred_at().date_naive()).or_default() += 1;
+        }
+        let dates: Vec<_> = days.keys().copied().collect();
+        let shipped: Vec<i64> = days.values().copied().collect();
+        sqlx::query(&self.ship_orders)
+            .bind(&ids)
+            .bind(&tracking)
+            .bind(&times)
+            .bind(&dates)
+            .bind(&shipped)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    #[reset]
+    async fn clear(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(&self.truncate).execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
 // ---- Setup ------------------------------------------------------------------------------
 
 fn database_url() -> String {
@@ -244,7 +376,7 @@ async fn prepare_schema(pool: &PgPool) -> (Schema, bool) {
             .await
             .unwrap();
     }
-    let schema = Schema::named(SCHEMA).unwrap();
+    let schema = Schema::named(&SCHEMA.to_string()).unwrap();
     postgres::migrate_schema(pool, &schema).await.unwrap();
     sqlx::raw_sql(&format!(
         "CREATE TABLE IF NOT EXISTS {SCHEMA}.orders (
@@ -415,6 +547,28 @@ async fn ours(
     start.elapsed()
 }
 
+/// Ours, set-based: the same runner with [`SetDashboard`], in per-aggregate order so that a
+/// batch's `OrderCreated` and `OrderShipped` events each reach their handler in one call.
+async fn ours_set_based(
+    pool: &PgPool,
+    schema: &Schema,
+    sql: &Sql,
+    events: &[StoredEvent],
+    batch: usize,
+) -> Duration {
+    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), schema));
+    let mut runner = TransactionalRunner::new(SetDashboard::new(sql), unit)
+        .retry_policy(NoRetryPolicy)
+        .event_order(EventOrder::PerAggregate);
+    let start = Instant::now();
+    for chunk in events.chunks(batch) {
+        let outcome = runner.handle_batch(chunk).await.unwrap();
+        debug_assert_eq!(outcome.applied, chunk.len() as u64);
+        black_box(outcome);
+    }
+    start.elapsed()
+}
+
 async fn by_hand(pool: &PgPool, sql: &Sql, events: &[StoredEvent], batch: usize) -> Duration {
     let checkpoints = format!("{SCHEMA}.projection_checkpoints");
     let lock = format!("SELECT position FROM {checkpoints} WHERE projection_name = $1 FOR UPDATE");
@@ -488,10 +642,10 @@ async fn by_hand(pool: &PgPool, sql: &Sql, events: &[StoredEvent], batch: usize)
     start.elapsed()
 }
 
-/// Hand-written, set-based: the same read model from three statements per batch (orders
-/// inserted, orders shipped, metrics upserted per day), parameters as arrays through
-/// `unnest`, with the same checkpoint lock and upsert. Not what our handlers do (one event at
-/// a time); shown for what batching the writes themselves would gain.
+/// Hand-written, set-based: the same read model from two statements per batch (orders
+/// inserted with every metric of the batch summed per day and upserted, then orders shipped),
+/// parameters as arrays through `unnest`, with the same checkpoint lock and upsert: the
+/// baseline of ours set-based.
 async fn set_based(pool: &PgPool, events: &[StoredEvent], batch: usize) -> Duration {
     let checkpoints = format!("{SCHEMA}.projection_checkpoints");
     let lock = format!("SELECT position FROM {checkpoints} WHERE projection_name = $1 FOR UPDATE");
@@ -513,12 +667,22 @@ async fn set_based(pool: &PgPool, events: &[StoredEvent], batch: usize) -> Durat
              events_processed = c.events_processed + EXCLUDED.events_processed,
              updated_at = now()"
     );
-    let insert_orders = format!(
-        "INSERT INTO {SCHEMA}.orders (id, customer_id, total_cents, status, created_at)
-         SELECT id, customer_id, total_cents, 'created', created_at
-         FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[])
-              AS t(id, customer_id, total_cents, created_at)
-         ON CONFLICT (id) DO NOTHING"
+    // One statement for the orders created and every metric of the batch (a data-modifying
+    // CTE), then one for the orders shipped, which must see the rows just inserted.
+    let insert_orders_and_metrics = format!(
+        "WITH inserted AS (
+             INSERT INTO {SCHEMA}.orders (id, customer_id, total_cents, status, created_at)
+             SELECT id, customer_id, total_cents, 'created', created_at
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[])
+                  AS t(id, customer_id, total_cents, created_at)
+             ON CONFLICT (id) DO NOTHING
+         )
+         INSERT INTO {SCHEMA}.order_metrics (date, orders_created, orders_shipped, revenue_cents)
+         SELECT * FROM unnest($5::date[], $6::bigint[], $7::bigint[], $8::bigint[])
+         ON CONFLICT (date) DO UPDATE SET
+             orders_created = order_metrics.orders_created + EXCLUDED.orders_created,
+             orders_shipped = order_metrics.orders_shipped + EXCLUDED.orders_shipped,
+             revenue_cents = order_metrics.revenue_cents + EXCLUDED.revenue_cents"
     );
     let ship_orders = format!(
         "UPDATE {SCHEMA}.orders AS o
@@ -526,14 +690,6 @@ async fn set_based(pool: &PgPool, events: &[StoredEvent], batch: usize) -> Durat
          FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])
               AS t(id, tracking_number, shipped_at)
          WHERE o.id = t.id"
-    );
-    let upsert_metrics = format!(
-        "INSERT INTO {SCHEMA}.order_metrics (date, orders_created, orders_shipped, revenue_cents)
-         SELECT * FROM unnest($1::date[], $2::bigint[], $3::bigint[], $4::bigint[])
-         ON CONFLICT (date) DO UPDATE SET
-             orders_created = order_metrics.orders_created + EXCLUDED.orders_created,
-             orders_shipped = order_metrics.orders_shipped + EXCLUDED.orders_shipped,
-             revenue_cents = order_metrics.revenue_cents + EXCLUDED.revenue_cents"
     );
     let start = Instant::now();
     for chunk in events.chunks(batch) {
@@ -583,12 +739,20 @@ async fn set_based(pool: &PgPool, events: &[StoredEvent], batch: usize) -> Durat
             applied += 1;
             last = Some(event);
         }
-        if !c_ids.is_empty() {
-            sqlx::query(&insert_orders)
+        if !days.is_empty() {
+            let dates: Vec<_> = days.keys().copied().collect();
+            let created: Vec<i64> = days.values().map(|d| d.0).collect();
+            let shipped: Vec<i64> = days.values().map(|d| d.1).collect();
+            let revenue: Vec<i64> = days.values().map(|d| d.2).collect();
+            sqlx::query(&insert_orders_and_metrics)
                 .bind(&c_ids)
                 .bind(&c_customers)
                 .bind(&c_totals)
                 .bind(&c_at)
+                .bind(&dates)
+                .bind(&created)
+                .bind(&shipped)
+                .bind(&revenue)
                 .execute(&mut *tx)
                 .await
                 .unwrap();
@@ -598,20 +762,6 @@ async fn set_based(pool: &PgPool, events: &[StoredEvent], batch: usize) -> Durat
                 .bind(&s_ids)
                 .bind(&s_tracking)
                 .bind(&s_at)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        if !days.is_empty() {
-            let dates: Vec<_> = days.keys().copied().collect();
-            let created: Vec<i64> = days.values().map(|d| d.0).collect();
-            let shipped: Vec<i64> = days.values().map(|d| d.1).collect();
-            let revenue: Vec<i64> = days.values().map(|d| d.2).collect();
-            sqlx::query(&upsert_metrics)
-                .bind(&dates)
-                .bind(&created)
-                .bind(&shipped)
-                .bind(&revenue)
                 .execute(&mut *tx)
                 .await
                 .unwrap();
@@ -663,10 +813,13 @@ async fn fingerprint(pool: &PgPool, projection: &str) -> (i64, i64, i64, i64, i6
 }
 
 struct Comparison {
-    ours: f64,
-    hand: f64,
-    median_ratio: f64,
+    ours: Option<f64>,
+    hand: Option<f64>,
+    median_ratio: Option<f64>,
     set_based: Option<f64>,
+    ours_set_based: Option<f64>,
+    /// Median per round of ours set-based / set-based by hand (throughputs).
+    set_based_ratio: Option<f64>,
 }
 
 fn per_second(events: usize, elapsed: Duration) -> f64 {
@@ -678,6 +831,12 @@ enum Side {
     Ours,
     ByHand,
     SetBased,
+    OursSetBased,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    (values[(values.len() - 1) / 2] + values[values.len() / 2]) / 2.0
 }
 
 async fn compare_projection(
@@ -686,15 +845,22 @@ async fn compare_projection(
     sql: &Arc<Sql>,
     events: &[StoredEvent],
     batch: usize,
+    set_only: bool,
 ) -> Comparison {
-    let mut sides = vec![Side::Ours, Side::ByHand];
+    let mut sides = if set_only {
+        vec![]
+    } else {
+        vec![Side::Ours, Side::ByHand]
+    };
     if batch > 1 {
         sides.push(Side::SetBased);
+        sides.push(Side::OursSetBased);
     }
-    let mut best = [Duration::MAX; 3];
+    let mut best = [Duration::MAX; 4];
     let mut ratios = Vec::new();
+    let mut set_ratios = Vec::new();
     for round in 0..PROJECTION_ROUNDS {
-        let mut times = [Duration::ZERO; 3];
+        let mut times = [Duration::ZERO; 4];
         let mut prints = Vec::new();
         // Each round starts with a different side.
         for step in 0..sides.len() {
@@ -704,6 +870,10 @@ async fn compare_projection(
                 Side::Ours => (ours(pool, schema, sql, events, batch).await, OURS),
                 Side::ByHand => (by_hand(pool, sql, events, batch).await, HAND),
                 Side::SetBased => (set_based(pool, events, batch).await, HAND),
+                Side::OursSetBased => (
+                    ours_set_based(pool, schema, sql, events, batch).await,
+                    OURS_SET,
+                ),
             };
             prints.push(fingerprint(pool, name).await);
             times[side as usize] = elapsed;
@@ -719,14 +889,21 @@ async fn compare_projection(
             }
         }
         // Throughput ratio: ours / hand-written = time by hand / time ours.
-        ratios.push(times[1].as_secs_f64() / times[0].as_secs_f64());
+        if !set_only {
+            ratios.push(times[1].as_secs_f64() / times[0].as_secs_f64());
+        }
+        if batch > 1 {
+            set_ratios.push(times[2].as_secs_f64() / times[3].as_secs_f64());
+        }
     }
-    ratios.sort_by(f64::total_cmp);
+    let rate = |time: Duration| (time < Duration::MAX).then(|| per_second(events.len(), time));
     Comparison {
-        ours: per_second(events.len(), best[0]),
-        hand: per_second(events.len(), best[1]),
-        median_ratio: (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0,
-        set_based: (best[2] < Duration::MAX).then(|| per_second(events.len(), best[2])),
+        ours: rate(best[0]),
+        hand: rate(best[1]),
+        median_ratio: (!ratios.is_empty()).then(|| median(ratios)),
+        set_based: rate(best[2]),
+        ours_set_based: rate(best[3]),
+        set_based_ratio: (!set_ratios.is_empty()).then(|| median(set_ratios)),
     }
 }
 
@@ -1053,11 +1230,13 @@ fn main() {
 }
 
 /// What to run, from the arguments: `projection`, `reads` (default both), `stall`, `--batch N`
-/// (repeatable; default 1, 100 and 1,000) and `--stall-seconds N`.
+/// (repeatable; default 1, 100 and 1,000) and `--stall-seconds N`; `set` runs the set-based
+/// sides of the projection only.
 struct Selection {
     projection: bool,
     reads: bool,
     stall: bool,
+    set_only: bool,
     batches: Vec<usize>,
     stall_seconds: u64,
 }
@@ -1083,9 +1262,11 @@ impl Selection {
         if batches.is_empty() {
             batches = BATCH_SIZES.to_vec();
         }
+        let set_only = words.contains(&"set");
         let all = words.is_empty();
         Self {
-            projection: all || words.contains(&"projection"),
+            set_only,
+            projection: all || set_only || words.contains(&"projection"),
             reads: all || words.contains(&"reads"),
             stall: words.contains(&"stall"),
             batches,
@@ -1144,29 +1325,42 @@ async fn run() {
              (best of {PROJECTION_ROUNDS} rounds, sides rotating)"
         );
         println!(
-            "  {:>6} {:>8}  {:>10}  {:>12}  {:>19}  {:>18}",
+            "  {:>6} {:>8}  {:>10}  {:>12}  {:>19}  {:>18}  {:>18}  {:>24}",
             "batch",
             "events",
             "ours ev/s",
             "by hand ev/s",
             "ours/by hand median",
-            "set-based by hand"
+            "set-based by hand",
+            "ours set-based",
+            "ours/by hand (set) median"
         );
+        let optional = |value: Option<f64>, decimals: usize| {
+            value.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
+        };
         for &batch in &selection.batches {
             let count = if batch == 1 {
                 EVENTS_AT_BATCH_1
             } else {
                 events.len()
             };
-            let result = compare_projection(&pool, &schema, &sql, &events[..count], batch).await;
+            let result = compare_projection(
+                &pool,
+                &schema,
+                &sql,
+                &events[..count],
+                batch,
+                selection.set_only,
+            )
+            .await;
             println!(
-                "  {batch:>6} {count:>8}  {:>10.0}  {:>12.0}  {:>19.2}  {:>18}",
-                result.ours,
-                result.hand,
-                result.median_ratio,
-                result
-                    .set_based
-                    .map_or("-".to_owned(), |rate| format!("{rate:.0}")),
+                "  {batch:>6} {count:>8}  {:>10}  {:>12}  {:>19}  {:>18}  {:>18}  {:>24}",
+                optional(result.ours, 0),
+                optional(result.hand, 0),
+                optional(result.median_ratio, 2),
+                optional(result.set_based, 0),
+                optional(result.ours_set_based, 0),
+                optional(result.set_based_ratio, 2),
             );
         }
     }

@@ -1,6 +1,7 @@
 //! An orders dashboard in PostgreSQL: the read model of the Python library's "Complete
-//! Example", an `orders` table and daily `order_metrics`, kept by upserts that commit in the
-//! same transaction as the projection's checkpoint.
+//! Example", an `orders` table and daily `order_metrics`, kept by set-based handlers (a run of
+//! events per call, written with `unnest` arrays) that commit in the same transaction as the
+//! projection's checkpoint.
 //!
 //! Run it with `cargo run --example postgres_dashboard --features postgres` against
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
@@ -13,12 +14,14 @@
 //! replays every event; the dashboard comes out the same. `DROP SCHEMA dashboard_example
 //! CASCADE` starts from nothing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use projections::coordinator::ProjectionCoordinator;
 use projections::postgres::{self, PgPool, PostgresEventStore, Schema};
+use projections::runner::EventOrder;
 use projections::store::AppendError;
 use projections::transactional::{PgTransactionUnit, TransactionalRunner};
 use projections::{
@@ -69,9 +72,17 @@ const CREATE_TABLES: &str = "
 
 /// The dashboard: one row per order, one row of metrics per day (UTC).
 ///
+/// Its handlers are set-based: each takes a run of events of its type at once and writes it
+/// with two statements (`unnest` arrays), whatever the run's length, instead of two per event.
+/// It is registered with `EventOrder::PerAggregate` (an order's own events keep their order;
+/// the daily counters are sums, which do not mind the order of different orders), so a
+/// batch's `OrderCreated` events reach `created` in one call and its `OrderShipped` events
+/// reach `shipped` in another, although the two types alternate in the log.
+///
 /// The metric upserts add to the day's counters, so applying an event twice would count it
 /// twice; the transactional runner commits them with the checkpoint, so each event is applied
-/// exactly once.
+/// exactly once. When a call fails, the runner finds the failing event (by halving the run,
+/// each try in a fresh transaction), so only that event is dead-lettered.
 struct OrderDashboard;
 
 #[projection(name = "order-dashboard")]
@@ -80,28 +91,46 @@ impl OrderDashboard {
     async fn created(
         &mut self,
         conn: &mut PgConnection,
-        event: &Envelope<OrderCreated>,
+        events: &[Envelope<OrderCreated>],
     ) -> Result<(), sqlx::Error> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id()).collect();
+        let customers: Vec<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
+        let totals: Vec<i64> = events.iter().map(|e| e.total_cents).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at()).collect();
         sqlx::query(
             "INSERT INTO dashboard_example.orders (id, customer_id, total_cents, status, created_at)
-             VALUES ($1, $2, $3, 'created', $4)
+             SELECT id, customer_id, total_cents, 'created', created_at
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[])
+                  AS t(id, customer_id, total_cents, created_at)
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(event.aggregate_id())
-        .bind(&event.customer_id)
-        .bind(event.total_cents)
-        .bind(event.occurred_at())
+        .bind(&ids)
+        .bind(&customers)
+        .bind(&totals)
+        .bind(&times)
         .execute(&mut *conn)
         .await?;
+
+        // One row per day: an upsert cannot touch the same row twice in one statement.
+        let mut days: BTreeMap<NaiveDate, (i64, i64)> = BTreeMap::new();
+        for event in events {
+            let day = days.entry(event.occurred_at().date_naive()).or_default();
+            day.0 += 1;
+            day.1 += event.total_cents;
+        }
+        let dates: Vec<NaiveDate> = days.keys().copied().collect();
+        let created: Vec<i64> = days.values().map(|d| d.0).collect();
+        let revenue: Vec<i64> = days.values().map(|d| d.1).collect();
         sqlx::query(
             "INSERT INTO dashboard_example.order_metrics (date, orders_created, revenue_cents)
-             VALUES ($1, 1, $2)
+             SELECT * FROM unnest($1::date[], $2::bigint[], $3::bigint[])
              ON CONFLICT (date) DO UPDATE SET
-                 orders_created = order_metrics.orders_created + 1,
+                 orders_created = order_metrics.orders_created + EXCLUDED.orders_created,
                  revenue_cents = order_metrics.revenue_cents + EXCLUDED.revenue_cents",
         )
-        .bind(event.occurred_at().date_naive())
-        .bind(event.total_cents)
+        .bind(&dates)
+        .bind(&created)
+        .bind(&revenue)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -111,25 +140,38 @@ impl OrderDashboard {
     async fn shipped(
         &mut self,
         conn: &mut PgConnection,
-        event: &Envelope<OrderShipped>,
+        events: &[Envelope<OrderShipped>],
     ) -> Result<(), sqlx::Error> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id()).collect();
+        let tracking: Vec<&str> = events.iter().map(|e| e.tracking_number.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at()).collect();
         sqlx::query(
-            "UPDATE dashboard_example.orders
-             SET status = 'shipped', tracking_number = $2, shipped_at = $3
-             WHERE id = $1",
+            "UPDATE dashboard_example.orders AS o
+             SET status = 'shipped', tracking_number = t.tracking_number, shipped_at = t.shipped_at
+             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])
+                  AS t(id, tracking_number, shipped_at)
+             WHERE o.id = t.id",
         )
-        .bind(event.aggregate_id())
-        .bind(&event.tracking_number)
-        .bind(event.occurred_at())
+        .bind(&ids)
+        .bind(&tracking)
+        .bind(&times)
         .execute(&mut *conn)
         .await?;
+
+        let mut days: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+        for event in events {
+            *days.entry(event.occurred_at().date_naive()).or_default() += 1;
+        }
+        let dates: Vec<NaiveDate> = days.keys().copied().collect();
+        let shipped: Vec<i64> = days.values().copied().collect();
         sqlx::query(
             "INSERT INTO dashboard_example.order_metrics (date, orders_shipped)
-             VALUES ($1, 1)
+             SELECT * FROM unnest($1::date[], $2::bigint[])
              ON CONFLICT (date) DO UPDATE SET
-                 orders_shipped = order_metrics.orders_shipped + 1",
+                 orders_shipped = order_metrics.orders_shipped + EXCLUDED.orders_shipped",
         )
-        .bind(event.occurred_at().date_naive())
+        .bind(&dates)
+        .bind(&shipped)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -170,7 +212,10 @@ async fn main() -> anyhow::Result<()> {
 
     let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), &schema));
     let mut registry = ProjectionRegistry::new();
-    registry.register(TransactionalRunner::new(OrderDashboard, unit))?;
+    // Per-aggregate order: each batch's events of one type reach their handler in one call.
+    let runner =
+        TransactionalRunner::new(OrderDashboard, unit).event_order(EventOrder::PerAggregate);
+    registry.register(runner)?;
     let mut coordinator = ProjectionCoordinator::new(registry, store.clone()).batch_size(100);
 
     println!("\n== Before catch-up ==");

@@ -867,7 +867,7 @@ async fn catch_up_to(coordinator: &mut ProjectionCoordinator, position: u64) {
                 .map(|(name, error)| format!("{name}: {error}"))
                 .collect();
             assert!(failures.is_empty(), "{failures:?}");
-            let runner = coordinator.registry_mut().runner_mut::<Runner>().unwrap();
+            let runner = coordinator.registry_mut().get_mut(PROJECTION).unwrap();
             if runner.checkpoint().await.unwrap() >= Some(position) {
                 return;
             }
@@ -1176,6 +1176,191 @@ async fn the_live_loop_follows_appends_through_notifications() {
         let (report, ()) = tokio::join!(coordinator.run(shutdown), writer);
         report.unwrap();
         assert_eq!(db.order_numbers().await, vec![1, 2]);
+        db.drop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Set-based and live-only handlers
+// ---------------------------------------------------------------------------------------------
+
+/// The same read model as [`Orders`], set-based: one statement for the orders of a run, then
+/// (unless the run holds a poison order) one for the day totals.
+struct SetOrders {
+    insert_orders: String,
+    upsert_totals: String,
+    runs: Arc<Mutex<Vec<usize>>>,
+}
+
+impl SetOrders {
+    fn new(db: &TestDb) -> Self {
+        let (orders, totals) = (db.table(ORDERS_TABLE), db.table(TOTALS_TABLE));
+        Self {
+            insert_orders: format!(
+                "INSERT INTO {orders} (order_no, day, amount, customer)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])"
+            ),
+            upsert_totals: format!(
+                "INSERT INTO {totals} AS t (day, total, orders)
+                 SELECT day, sum(amount), count(*)
+                 FROM unnest($1::text[], $2::bigint[]) AS u(day, amount)
+                 GROUP BY day
+                 ON CONFLICT (day) DO UPDATE SET
+                     total = t.total + EXCLUDED.total, orders = t.orders + EXCLUDED.orders"
+            ),
+            runs: Arc::default(),
+        }
+    }
+}
+
+#[projection(name = "pg_orders")]
+impl SetOrders {
+    #[handles(OrderPlaced)]
+    async fn placed(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[Envelope<OrderPlaced>],
+    ) -> Result<(), OrderError> {
+        self.runs.lock().unwrap().push(events.len());
+        let numbers: Vec<i64> = events.iter().map(|e| e.order_no).collect();
+        let days: Vec<&str> = events.iter().map(|e| e.day.as_str()).collect();
+        let amounts: Vec<i64> = events.iter().map(|e| e.amount).collect();
+        let customers: Vec<&str> = events.iter().map(|e| e.customer.as_str()).collect();
+        sqlx::query(&self.insert_orders)
+            .bind(&numbers)
+            .bind(&days)
+            .bind(&amounts)
+            .bind(&customers)
+            .execute(&mut *conn)
+            .await?;
+        if let Some(poison) = events.iter().find(|e| e.amount == POISON) {
+            return Err(OrderError::Poison(poison.order_no));
+        }
+        sqlx::query(&self.upsert_totals)
+            .bind(&days)
+            .bind(&amounts)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Set-based, the read model, checkpoint and dead letters are those of the per-event
+/// projection: the poison order's statements roll back, every other order is written once.
+#[tokio::test]
+async fn a_set_based_projection_leaves_the_read_model_of_the_per_event_one() {
+    within("set-based against per-event", async {
+        let events: Vec<AnyEvent> = crash_stream().concat();
+        let per_event = TestDb::new().await;
+        per_event
+            .runner(&Faults::none())
+            .handle_batch(&events)
+            .await
+            .unwrap();
+        let expected = per_event.snapshot().await;
+        assert_eq!(expected.dead_letters.len(), 1);
+
+        let db = TestDb::new().await;
+        let projection = SetOrders::new(&db);
+        let runs = projection.runs.clone();
+        let unit = Arc::new(PgTransactionUnit::with_schema(db.pool.clone(), &db.schema));
+        let mut runner = TransactionalRunner::new(projection, unit).retry_policy(NoRetryPolicy);
+        let outcome = runner.handle_batch(&events).await.unwrap();
+        assert_eq!((outcome.applied, outcome.dead_lettered.len()), (7, 1));
+        assert_eq!(db.snapshot().await, expected);
+        // Runs split by the events passed over: [1 2] [3 4 5 6p 7] [8]; the poisoned run is
+        // narrowed down by halves, each in a fresh transaction.
+        assert_eq!(runs.lock().unwrap()[..2], [2, 5]);
+        per_event.drop().await;
+        db.drop().await;
+    })
+    .await;
+}
+
+/// Writes a notification row per order placed, for live orders only.
+struct Notifier {
+    insert: String,
+}
+
+#[projection(name = "pg_orders")]
+impl Notifier {
+    #[handles(OrderPlaced, live_only)]
+    async fn notify(
+        &mut self,
+        conn: &mut PgConnection,
+        event: &Envelope<OrderPlaced>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&self.insert)
+            .bind(event.order_no)
+            .bind(event.day.as_str())
+            .bind(event.amount)
+            .bind(event.customer.as_str())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The replay horizon is stored in PostgreSQL with the checkpoint: a restarted process keeps
+/// it, a rebuild takes a new one, and only live orders are notified, once each.
+#[tokio::test]
+async fn live_only_handlers_keep_their_horizon_in_postgres() {
+    within("live-only on PostgreSQL", async {
+        let db = TestDb::new().await;
+        let store = db.store();
+        for n in 1..=5 {
+            append(&store, order(n, "d1", 10 * n)).await;
+        }
+        // The first start takes the readable head as its horizon: wait until all five are
+        // readable (transactions of other tests may hold the horizon back for a moment).
+        while store.head_position().await.unwrap() < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let coordinator = |db: &TestDb| {
+            let insert = ReadModelSql::new(&db.schema).insert_order;
+            let unit = Arc::new(PgTransactionUnit::with_schema(db.pool.clone(), &db.schema));
+            let mut registry = ProjectionRegistry::new();
+            registry
+                .register(TransactionalRunner::new(Notifier { insert }, unit))
+                .unwrap();
+            ProjectionCoordinator::new(registry, Arc::new(db.store()))
+        };
+        let mut first = coordinator(&db);
+        catch_up_to(&mut first, 5).await;
+        assert!(db.orders().await.is_empty(), "stored orders are replayed");
+        assert_eq!(
+            db.checkpoints()
+                .get_replay_horizon(PROJECTION)
+                .await
+                .unwrap(),
+            Some(5)
+        );
+        let last = append(&store, order(6, "d2", 60)).await;
+        catch_up_to(&mut first, last).await;
+        assert_eq!(db.order_numbers().await, [6]);
+        drop(first);
+
+        // A new process: the same horizon, and nothing twice.
+        let mut second = coordinator(&db);
+        let last = append(&store, order(7, "d2", 70)).await;
+        catch_up_to(&mut second, last).await;
+        assert_eq!(db.order_numbers().await, [6, 7]);
+
+        // A rebuild replays what the projection had passed: nothing is notified again.
+        second.rebuild_projection(PROJECTION).await.unwrap();
+        assert_eq!(
+            db.checkpoints()
+                .get_replay_horizon(PROJECTION)
+                .await
+                .unwrap(),
+            Some(last)
+        );
+        assert_eq!(db.order_numbers().await, [6, 7]);
+        let last = append(&store, order(8, "d3", 80)).await;
+        catch_up_to(&mut second, last).await;
+        assert_eq!(db.order_numbers().await, [6, 7, 8]);
+        drop(second);
         db.drop().await;
     })
     .await;

@@ -663,3 +663,51 @@ async fn a_panic_in_a_synchronous_handler_is_that_events_failure() {
         "{dead:?}"
     );
 }
+
+use projections::{Envelope, projection};
+
+/// Sums deposits set-based; refuses a run holding a 13 before changing anything.
+#[derive(Default)]
+struct SetTotal {
+    total: i64,
+    calls: Vec<usize>,
+}
+
+#[projection(name = "set-total")]
+impl SetTotal {
+    #[handles(common::Deposited)]
+    async fn deposited(&mut self, events: &[Envelope<common::Deposited>]) -> Result<(), String> {
+        self.calls.push(events.len());
+        if events.iter().any(|e| e.amount == 13) {
+            return Err("refusing 13".into());
+        }
+        self.total += events.iter().map(|e| e.amount).sum::<i64>();
+        Ok(())
+    }
+}
+
+/// With repositories, a failing run is narrowed down the same way: the bad event alone is
+/// dead-lettered and the checkpoint passes it.
+#[tokio::test]
+async fn a_set_based_failure_is_narrowed_down_with_repositories() {
+    let account = Uuid::new_v4();
+    let events = positioned(
+        [1, 2, 3, 4, 13, 6, 7]
+            .iter()
+            .map(|&a| deposit(account, a))
+            .collect(),
+        1,
+    );
+    let mut runner = ProjectionRunner::builder(SetTotal::default())
+        .retry_policy(NoRetryPolicy)
+        .build();
+    let outcome = runner.handle_batch(&events).await.unwrap();
+    assert_eq!((outcome.applied, outcome.dead_lettered.len()), (6, 1));
+    assert_eq!(outcome.checkpoint, Some(7));
+    assert_eq!(runner.projection().total, 1 + 2 + 3 + 4 + 6 + 7);
+    // [7 events] fails; [1 2 3] commits; [4 13 6 7] fails; [4 13] fails; [4] commits;
+    // [13 6 7] fails; [13] fails alone and is dead-lettered; [6 7] commits.
+    assert_eq!(runner.projection().calls, [7, 3, 4, 2, 1, 3, 1, 2]);
+    let dead = runner.failed_events().await.unwrap();
+    assert_eq!(dead[0].position, Some(5));
+}

@@ -11,10 +11,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Deposited, deposit, positioned};
+use common::{Deposited, Withdrawn, deposit, positioned};
 use projections::checkpoint::CheckpointUpdate;
 use projections::dlq::FailedEvent;
-use projections::runner::RunnerError;
+use projections::runner::{EventOrder, RunnerError};
 use projections::storage::BoxFuture;
 use projections::transactional::{TransactionUnit, TransactionalRunner};
 use projections::{
@@ -512,4 +512,459 @@ async fn an_unhandled_event_of_a_followed_aggregate_is_dead_lettered_with_its_ch
         ("Withdrawn", Some(2), 1),
         "not retried: trying again cannot add a handler"
     );
+}
+
+// ---- Set-based handlers ----------------------------------------------------------------
+
+/// Deposits set-based, withdrawals per event. A run writes one statement per deposit, then
+/// refuses the whole run if it holds a 13 or panics if it holds a 66: the runner must find that
+/// event. The size of every call is recorded.
+#[derive(Default)]
+struct SetLedger {
+    runs: Arc<Mutex<Vec<usize>>>,
+}
+
+#[projection(name = "set-ledger")]
+impl SetLedger {
+    #[handles(Deposited)]
+    async fn deposited(
+        &mut self,
+        conn: &mut FakeConn,
+        events: &[Envelope<Deposited>],
+    ) -> Result<(), String> {
+        self.runs.lock().unwrap().push(events.len());
+        for event in events {
+            conn.balances.push((event.aggregate_id(), event.amount));
+        }
+        if let Some(bad) = events.iter().find(|e| e.amount == 13) {
+            return Err(format!("refusing 13 at {:?}", bad.position()));
+        }
+        assert!(events.iter().all(|e| e.amount != 66), "66 is not a deposit");
+        for event in events {
+            conn.balances.push((event.aggregate_id(), 1000));
+        }
+        Ok(())
+    }
+
+    #[handles(Withdrawn)]
+    async fn withdrawn(&mut self, conn: &mut FakeConn, event: &Envelope<Withdrawn>) {
+        conn.balances.push((event.aggregate_id(), -event.amount));
+    }
+}
+
+fn set_runner(db: &Arc<FakeDb>, ledger: SetLedger) -> TransactionalRunner<SetLedger, FakeDb> {
+    TransactionalRunner::new(ledger, db.clone()).retry_policy(NoRetryPolicy)
+}
+
+#[tokio::test]
+async fn a_set_based_handler_takes_each_run_of_its_type_in_one_call() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = positioned(
+        vec![
+            deposit(account, 1),
+            deposit(account, 2),
+            deposit(account, 3),
+            common::withdraw(account, 4),
+            deposit(account, 5),
+            deposit(account, 6),
+        ],
+        1,
+    );
+    let ledger = SetLedger::default();
+    let runs = ledger.runs.clone();
+    let outcome = set_runner(&db, ledger).handle_batch(&events).await.unwrap();
+    assert_eq!((outcome.applied, outcome.checkpoint), (6, Some(6)));
+    assert_eq!(*runs.lock().unwrap(), [3, 2], "one call per run, in order");
+    assert_eq!(db.begins.load(Ordering::SeqCst), 1, "one transaction");
+    assert_eq!(db.balances()[&account], 1 + 2 + 3 - 4 + 5 + 6 + 5_000);
+    let data = db
+        .checkpoints
+        .get_checkpoint_data("set-ledger")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((data.position, data.events_processed), (6, 6));
+}
+
+/// Wherever the bad event sits in a run, it alone is dead-lettered and every other event is
+/// applied exactly once.
+#[tokio::test]
+async fn a_failing_event_in_a_run_is_found_and_dead_lettered_alone() {
+    for bad in 0..9 {
+        let db = Arc::new(FakeDb::default());
+        let account = Uuid::new_v4();
+        let amounts: Vec<i64> = (1..=9)
+            .map(|n| if n - 1 == bad { 13 } else { n * 100 })
+            .collect();
+        let events = deposits(account, &amounts);
+        let ledger = SetLedger::default();
+        let runs = ledger.runs.clone();
+        let outcome = set_runner(&db, ledger).handle_batch(&events).await.unwrap();
+        let good: i64 = amounts.iter().filter(|&&a| a != 13).sum();
+        assert_eq!(
+            (
+                outcome.applied,
+                outcome.dead_lettered.len(),
+                outcome.checkpoint
+            ),
+            (8, 1, Some(9)),
+            "bad event at {bad}"
+        );
+        assert_eq!(db.balances()[&account], good + 8_000, "bad event at {bad}");
+        let entries = db
+            .dead_letters
+            .get_failed_events(Default::default())
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].position, Some(bad as u64 + 1));
+        assert_eq!(entries[0].attempts, 1);
+        // Narrowing halves: a handful of calls, not one per event.
+        let calls = runs.lock().unwrap().len();
+        assert!(calls <= 10, "{calls} calls for a bad event at {bad}");
+        let data = db
+            .checkpoints
+            .get_checkpoint_data("set-ledger")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((data.position, data.events_processed), (9, 8));
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_a_set_based_handler_is_its_events_failure() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[1, 2, 66, 4]);
+    let outcome = set_runner(&db, SetLedger::default())
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.dead_lettered.len()), (3, 1));
+    assert_eq!(db.balances()[&account], 1 + 2 + 4 + 3_000);
+    let entries = db
+        .dead_letters
+        .get_failed_events(Default::default())
+        .await
+        .unwrap();
+    assert_eq!(entries[0].position, Some(3));
+    assert!(entries[0].error_message.contains("66 is not a deposit"));
+}
+
+#[tokio::test]
+async fn the_stop_policy_stops_at_the_failing_event_of_a_run() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[1, 2, 3, 13, 5, 6]);
+    let mut runner = set_runner(&db, SetLedger::default()).on_failure(FailurePolicy::Stop);
+    let error = runner.handle_batch(&events).await.unwrap_err();
+    let RunnerError::Stopped { at, .. } = error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(at.position, Some(4));
+    assert_eq!(db.balances()[&account], 1 + 2 + 3 + 3_000);
+    assert_eq!(
+        db.checkpoints.get_checkpoint("set-ledger").await.unwrap(),
+        Some(3)
+    );
+}
+
+/// The crash-at-every-step suite for a set-based projection: narrowing a failed run takes
+/// more transactions, and a failure at any of them, then a restart, gives the uninterrupted
+/// result.
+#[tokio::test]
+async fn a_failure_at_any_step_of_a_set_based_batch_then_a_restart_gives_the_uninterrupted_result()
+{
+    let account = Uuid::new_v4();
+    let events = positioned(
+        vec![
+            deposit(account, 1),
+            deposit(account, 2),
+            deposit(account, 3),
+            deposit(account, 13),
+            deposit(account, 5),
+            common::withdraw(account, 6),
+            deposit(account, 7),
+            deposit(account, 8),
+        ],
+        1,
+    );
+    let clean = Arc::new(FakeDb::default());
+    set_runner(&clean, SetLedger::default())
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    let expected = clean.balances();
+    assert_eq!(expected[&account], 1 + 2 + 3 + 5 - 6 + 7 + 8 + 6_000);
+    let steps = clean.seen.lock().unwrap().clone();
+
+    for fault in [
+        Fault::Begin,
+        Fault::Lock,
+        Fault::WriteCheckpoint,
+        Fault::Commit,
+    ] {
+        let occurrences = steps.get(&format!("{fault:?}")).copied().unwrap_or(0);
+        assert!(occurrences >= 2, "{fault:?} happens {occurrences} times");
+        for occurrence in 1..=occurrences {
+            let db = Arc::new(FakeDb::default());
+            *db.fault.lock().unwrap() = Some((fault, occurrence));
+            let first = set_runner(&db, SetLedger::default())
+                .handle_batch(&events)
+                .await;
+            *db.fault.lock().unwrap() = None;
+            set_runner(&db, SetLedger::default())
+                .handle_batch(&events)
+                .await
+                .unwrap();
+            assert_eq!(
+                db.balances(),
+                expected,
+                "fault {fault:?} #{occurrence}, first run: {first:?}"
+            );
+            let dead = db
+                .dead_letters
+                .get_failed_events(Default::default())
+                .await
+                .unwrap();
+            assert_eq!(dead.len(), 1, "fault {fault:?} #{occurrence}");
+            assert_eq!(dead[0].position, Some(4));
+        }
+    }
+}
+
+/// Fails its `fail_on`-th call; otherwise writes the deposit.
+struct FailsOnCall {
+    calls: u32,
+    fail_on: u32,
+}
+
+#[projection(name = "fails-on-call")]
+impl FailsOnCall {
+    #[handles(Deposited)]
+    async fn deposited(
+        &mut self,
+        conn: &mut FakeConn,
+        event: &Envelope<Deposited>,
+    ) -> Result<(), String> {
+        self.calls += 1;
+        conn.balances.push((event.aggregate_id(), event.amount));
+        if self.calls == self.fail_on || event.amount == 13 {
+            return Err(format!("call {} on {}", self.calls, event.amount));
+        }
+        Ok(())
+    }
+}
+
+/// When re-applying the events before a failure, one that had succeeded fails now: it is
+/// settled (here dead-lettered), and the later failure is met again in order. No event is
+/// passed over without being applied or dead-lettered.
+#[tokio::test]
+async fn an_event_that_fails_when_applied_again_is_settled_not_skipped() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = deposits(account, &[1, 2, 13, 4]);
+    // Calls: 1, 2, 13 (fails, rolled back), then 1, 2 again: the second 2 (call 5) fails.
+    let projection = FailsOnCall {
+        calls: 0,
+        fail_on: 5,
+    };
+    let mut runner = TransactionalRunner::new(projection, db.clone()).retry_policy(NoRetryPolicy);
+    let outcome = runner.handle_batch(&events).await.unwrap();
+    assert_eq!((outcome.applied, outcome.checkpoint), (2, Some(4)));
+    let dead: Vec<Option<u64>> = db
+        .dead_letters
+        .get_failed_events(Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(dead, [Some(2), Some(3)]);
+    assert_eq!(db.balances()[&account], 1 + 4);
+}
+
+// ---- Per-aggregate order: the events of a type gathered across a batch ----------------
+
+/// Deposits and withdrawals, both set-based; records each call as (type, size).
+#[derive(Default)]
+struct GatheredLedger {
+    calls: Arc<Mutex<Vec<(&'static str, usize)>>>,
+}
+
+#[projection(name = "gathered-ledger")]
+impl GatheredLedger {
+    #[handles(Deposited)]
+    async fn deposited(
+        &mut self,
+        conn: &mut FakeConn,
+        events: &[Envelope<Deposited>],
+    ) -> Result<(), String> {
+        self.calls.lock().unwrap().push(("deposited", events.len()));
+        for event in events {
+            conn.balances.push((event.aggregate_id(), event.amount));
+        }
+        match events.iter().find(|e| e.amount == 13) {
+            Some(_) => Err("refusing 13".into()),
+            None => Ok(()),
+        }
+    }
+
+    #[handles(Withdrawn)]
+    async fn withdrawn(&mut self, conn: &mut FakeConn, events: &[Envelope<Withdrawn>]) {
+        self.calls.lock().unwrap().push(("withdrawn", events.len()));
+        for event in events {
+            conn.balances.push((event.aggregate_id(), -event.amount));
+        }
+    }
+}
+
+fn gathered_runner(
+    db: &Arc<FakeDb>,
+    ledger: GatheredLedger,
+) -> TransactionalRunner<GatheredLedger, FakeDb> {
+    TransactionalRunner::new(ledger, db.clone())
+        .retry_policy(NoRetryPolicy)
+        .event_order(EventOrder::PerAggregate)
+}
+
+#[tokio::test]
+async fn per_aggregate_order_gathers_each_type_of_a_batch_in_one_call() {
+    let db = Arc::new(FakeDb::default());
+    let accounts: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let events = positioned(
+        accounts
+            .iter()
+            .flat_map(|&a| [deposit(a, 10), common::withdraw(a, 3)])
+            .collect(),
+        1,
+    );
+    let ledger = GatheredLedger::default();
+    let calls = ledger.calls.clone();
+    let outcome = gathered_runner(&db, ledger)
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.checkpoint), (6, Some(6)));
+    assert_eq!(*calls.lock().unwrap(), [("deposited", 3), ("withdrawn", 3)]);
+    assert_eq!(db.begins.load(Ordering::SeqCst), 1);
+    for account in accounts {
+        assert_eq!(db.balances()[&account], 7);
+    }
+}
+
+/// An aggregate whose events of two types interleave keeps its order: the batch runs in log
+/// order (runs of consecutive events only).
+#[tokio::test]
+async fn per_aggregate_order_never_reorders_one_aggregates_events() {
+    let db = Arc::new(FakeDb::default());
+    let account = Uuid::new_v4();
+    let events = positioned(
+        vec![
+            deposit(account, 10),
+            common::withdraw(account, 3),
+            deposit(account, 5),
+        ],
+        1,
+    );
+    let ledger = GatheredLedger::default();
+    let calls = ledger.calls.clone();
+    gathered_runner(&db, ledger)
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [("deposited", 1), ("withdrawn", 1), ("deposited", 1)]
+    );
+    assert_eq!(db.balances()[&account], 12);
+    // Seen before any transaction was opened: the batch costs one, as in log order.
+    assert_eq!(db.begins.load(Ordering::SeqCst), 1);
+}
+
+/// A failing gathered call rolls back; the batch runs again in log order, where the failing
+/// event alone is dead-lettered.
+#[tokio::test]
+async fn a_failure_in_a_gathered_batch_is_isolated_in_log_order() {
+    let db = Arc::new(FakeDb::default());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let events = positioned(
+        vec![
+            deposit(a, 10),
+            common::withdraw(a, 3),
+            deposit(b, 13),
+            common::withdraw(b, 4),
+        ],
+        1,
+    );
+    let outcome = gathered_runner(&db, GatheredLedger::default())
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.dead_lettered.len()), (3, 1));
+    assert_eq!(db.balances()[&a], 7);
+    assert_eq!(db.balances()[&b], -4);
+    let dead = db
+        .dead_letters
+        .get_failed_events(Default::default())
+        .await
+        .unwrap();
+    assert_eq!(dead[0].position, Some(3));
+}
+
+/// The crash-at-every-step suite for a gathered batch that fails and runs again in log order.
+#[tokio::test]
+async fn a_failure_at_any_step_of_a_gathered_batch_then_a_restart_gives_the_uninterrupted_result() {
+    let accounts: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let events = positioned(
+        accounts
+            .iter()
+            .enumerate()
+            .flat_map(|(n, &a)| {
+                let amount = if n == 2 { 13 } else { 20 + n as i64 };
+                [deposit(a, amount), common::withdraw(a, 3)]
+            })
+            .collect(),
+        1,
+    );
+    let clean = Arc::new(FakeDb::default());
+    gathered_runner(&clean, GatheredLedger::default())
+        .handle_batch(&events)
+        .await
+        .unwrap();
+    let expected = clean.balances();
+    let steps = clean.seen.lock().unwrap().clone();
+    for fault in [
+        Fault::Begin,
+        Fault::Lock,
+        Fault::WriteCheckpoint,
+        Fault::Commit,
+    ] {
+        let occurrences = steps.get(&format!("{fault:?}")).copied().unwrap_or(0);
+        for occurrence in 1..=occurrences {
+            let db = Arc::new(FakeDb::default());
+            *db.fault.lock().unwrap() = Some((fault, occurrence));
+            let first = gathered_runner(&db, GatheredLedger::default())
+                .handle_batch(&events)
+                .await;
+            *db.fault.lock().unwrap() = None;
+            gathered_runner(&db, GatheredLedger::default())
+                .handle_batch(&events)
+                .await
+                .unwrap();
+            assert_eq!(
+                db.balances(),
+                expected,
+                "fault {fault:?} #{occurrence}, first run: {first:?}"
+            );
+            let dead = db
+                .dead_letters
+                .get_failed_events(Default::default())
+                .await
+                .unwrap();
+            assert_eq!(dead.len(), 1, "fault {fault:?} #{occurrence}: {dead:#?}");
+        }
+    }
 }

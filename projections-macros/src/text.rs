@@ -41,7 +41,11 @@ fn write_stream(stream: TokenStream, last: &mut Last, out: &mut String) {
                     _ => ("{ ", " }"),
                 };
                 // `dyn Fn(u32)`, `Vec<(u8, u8)>`: no space before a group, except after an
-                // operator that takes one (`-> (A, B)`).
+                // operator that takes one (`-> (A, B)`) or before a slice after a word
+                // (`&mut [u8]`: types never index).
+                if group.delimiter() == Delimiter::Bracket && *last == Last::Word {
+                    out.push(' ');
+                }
                 out.push_str(open);
                 write_stream(group.stream(), &mut Last::Tight, out);
                 out.push_str(close);
@@ -136,6 +140,8 @@ mod tests {
             (quote!(_extra: Option<u32>), "_extra: Option<u32>"),
             (quote!(mut conn), "mut conn"),
             (quote!((&A, &B)), "(&A, &B)"),
+            (quote!(&mut [Envelope<A>]), "&mut [Envelope<A>]"),
+            (quote!(&[u8]), "&[u8]"),
             (quote!(for<'a> fn(&'a str)), "for<'a> fn(&'a str)"),
             (
                 quote!(Box<dyn Fn(&u8) -> Option<u8> + 'static>),

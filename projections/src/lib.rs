@@ -108,6 +108,42 @@ pub use projections_macros::projection;
 /// }
 /// ```
 ///
+/// **Set-based**: a handler whose last parameter is `events: &[Envelope<E>]` takes each run
+/// of consecutive `E` events of a batch in one call, in order; per-event and set-based
+/// handlers mix in one projection. When the call fails, the runner finds the failing event
+/// (see [`runner`], "Set-based handlers").
+///
+/// **Live-only**: `#[handles(E, live_only)]` runs for live events only, never while the
+/// projection replays (its first start over a store that already holds events, a rebuild):
+/// for side effects such as e-mails. See [`runner`], "Live-only handlers".
+///
+/// ```
+/// # use projections::{Envelope, Event, projection};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Event)]
+/// # struct Deposited { cents: i64 }
+/// #[derive(Default)]
+/// struct Ledger { cents: i64, receipts: Vec<i64> }
+///
+/// #[projection]
+/// impl Ledger {
+///     #[handles(Deposited)]
+///     async fn deposited(&mut self, events: &[Envelope<Deposited>]) {
+///         self.cents += events.iter().map(|e| e.cents).sum::<i64>();
+///     }
+/// }
+///
+/// #[derive(Default)]
+/// struct Receipts(Vec<i64>);
+///
+/// #[projection]
+/// impl Receipts {
+///     #[handles(Deposited, live_only)]
+///     async fn send_receipt(&mut self, event: &Envelope<Deposited>) {
+///         self.0.push(event.cents); // a real one sends an e-mail
+///     }
+/// }
+/// ```
+///
 /// Outside a `#[projection]` impl block it is a compile error.
 pub use projections_macros::handles;
 
@@ -232,10 +268,21 @@ pub use sqlx::SqliteConnection;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::event::upcast::{json_step, typed_step};
-    pub use crate::event::{EventParam, EventRegistration, Upcaster};
+    pub use crate::event::{EventParam, EventRegistration, EventsParam, Upcaster};
     pub use crate::projection::IntoHandlerResult;
     pub use inventory;
     pub use serde_json;
+
+    /// The run handed to a set-based handler of `E`: copies of the envelopes, contiguous as a
+    /// slice needs them. `None` when the run is empty or holds another type.
+    pub fn run_of<E: crate::Event>(
+        events: &[&crate::AnyEvent],
+    ) -> ::core::option::Option<::std::vec::Vec<crate::Envelope<E>>> {
+        if events.is_empty() {
+            return None;
+        }
+        events.iter().map(|e| e.downcast::<E>().cloned()).collect()
+    }
 
     /// Checks, where the user wrote the type, that it is an event.
     pub const fn assert_event<E: crate::Event>() {}

@@ -9,6 +9,7 @@
 //! | `projection.batch` | INFO | one batch in a runner | `projection`, `events`, `applied`, `skipped`, `not_subscribed`, `dead_lettered`, `failed`, `checkpoint` (after the batch), `checkpoint_written`, `error` |
 //! | `projection.handle` | DEBUG | one event in a runner | `projection`, `event_type`, `event_id`, `position`, `handler` (the `#[handles]` method), `attempts`, `outcome` |
 //! | `projection.handler` | DEBUG | one attempt of the handler | `handler`, `attempt` |
+//! | `projection.handle_set` | DEBUG | one call of a set-based handler | `projection`, `event_type`, `events`, `first_position`, `last_position` |
 //! | `projection.registry.dispatch` | DEBUG | a registry fan-out | `event_type`, `event_id`, `position` or `event_count` |
 //!
 //! A service that records spans at INFO gets one span per batch, none per event. In push

@@ -19,6 +19,9 @@ struct Bodies {
     handle_items: TokenStream,
     /// Evaluates to `Result<(), HandlerError>`.
     handle: TokenStream,
+    /// The local items and the arms of `handle_set`, when a handler is set-based: else the
+    /// trait's default (one event at a time) stays.
+    handle_set: Option<(TokenStream, TokenStream)>,
     /// Local items of `reset`, outside its future.
     reset_items: TokenStream,
     /// Evaluates to `Result<(), HandlerError>`.
@@ -43,6 +46,7 @@ pub fn trait_impl(model: &Model, item: &ItemImpl) -> TokenStream {
             #(#arms)*
             ::projections::UnregisteredEventPolicy::#policy.apply(#name, #subscribed, event)
         },
+        handle_set: handle_set_body(model),
         reset_items: reset_items(model),
         reset: reset_call(model),
         subscribed,
@@ -62,6 +66,7 @@ pub fn placeholder_impl(model: &Model, item: &ItemImpl) -> TokenStream {
         handler_table: quote!(&[]),
         handle_items: TokenStream::new(),
         handle: quote!(let _ = event; #ok),
+        handle_set: None,
         reset_items: TokenStream::new(),
         reset: ok,
     };
@@ -78,9 +83,15 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
         handler_table,
         handle_items,
         handle,
+        handle_set,
         reset_items,
         reset,
     } = bodies;
+    let future = quote! {
+        impl ::core::future::Future<
+            Output = ::core::result::Result<(), ::projections::HandlerError>,
+        > + ::core::marker::Send
+    };
     let common = quote! {
         fn name(&self) -> &str {
             #name
@@ -100,7 +111,23 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
     };
 
     if model.sync {
+        let handle_set = handle_set.map(|(items, arms)| {
+            quote! {
+                fn handle_set(
+                    &mut self,
+                    events: &[&::projections::AnyEvent],
+                ) -> ::core::result::Result<(), ::projections::HandlerError> {
+                    #items
+                    #arms
+                    for event in events {
+                        ::projections::SyncProjection::handle(self, event)?;
+                    }
+                    ::core::result::Result::Ok(())
+                }
+            }
+        });
         return quote! {
+            #[automatically_derived]
             impl #impl_generics ::projections::SyncProjection for #self_ty #where_clause {
                 #common
 
@@ -112,6 +139,8 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
                     #handle
                 }
 
+                #handle_set
+
                 fn reset(&mut self) -> ::core::result::Result<(), ::projections::HandlerError> {
                     #reset
                 }
@@ -119,13 +148,24 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
         };
     }
 
-    let future = quote! {
-        impl ::core::future::Future<
-            Output = ::core::result::Result<(), ::projections::HandlerError>,
-        > + ::core::marker::Send
-    };
     match model.connection() {
-        None => quote! {
+        None => {
+            let handle_set = handle_set.map(|(items, arms)| {
+                quote! {
+                    fn handle_set(&mut self, events: &[&::projections::AnyEvent]) -> #future {
+                        #items
+                        async move {
+                            #arms
+                            for event in events {
+                                ::projections::Projection::handle(self, event).await?;
+                            }
+                            ::core::result::Result::Ok(())
+                        }
+                    }
+                }
+            });
+            quote! {
+            #[automatically_derived]
             impl #impl_generics ::projections::Projection for #self_ty #where_clause {
                 #common
 
@@ -134,15 +174,38 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
                     async move { #handle }
                 }
 
+                #handle_set
+
                 fn reset(&mut self) -> #future {
                     #reset_items
                     async move { #reset }
                 }
             }
-        },
+            }
+        }
         Some(connection) => {
             let connection_ty = quote_spanned!(at(connection)=> #connection);
+            let handle_set = handle_set.map(|(items, arms)| {
+                quote! {
+                    fn handle_set(
+                        &mut self,
+                        conn: &mut Self::Connection,
+                        events: &[&::projections::AnyEvent],
+                    ) -> #future {
+                        #items
+                        async move {
+                            #arms
+                            for event in events {
+                                ::projections::DatabaseProjection::handle(self, &mut *conn, event)
+                                    .await?;
+                            }
+                            ::core::result::Result::Ok(())
+                        }
+                    }
+                }
+            });
             quote! {
+                #[automatically_derived]
                 impl #impl_generics ::projections::DatabaseProjection for #self_ty #where_clause {
                     type Connection = #connection_ty;
 
@@ -156,6 +219,8 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
                         #handle_items
                         async move { #handle }
                     }
+
+                    #handle_set
 
                     fn reset(&mut self, conn: &mut Self::Connection) -> #future {
                         #reset_items
@@ -202,11 +267,14 @@ fn handler_table(model: &Model) -> TokenStream {
         let method = h.method.to_string();
         let event_type = event_type_const(&h.event);
         let takes_connection = h.connection.is_some();
+        let (set_based, live_only) = (h.set_based, h.live_only);
         quote! {
             ::projections::HandlerInfo {
                 method: #method,
                 event_type: #event_type,
                 takes_connection: #takes_connection,
+                set_based: #set_based,
+                live_only: #live_only,
             }
         }
     });
@@ -220,6 +288,8 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
         event_param,
         connection,
         output,
+        set_based,
+        ..
     } = handler;
     // `(&&Probe::<E>).downcast(event)` picks the `E: Event` impl when it holds and a no-op
     // otherwise, so a type that is not an event is reported once, by `event_type_const`,
@@ -230,8 +300,13 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
     // The event parameter's type as written must be `&Envelope<E>`: the compiler decides, so
     // an alias or a renamed import of either is accepted. Converting to the written type keeps
     // a mismatch to this one error, on that type, rather than a second one at the call.
-    let typed = quote_spanned! {at(event_param)=>
-        <#event_param as ::projections::__private::EventParam<'_, #event>>::from_envelope(typed)
+    // A set-based handler takes a lone event as a run of one, without copying it.
+    let typed = if *set_based {
+        events_param(event_param, event, &quote!(::core::slice::from_ref(typed)))
+    } else {
+        quote_spanned! {at(event_param)=>
+            <#event_param as ::projections::__private::EventParam<'_, #event>>::from_envelope(typed)
+        }
     };
     let args = match connection {
         Some(_) => quote!(&mut *conn, #typed),
@@ -248,6 +323,55 @@ fn dispatch_arm(handler: &Handler, sync: bool) -> TokenStream {
             return #result;
         }
     }
+}
+
+/// `envelopes` (a `&[Envelope<E>]`) as the events parameter's type as written, checked by the
+/// compiler like a single event parameter.
+fn events_param(
+    event_param: &syn::Type,
+    event: &syn::Type,
+    envelopes: &TokenStream,
+) -> TokenStream {
+    quote_spanned! {at(event_param)=>
+        <#event_param as ::projections::__private::EventsParam<'_, #event>>::from_envelopes(#envelopes)
+    }
+}
+
+/// The local items and arms of `handle_set` when some handler is set-based: a run of its type
+/// goes to it in one call; after the arms, anything else is handled one event at a time.
+fn handle_set_body(model: &Model) -> Option<(TokenStream, TokenStream)> {
+    // No set-based handler: the trait's default stays.
+    model.set_handlers().next()?;
+    let arms = model.set_handlers().map(|h| {
+        let Handler {
+            method,
+            event,
+            event_param,
+            connection,
+            output,
+            ..
+        } = h;
+        let run = quote_spanned! {at(event)=>
+            (&&__ProjectionsProbe::<#event>(::core::marker::PhantomData)).__projections_run(events)
+        };
+        let typed = events_param(event_param, event, &quote!(&run));
+        let args = match connection {
+            Some(_) => quote!(&mut *conn, #typed),
+            None => typed,
+        };
+        let call = if model.sync {
+            quote!(self.#method(#args))
+        } else {
+            awaited(method, &args)
+        };
+        let result = into_result(call, output);
+        quote! {
+            if let ::core::option::Option::Some(run) = #run {
+                return #result;
+            }
+        }
+    });
+    Some((handle_items(model), quote!(#(#arms)*)))
 }
 
 /// Calls an async handler and awaits it. Its future is checked for `Send` on its own, spanned
@@ -304,6 +428,11 @@ fn downcast_probe(model: &Model) -> TokenStream {
                 self,
                 event: &'e ::projections::AnyEvent,
             ) -> ::core::option::Option<&'e ::projections::Envelope<E>>;
+
+            fn __projections_run(
+                self,
+                events: &[&::projections::AnyEvent],
+            ) -> ::core::option::Option<::std::vec::Vec<::projections::Envelope<E>>>;
         }
 
         impl<E: ::projections::Event> __ProjectionsIsEvent<E> for &&__ProjectionsProbe<E> {
@@ -314,6 +443,14 @@ fn downcast_probe(model: &Model) -> TokenStream {
             ) -> ::core::option::Option<&'e ::projections::Envelope<E>> {
                 event.downcast::<E>()
             }
+
+            #[inline]
+            fn __projections_run(
+                self,
+                events: &[&::projections::AnyEvent],
+            ) -> ::core::option::Option<::std::vec::Vec<::projections::Envelope<E>>> {
+                ::projections::__private::run_of::<E>(events)
+            }
         }
 
         #[allow(dead_code)]
@@ -322,6 +459,11 @@ fn downcast_probe(model: &Model) -> TokenStream {
                 self,
                 event: &'e ::projections::AnyEvent,
             ) -> ::core::option::Option<&'e ::projections::Envelope<E>>;
+
+            fn __projections_run(
+                self,
+                events: &[&::projections::AnyEvent],
+            ) -> ::core::option::Option<::std::vec::Vec<::projections::Envelope<E>>>;
         }
 
         // Only reached when `E` is not an event, which is already a compile error.
@@ -331,6 +473,14 @@ fn downcast_probe(model: &Model) -> TokenStream {
                 self,
                 _event: &'e ::projections::AnyEvent,
             ) -> ::core::option::Option<&'e ::projections::Envelope<E>> {
+                ::core::option::Option::None
+            }
+
+            #[inline]
+            fn __projections_run(
+                self,
+                _events: &[&::projections::AnyEvent],
+            ) -> ::core::option::Option<::std::vec::Vec<::projections::Envelope<E>>> {
                 ::core::option::Option::None
             }
         }

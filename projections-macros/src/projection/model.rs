@@ -26,9 +26,11 @@ pub struct MarkedMethod {
 }
 
 pub enum Role {
-    /// `#[handles(E)]`.
+    /// `#[handles(E)]` or `#[handles(E, live_only)]`.
     Handles {
         event: Box<Type>,
+        /// The `live_only` argument, where it is written.
+        live_only: Option<Ident>,
     },
     Reset,
 }
@@ -43,6 +45,10 @@ pub struct Handler {
     /// The connection type `C` of a `conn: &mut C` parameter.
     pub connection: Option<Type>,
     pub output: ReturnType,
+    /// Takes the run of consecutive events of its type as a slice, `&[Envelope<E>]`.
+    pub set_based: bool,
+    /// `#[handles(E, live_only)]`: runs for live events only, never during a replay.
+    pub live_only: bool,
 }
 
 /// A validated `#[reset]` method.
@@ -62,6 +68,11 @@ pub struct Model {
 }
 
 impl Model {
+    /// The handlers that take a slice of events.
+    pub fn set_handlers(&self) -> impl Iterator<Item = &Handler> {
+        self.handlers.iter().filter(|h| h.set_based)
+    }
+
     /// The connection type of the first handler that takes one.
     pub fn connection(&self) -> Option<&Type> {
         self.handlers

@@ -2,9 +2,8 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::parse::Parser;
-use syn::punctuated::Punctuated;
-use syn::{Attribute, ImplItem, Item, ItemImpl, LitStr, Meta, Token, Type};
+use syn::parse::{ParseStream, Parser};
+use syn::{Attribute, Ident, ImplItem, Item, ItemImpl, LitStr, Meta, Token, Type};
 
 use super::model::{Args, MarkedMethod, Policy, Role};
 use crate::errors::Errors;
@@ -168,8 +167,9 @@ pub fn take_marked_methods(block: &mut ItemImpl, errors: &mut Errors) -> Marked 
                 }
                 Some(Role::Reset)
             } else {
-                handles_event(&attr, errors).map(|event| Role::Handles {
+                handles_event(&attr, errors).map(|(event, live_only)| Role::Handles {
                     event: Box::new(event),
+                    live_only,
                 })
             };
             match (&role, this) {
@@ -218,8 +218,8 @@ fn strip_from_other(item: &mut ImplItem, errors: &mut Errors) -> bool {
     any_handles
 }
 
-/// The single type of `#[handles(Type)]`.
-fn handles_event(attr: &Attribute, errors: &mut Errors) -> Option<Type> {
+/// The single type of `#[handles(Type)]`, and its `live_only` argument if given.
+fn handles_event(attr: &Attribute, errors: &mut Errors) -> Option<(Type, Option<Ident>)> {
     const NEEDS_TYPE: &str = "`#[handles]` needs the event type this method handles, for example `#[handles(OrderCreated)]`";
     let list = match &attr.meta {
         Meta::List(list) => list,
@@ -228,25 +228,113 @@ fn handles_event(attr: &Attribute, errors: &mut Errors) -> Option<Type> {
             return None;
         }
     };
-    let types = match Punctuated::<Type, Token![,]>::parse_terminated.parse2(list.tokens.clone()) {
-        Ok(types) => types,
-        Err(error) => {
-            errors.push(error);
-            return None;
-        }
-    };
-    let mut types = types.into_iter();
-    let Some(first) = types.next() else {
-        errors.at(attr, NEEDS_TYPE);
-        return None;
-    };
-    let extra: Vec<Type> = types.collect();
-    if let Some(second) = extra.first() {
-        errors.at(
-            second,
-            "a handler handles exactly one event type; write one method per event type",
-        );
+    let mut args = HandlesArgs::default();
+    let parser = |input: ParseStream<'_>| args.parse(input);
+    if let Err(error) = parser.parse2(list.tokens.clone()) {
+        errors.push(error);
         return None;
     }
-    Some(first)
+    let HandlesArgs {
+        event,
+        live_only,
+        problems,
+    } = args;
+    let failed = !problems.is_empty();
+    for problem in problems {
+        errors.push(problem);
+    }
+    match event {
+        None if !failed => {
+            errors.at(attr, NEEDS_TYPE);
+            None
+        }
+        Some(event) if !failed => Some((event, live_only)),
+        _ => None,
+    }
+}
+
+/// The arguments of `#[handles(..)]`: the event type first, then `live_only`.
+#[derive(Default)]
+struct HandlesArgs {
+    event: Option<Type>,
+    live_only: Option<Ident>,
+    problems: Vec<syn::Error>,
+}
+
+impl HandlesArgs {
+    const ARGUMENT_HELP: &str = "the arguments of `#[handles]` are the event type, then optionally `live_only`: `#[handles(OrderPlaced, live_only)]`";
+
+    fn parse(&mut self, input: ParseStream<'_>) -> syn::Result<()> {
+        while !input.is_empty() {
+            // A lower-case word is an argument; event types are types (`OrderPlaced`,
+            // `events::OrderPlaced`).
+            let argument = input.fork().parse::<Ident>().ok().filter(|ident| {
+                ident
+                    .to_string()
+                    .starts_with(|c: char| c.is_ascii_lowercase())
+                    && !input.peek2(Token![::])
+                    && !input.peek2(Token![<])
+            });
+            if let Some(ident) = argument {
+                input.parse::<Ident>()?;
+                self.argument(ident, input)?;
+            } else {
+                let ty: Type = input.parse()?;
+                match (&self.event, &self.live_only) {
+                    (None, None) => self.event = Some(ty),
+                    (None, Some(_)) => self.problems.push(syn::Error::new_spanned(
+                        ty,
+                        "the event type comes first: `#[handles(OrderPlaced, live_only)]`",
+                    )),
+                    (Some(_), _) => self.problems.push(syn::Error::new_spanned(
+                        ty,
+                        "a handler handles exactly one event type; write one method per event type",
+                    )),
+                }
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(())
+    }
+
+    fn argument(&mut self, ident: Ident, input: ParseStream<'_>) -> syn::Result<()> {
+        let has_value = input.peek(Token![=]) || input.peek(syn::token::Paren);
+        if has_value {
+            // Read past the value so that what follows is still checked.
+            if input.peek(Token![=]) {
+                input.parse::<Token![=]>()?;
+                input.parse::<syn::Expr>()?;
+            } else {
+                let content;
+                syn::parenthesized!(content in input);
+                content.parse::<TokenStream>()?;
+            }
+        }
+        if ident != "live_only" {
+            let message = format!(
+                "unknown `handles` argument `{ident}`; {}",
+                Self::ARGUMENT_HELP
+            );
+            self.problems.push(syn::Error::new_spanned(ident, message));
+        } else if has_value {
+            self.problems.push(syn::Error::new_spanned(
+                ident,
+                "`live_only` takes no value: `#[handles(OrderPlaced, live_only)]`",
+            ));
+        } else if self.live_only.is_some() {
+            self.problems
+                .push(syn::Error::new_spanned(ident, "`live_only` is given twice"));
+        } else if self.event.is_none() {
+            self.problems.push(syn::Error::new_spanned(
+                ident,
+                "the event type comes first: `#[handles(OrderPlaced, live_only)]`",
+            ));
+        } else {
+            self.live_only = Some(ident);
+        }
+        Ok(())
+    }
 }

@@ -49,12 +49,17 @@ pub fn model(args: Args, marked: Marked, item: &ItemImpl, errors: &mut Errors) -
         }
         let params = Params::of(sig, errors);
         match method.role {
-            Role::Handles { event } => {
+            Role::Handles { event, live_only } => {
                 let event = *event;
                 let Some((connection, event_param)) = params.handler(sig, &event, errors) else {
                     continue;
                 };
-                check_event_param_shape(event_param, &event, errors);
+                let set_based = spelled_slice(&event_param.ty);
+                if set_based {
+                    check_events_param_shape(event_param, &event, errors);
+                } else {
+                    check_event_param_shape(event_param, &event, errors);
+                }
                 if args.sync
                     && let Some(conn) = &connection
                 {
@@ -77,6 +82,8 @@ pub fn model(args: Args, marked: Marked, item: &ItemImpl, errors: &mut Errors) -
                     event_param: (*event_param.ty).clone(),
                     connection: connection.cloned(),
                     output: sig.output.clone(),
+                    set_based,
+                    live_only: live_only.is_some(),
                 });
             }
             Role::Reset => {
@@ -332,7 +339,7 @@ fn event_position(params: &[&PatType], event: &Type) -> usize {
     let event_name = last_ident(event);
     params
         .iter()
-        .position(|p| spelled_envelope(&p.ty))
+        .position(|p| spelled_envelope(&p.ty) || spelled_slice(&p.ty))
         .or_else(|| {
             let name = event_name?;
             params
@@ -381,6 +388,14 @@ fn check_event_param_shape(param: &PatType, event: &Type, errors: &mut Errors) {
             ),
         ),
         Type::Reference(_) if !mentions_ident(ty.to_token_stream(), "impl") => {}
+        _ if is_sequence(ty) => errors.at(
+            ty,
+            format!(
+                "a set-based handler takes its events by shared slice, `&[Envelope<{expected}>]`, not `{}`\n\
+                 help: write `events: &[Envelope<{expected}>]`; the runner lends the events, it does not give them away",
+                tokens_text(ty)
+            ),
+        ),
         _ => errors.at(
             ty,
             format!(
@@ -388,6 +403,50 @@ fn check_event_param_shape(param: &PatType, event: &Type, errors: &mut Errors) {
                 tokens_text(ty)
             ),
         ),
+    }
+}
+
+/// The events parameter of a set-based handler is a shared slice of envelopes; which type it
+/// holds is checked by the compiler (`__private::EventsParam`).
+fn check_events_param_shape(param: &PatType, event: &Type, errors: &mut Errors) {
+    let ty = &*param.ty;
+    if mutable_referent(ty).is_some() {
+        errors.at(
+            ty,
+            format!(
+                "the events parameter is a shared slice, `&[Envelope<{}>]`, not `{}`: a handler reads the events, it cannot change them",
+                tokens_text(event),
+                tokens_text(ty)
+            ),
+        );
+    }
+}
+
+/// Whether `ty` is a slice, an array or a `Vec`, taken by value: an attempt at the events
+/// parameter of a set-based handler.
+fn is_sequence(ty: &Type) -> bool {
+    match strip(ty) {
+        Type::Slice(_) | Type::Array(_) => true,
+        other => matches!(last_ident(other), Some(name) if name == "Vec"),
+    }
+}
+
+/// Whether `ty` reads `&[..]` or `&mut [..]`: the events parameter of a set-based handler.
+fn spelled_slice(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(reference) => matches!(strip(&reference.elem), Type::Slice(_)),
+        Type::Group(group) => spelled_slice(&group.elem),
+        Type::Paren(paren) => spelled_slice(&paren.elem),
+        _ => false,
+    }
+}
+
+/// `ty` without invisible groups and parentheses.
+fn strip(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(group) => strip(&group.elem),
+        Type::Paren(paren) => strip(&paren.elem),
+        ty => ty,
     }
 }
 

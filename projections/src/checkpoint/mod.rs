@@ -132,4 +132,37 @@ pub trait CheckpointRepository: Send + Sync {
 
     /// Every checkpoint, sorted by projection name.
     fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>>;
+
+    /// The replay horizon of `projection`: events at or below it are replayed, and its
+    /// live-only handlers do not run for them (see [`runner`](crate::runner), "Live-only
+    /// handlers"). `None` if it has none. Deleted with the checkpoint.
+    ///
+    /// By default `None`: a store that keeps no horizon.
+    fn get_replay_horizon<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        let _ = projection;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Records `head` as the replay horizon of `projection` unless it has one already, and
+    /// returns the horizon stored. Creates the checkpoint (at position 0) if there is none;
+    /// the position never moves here.
+    ///
+    /// By default a [`StorageError::Invalid`] (a wrong setup): a store that keeps no horizon
+    /// cannot run a projection with live-only handlers safely, since a restart in the middle
+    /// of a replay would fire them.
+    fn set_replay_horizon<'a>(
+        &'a self,
+        projection: &'a str,
+        head: u64,
+    ) -> BoxFuture<'a, Result<u64, StorageError>> {
+        let _ = (projection, head);
+        Box::pin(std::future::ready(Err(StorageError::Invalid {
+            what: "checkpoint store",
+            reason: "it keeps no replay horizon, which a projection with live-only handlers needs"
+                .to_owned(),
+        })))
+    }
 }

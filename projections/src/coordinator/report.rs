@@ -15,6 +15,8 @@ pub struct ProjectionReport {
     pub skipped: u64,
     /// Events of types the projection does not subscribe to (the checkpoint moved past them).
     pub not_subscribed: u64,
+    /// Events whose handler is live-only, passed over because they were replayed.
+    pub live_only_passed: u64,
     /// Dead-letter entries written, in order.
     pub dead_lettered: Vec<i64>,
     /// Events at which a batch ended without applying or dead-lettering them (a stop, or an
@@ -38,6 +40,7 @@ impl ProjectionReport {
         self.applied += batch.applied;
         self.skipped += batch.skipped;
         self.not_subscribed += batch.not_subscribed;
+        self.live_only_passed += batch.live_only_passed;
         self.dead_lettered.extend_from_slice(&batch.dead_lettered);
         self.failed += batch.failed;
     }

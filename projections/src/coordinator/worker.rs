@@ -89,6 +89,7 @@ pub(crate) async fn step(
     batch_size: usize,
     report: &mut ProjectionReport,
 ) -> Result<(Pass, BatchOutcome), RunnerError> {
+    runner.prepare_replay(store).await?;
     let checkpoint = runner.checkpoint().await?;
     let after = checkpoint.unwrap_or(0);
     let events =

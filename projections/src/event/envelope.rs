@@ -179,6 +179,27 @@ impl<'e, E: 'e, P: SameType<&'e Envelope<E>>> EventParam<'e, E> for P {
     }
 }
 
+/// The events parameter of a set-based handler of `E`: `&[Envelope<E>]`, however it is spelled.
+/// Like [`EventParam`], checked where the user wrote the type. Not a public API.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a set-based handler of `{E}` takes `&[Envelope<{E}>]` as its events parameter, not `{Self}`",
+    label = "expected `&[Envelope<{E}>]`",
+    note = "a set-based handler takes the run of consecutive `{E}` events of a batch, `events: &[Envelope<{E}>]`, for the `{E}` of `#[handles({E})]`"
+)]
+pub trait EventsParam<'e, E> {
+    /// The envelopes as the parameter's type, which is the same type.
+    fn from_envelopes(envelopes: &'e [Envelope<E>]) -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<'e, E: 'e, P: SameType<&'e [Envelope<E>]>> EventsParam<'e, E> for P {
+    #[inline(always)]
+    fn from_envelopes(envelopes: &'e [Envelope<E>]) -> Self {
+        P::same(envelopes)
+    }
+}
+
 /// Implemented by `T` for `T` alone. Public in a private module: nameable only here.
 pub trait SameType<T> {
     /// `value`, as `Self`, which is `T`.

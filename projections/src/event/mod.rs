@@ -11,7 +11,7 @@ pub mod upcast;
 pub use any::AnyEvent;
 pub use envelope::Envelope;
 #[doc(hidden)]
-pub use envelope::EventParam;
+pub use envelope::{EventParam, EventsParam};
 pub use metadata::EventMetadata;
 pub(crate) use metadata::{EARLIEST_OCCURRED_AT_MICROS, to_microseconds};
 pub use registry::{DecodeError, EventRegistration, EventRegistry, RegistryError};

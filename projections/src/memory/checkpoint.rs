@@ -9,6 +9,8 @@ use crate::storage::{BoxFuture, StorageError};
 #[derive(Debug, Default)]
 pub struct InMemoryCheckpointRepository {
     checkpoints: Mutex<BTreeMap<String, CheckpointData>>,
+    /// Replay horizons, deleted with their checkpoint.
+    horizons: Mutex<BTreeMap<String, u64>>,
 }
 
 impl InMemoryCheckpointRepository {
@@ -82,7 +84,30 @@ impl CheckpointRepository for InMemoryCheckpointRepository {
         projection: &'a str,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         lock(&self.checkpoints).remove(projection);
+        lock(&self.horizons).remove(projection);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn get_replay_horizon<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        let horizon = lock(&self.horizons).get(projection).copied();
+        Box::pin(std::future::ready(Ok(horizon)))
+    }
+
+    fn set_replay_horizon<'a>(
+        &'a self,
+        projection: &'a str,
+        head: u64,
+    ) -> BoxFuture<'a, Result<u64, StorageError>> {
+        lock(&self.checkpoints)
+            .entry(projection.to_owned())
+            .or_insert_with(|| at_zero(projection));
+        let stored = *lock(&self.horizons)
+            .entry(projection.to_owned())
+            .or_insert(head);
+        Box::pin(std::future::ready(Ok(stored)))
     }
 
     fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>> {

@@ -34,6 +34,8 @@ struct Sql {
     set_halt: String,
     clear_halt: String,
     reset: String,
+    get_horizon: String,
+    set_horizon: String,
 }
 
 impl Sql {
@@ -104,6 +106,16 @@ impl Sql {
                  WHERE projection_name = $1 AND halt_state IS NOT NULL"
             ),
             reset: format!("DELETE FROM {table} WHERE projection_name = $1"),
+            get_horizon: format!("SELECT replay_until FROM {table} WHERE projection_name = $1"),
+            // Creates the row (at position 0) if there is none; a horizon already stored (by
+            // another process of the projection) wins.
+            set_horizon: format!(
+                "INSERT INTO {table} AS c (projection_name, replay_until) VALUES ($1, $2)
+                 ON CONFLICT (projection_name) DO UPDATE SET
+                     replay_until = COALESCE(c.replay_until, EXCLUDED.replay_until),
+                     updated_at = now()
+                 RETURNING replay_until"
+            ),
         }
     }
 }
@@ -480,6 +492,44 @@ impl CheckpointRepository for PostgreSQLCheckpointRepository {
         projection: &'a str,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { delete(&self.sql, &self.pool, projection).await })
+    }
+
+    fn get_replay_horizon<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        Box::pin(async move {
+            let horizon: Option<Option<i64>> = sqlx::query_scalar(&self.sql.get_horizon)
+                .bind(projection)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            horizon
+                .flatten()
+                .map(|h| to_u64(h, "replay horizon"))
+                .transpose()
+        })
+    }
+
+    fn set_replay_horizon<'a>(
+        &'a self,
+        projection: &'a str,
+        head: u64,
+    ) -> BoxFuture<'a, Result<u64, StorageError>> {
+        Box::pin(async move {
+            let stored: Option<i64> = sqlx::query_scalar(&self.sql.set_horizon)
+                .bind(projection)
+                .bind(to_i64(head, "replay horizon")?)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+            let stored = stored.ok_or_else(|| {
+                StorageError::Unreadable(format!(
+                    "the replay horizon of {projection} was not stored"
+                ))
+            })?;
+            to_u64(stored, "replay horizon")
+        })
     }
 
     fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>> {

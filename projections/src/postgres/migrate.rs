@@ -56,6 +56,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "overlapping appends",
         sql: include_str!("../../migrations/0006_overlapping_appends.sql"),
     },
+    Migration {
+        version: 7,
+        description: "replay horizons",
+        sql: include_str!("../../migrations/0007_replay_horizons.sql"),
+    },
 ];
 
 /// Creates or upgrades the crate's tables (event store, checkpoints, dead letters) in the

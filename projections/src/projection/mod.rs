@@ -34,6 +34,14 @@ pub struct HandlerInfo {
     pub event_type: &'static str,
     /// Whether it takes a database connection.
     pub takes_connection: bool,
+    /// Whether it takes the run of consecutive events of its type as a slice
+    /// (`events: &[Envelope<E>]`): the runner then calls
+    /// [`DatabaseProjection::handle_set`] once per run instead of `handle` per event.
+    pub set_based: bool,
+    /// Whether it runs for live events only (`#[handles(E, live_only)]`): the runner passes
+    /// over its events during a replay (see [`Runner`](crate::runner::Runner), "Live-only
+    /// handlers").
+    pub live_only: bool,
 }
 
 /// An async projection: builds a read model from events.
@@ -74,6 +82,20 @@ pub trait Projection: Send {
     fn handle(&mut self, event: &AnyEvent)
     -> impl Future<Output = Result<(), HandlerError>> + Send;
 
+    /// Applies a run of consecutive events of one type, in order, through its set-based
+    /// handler. By default (and for a type without one), one event at a time.
+    fn handle_set(
+        &mut self,
+        events: &[&AnyEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for event in events {
+                self.handle(event).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Clears the read model, for a rebuild.
     fn reset(&mut self) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
@@ -111,6 +133,22 @@ pub trait DatabaseProjection: Send {
         event: &AnyEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
+    /// Applies a run of consecutive events of one type, in order, writing through `conn`:
+    /// one call of its set-based handler (`events: &[Envelope<E>]`). By default (and for a
+    /// type without one), one event at a time.
+    fn handle_set(
+        &mut self,
+        conn: &mut Self::Connection,
+        events: &[&AnyEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for event in events {
+                self.handle(&mut *conn, event).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Clears the read model through `conn`, for a rebuild.
     fn reset(
         &mut self,
@@ -143,6 +181,14 @@ impl<P: Projection> DatabaseProjection for P {
         event: &AnyEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         Projection::handle(self, event)
+    }
+
+    fn handle_set(
+        &mut self,
+        _conn: &mut NoConnection,
+        events: &[&AnyEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        Projection::handle_set(self, events)
     }
 
     fn reset(
@@ -183,6 +229,12 @@ pub trait SyncProjection: Send {
     /// Applies one event to the read model.
     fn handle(&mut self, event: &AnyEvent) -> Result<(), HandlerError>;
 
+    /// Applies a run of consecutive events of one type, in order, through its set-based
+    /// handler. By default (and for a type without one), one event at a time.
+    fn handle_set(&mut self, events: &[&AnyEvent]) -> Result<(), HandlerError> {
+        events.iter().try_for_each(|event| self.handle(event))
+    }
+
     /// Clears the read model, for a rebuild.
     fn reset(&mut self) -> Result<(), HandlerError>;
 }
@@ -212,6 +264,13 @@ impl<P: SyncProjection> Projection for P {
         event: &AnyEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         std::future::ready(SyncProjection::handle(self, event))
+    }
+
+    fn handle_set(
+        &mut self,
+        events: &[&AnyEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        std::future::ready(SyncProjection::handle_set(self, events))
     }
 
     fn reset(&mut self) -> impl Future<Output = Result<(), HandlerError>> + Send {

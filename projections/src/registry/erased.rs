@@ -8,7 +8,7 @@ use crate::event::AnyEvent;
 use crate::projection::{DatabaseProjection, EventHandler, HandlerError};
 use crate::runner::{BatchOutcome, CommitStrategy, Runner, RunnerError, RunnerReads, StoppedAt};
 use crate::storage::BoxFuture;
-use crate::store::StoredEvent;
+use crate::store::{EventStore, StoredEvent};
 
 /// A registered projection: a [`Runner`] whose projection type and commit strategy are erased.
 /// Implemented once, for every runner.
@@ -38,6 +38,15 @@ pub trait RegisteredProjection: Send + Any {
     fn reset(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
     /// Reads the checkpoint and halt from storage, the first time.
     fn load(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
+    /// Takes the replay horizon from `store` if the projection needs one (see
+    /// [`Runner::prepare_replay`]): before reading a batch.
+    fn prepare_replay<'a>(
+        &'a mut self,
+        store: &'a dyn EventStore,
+    ) -> BoxFuture<'a, Result<(), RunnerError>> {
+        let _ = store;
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// The checkpoint position, as last read or written.
     fn checkpoint(&mut self) -> BoxFuture<'_, Result<Option<u64>, RunnerError>>;
     /// Owned handles to read its state from storage.
@@ -111,6 +120,13 @@ where
 
     fn checkpoint(&mut self) -> BoxFuture<'_, Result<Option<u64>, RunnerError>> {
         Box::pin(Runner::checkpoint(self))
+    }
+
+    fn prepare_replay<'a>(
+        &'a mut self,
+        store: &'a dyn EventStore,
+    ) -> BoxFuture<'a, Result<(), RunnerError>> {
+        Box::pin(Runner::prepare_replay(self, store))
     }
 
     fn reads(&self) -> RunnerReads {

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::panic::caught;
 use super::progress::Progress;
+use super::set;
 use super::step::{DecodeFailure, Step, classify, event_data, follows, is_listed};
 use super::{
     BatchItem, BatchOutcome, CommitStrategy, FailurePolicy, Runner, RunnerError, StoppedAt,
@@ -30,9 +31,12 @@ enum Segment {
     Failed(Failure),
 }
 
-/// An item that failed.
+/// An item that failed, or a run of a set-based handler whose call failed.
 struct Failure {
     at: usize,
+    /// The end (exclusive) of the failed run: `at + 1` for one item. A longer run does not
+    /// say which of its events is at fault; the batch loop narrows it down.
+    end: usize,
     error: HandlerError,
     kind: FailureKind,
     /// False for events that do not decode: trying again cannot help.
@@ -41,13 +45,34 @@ struct Failure {
 
 impl Failure {
     fn new(at: usize, error: HandlerError, retryable: bool) -> Self {
+        Self::run(at, at + 1, error, retryable)
+    }
+
+    fn run(at: usize, end: usize, error: HandlerError, retryable: bool) -> Self {
         Self {
             at,
+            end,
             kind: error.kind(),
             error,
             retryable,
         }
     }
+
+    /// Whether more than one event may be at fault.
+    fn is_run(&self) -> bool {
+        self.end > self.at + 1
+    }
+}
+
+/// How committing the events before a failure ended.
+enum Before {
+    Committed,
+    /// Committed up to an unhandled event at this index, which the first pass would have
+    /// stopped at.
+    Unhandled(usize),
+    /// Committed up to an earlier failure (a handler that failed now where it had succeeded),
+    /// which is the one to settle.
+    Failed(Failure),
 }
 
 /// How one attempt in a commit of its own ended.
@@ -184,32 +209,58 @@ where
             return Err(halted);
         }
         let mut from = 0;
+        // The end of the next segment: the batch's, or the first half of a failed run of a
+        // set-based handler while the failing event is narrowed down.
+        let mut until = events.len();
+        // Tried once per batch, before anything else: a failure there runs the batch in log
+        // order.
+        if self.gathers() && self.gathered(events, (0, events.len()), outcome).await? {
+            outcome.checkpoint = self.checkpoint().await?;
+            return Ok(());
+        }
         while from < events.len() {
-            let (failure, before_committed) =
-                match self.segment(events, from, events.len(), outcome).await? {
-                    Segment::Committed => break,
+            let (mut failure, before_committed) =
+                match self.segment(events, from, until, outcome).await? {
+                    Segment::Committed => {
+                        from = until;
+                        until = events.len();
+                        continue;
+                    }
                     Segment::Unhandled(at) => match self.meet_policy(events, at, outcome).await? {
                         None => {
                             from = at + 1;
+                            until = until.max(from);
                             continue;
                         }
                         Some(failure) => (failure, true),
                     },
                     Segment::Failed(failure) => (failure, false),
                 };
-            let at = failure.at;
-            if S::ATOMIC
-                && !before_committed
-                && failure.kind != FailureKind::Infrastructure
-                && let Some(unhandled) = self.commit_before(events, from, at, outcome).await?
-            {
-                // Committed up to an unhandled event first: go on from it; the failure after
-                // it is met again in order.
-                from = unhandled;
+            if S::ATOMIC && !before_committed && failure.kind != FailureKind::Infrastructure {
+                match self
+                    .commit_before(events, from, failure.at, outcome)
+                    .await?
+                {
+                    Before::Committed => {}
+                    Before::Unhandled(unhandled) => {
+                        // Go on from it; the failure after it is met again in order.
+                        from = unhandled;
+                        until = events.len();
+                        continue;
+                    }
+                    Before::Failed(earlier) => failure = earlier,
+                }
+            }
+            if failure.is_run() && failure.kind == FailureKind::Event {
+                // Everything before the run is committed: try the run's first half alone.
+                from = failure.at;
+                until = failure.at + (failure.end - failure.at) / 2;
                 continue;
             }
+            let at = failure.at;
             self.settle(&events[at], failure, outcome).await?;
             from = at + 1;
+            until = events.len();
         }
         outcome.checkpoint = self.checkpoint().await?;
         Ok(())
@@ -226,12 +277,15 @@ where
         let (mut tx, checkpoint) = self.begin_locked().await?;
         let mut progress = Progress::from(checkpoint, self.last_event);
         let (mut applied, mut skipped, mut not_subscribed) = (0, 0, 0);
+        let mut live_only_passed = 0;
         let mut failure = None;
         let mut unhandled = None;
         let following = !self.followed.is_empty();
         // Loop-invariant: parking holds events back only while some aggregate is parked.
         let holding = !self.parked.is_empty();
-        for (index, item) in events.iter().enumerate().take(until).skip(from) {
+        let mut index = from;
+        while index < until {
+            let item = &events[index];
             let subscribed = self.projection.subscribed_to();
             match classify(item, &progress, subscribed, following) {
                 Step::Skip => skipped += 1,
@@ -269,6 +323,48 @@ where
                     failure = Some(Failure::new(index, error, false));
                     break;
                 }
+                // Live-only and set-based handlers, out of the common case's way.
+                Step::Apply(event) if self.handlers.any() => {
+                    if self.is_replayed_live_only(event) {
+                        progress.advance(
+                            event.position(),
+                            event.event_id(),
+                            event.event_type(),
+                            false,
+                        );
+                        live_only_passed += 1;
+                    } else if self.handlers.is_set_based(event.event_type()) {
+                        let end = set::run_end(events, index, until, event);
+                        let run = (index, end);
+                        match self.apply_run(&mut tx, events, run, &mut progress).await {
+                            Ok(()) => {
+                                applied += (end - index) as u64;
+                                index = end;
+                                continue;
+                            }
+                            Err(error) => {
+                                failure = Some(Failure::run(index, end, error, true));
+                                break;
+                            }
+                        }
+                    } else {
+                        match self.apply(&mut tx, event, 1).await {
+                            Ok(()) => {
+                                progress.advance(
+                                    event.position(),
+                                    event.event_id(),
+                                    event.event_type(),
+                                    true,
+                                );
+                                applied += 1;
+                            }
+                            Err(error) => {
+                                failure = Some(Failure::new(index, error, true));
+                                break;
+                            }
+                        }
+                    }
+                }
                 // The common case inline, without the tracing machinery's future.
                 Step::Apply(event) => match if self.tracing {
                     self.apply(&mut tx, event, 1).await
@@ -291,6 +387,7 @@ where
                     }
                 },
             }
+            index += 1;
         }
         if S::ATOMIC && failure.is_some() {
             self.rollback(tx).await;
@@ -299,6 +396,7 @@ where
             outcome.applied += applied;
             outcome.skipped += skipped;
             outcome.not_subscribed += not_subscribed;
+            outcome.live_only_passed += live_only_passed;
         }
         Ok(match (failure, unhandled) {
             (Some(failure), _) => Segment::Failed(failure),
@@ -353,24 +451,28 @@ where
     }
 
     /// Commits the events before a failure at `at` (atomic strategies, whose segment rolled
-    /// back). A handler that fails now where it had succeeded moves the failure earlier; the
-    /// range shrinks each time, so this ends. `Some(index)` when it committed up to an
-    /// unhandled event instead, which the first pass would have stopped at.
+    /// back). A handler that fails now where it had succeeded moves the failure earlier, and
+    /// that earlier failure is returned to be settled instead (the later one is met again in
+    /// order); the range shrinks each time, so this ends.
     async fn commit_before<T: BatchItem>(
         &mut self,
         events: &[T],
         from: usize,
         mut at: usize,
         outcome: &mut BatchOutcome,
-    ) -> Result<Option<usize>, RunnerError> {
+    ) -> Result<Before, RunnerError> {
+        let mut earlier = None;
         while at > from {
             match self.segment(events, from, at, outcome).await? {
-                Segment::Committed => return Ok(None),
-                Segment::Unhandled(unhandled) => return Ok(Some(unhandled)),
-                Segment::Failed(earlier) => at = earlier.at,
+                Segment::Committed => break,
+                Segment::Unhandled(unhandled) => return Ok(Before::Unhandled(unhandled)),
+                Segment::Failed(failure) => {
+                    at = failure.at;
+                    earlier = Some(failure);
+                }
             }
         }
-        Ok(None)
+        Ok(earlier.map_or(Before::Committed, Before::Failed))
     }
 
     /// Sends a failed item where its kind says: retries (each attempt in a commit of its own)
@@ -600,7 +702,9 @@ where
     }
 
     /// Opens a transaction and locks the projection's checkpoint in it.
-    async fn begin_locked(&mut self) -> Result<(S::Transaction, Option<u64>), RunnerError> {
+    pub(super) async fn begin_locked(
+        &mut self,
+    ) -> Result<(S::Transaction, Option<u64>), RunnerError> {
         let mut tx = self
             .storage
             .begin()
@@ -616,7 +720,7 @@ where
     }
 
     /// Writes `progress` and commits.
-    async fn commit(
+    pub(super) async fn commit(
         &mut self,
         mut tx: S::Transaction,
         progress: &Progress,

@@ -40,30 +40,66 @@
 //! them (a position is the identity of progress); otherwise make push-mode handlers
 //! idempotent.
 //!
+//! **Set-based handlers** (`events: &[Envelope<E>]`): within a batch, each run of consecutive
+//! events of the handler's type that the runner would apply goes to it in one call
+//! ([`DatabaseProjection::handle_set`](crate::DatabaseProjection::handle_set)), in order; the
+//! run ends at any other item. When the call fails the runner cannot tell which event is at
+//! fault, so it narrows the run down: the events before it are committed, the run's first half
+//! is tried on its own, and so on, each try in a commit of its own (a fresh transaction for a
+//! transactional runner), until one event fails alone. That event, and only it, meets the
+//! retry and failure policies; the others are applied exactly once (transactional) or at
+//! least once (with [`Repositories`], whose failed calls may have done part of their work).
+//! Trying halves is not retrying: the retry policy counts the attempts of the event alone. A
+//! panic is a failure like any other. With [`EventOrder::PerAggregate`], a transactional
+//! runner may gather the events of each type across a batch (see [`EventOrder`]).
+//!
+//! **Live-only handlers** (`#[handles(E, live_only)]`) do not run for replayed events: those
+//! at or below the projection's *replay horizon*, stored with its checkpoint. On a first
+//! start (no checkpoint, or one at position 0) the horizon is the store's head then (its last
+//! readable position); on a rebuild ([`Runner::reset`]) it is the furthest the projection had
+//! got, its checkpoint or horizon before the reset, so that the events it had already passed
+//! are replayed and those it had not reached run their live-only handler once. Every other
+//! event is live, including events without a position (push mode). The coordinator takes the
+//! horizon before each batch it reads ([`Runner::prepare_replay`]); it is stored before the
+//! first event is applied, so a process that dies in the middle of a replay comes back to the
+//! same horizon. A replayed event counts in [`BatchOutcome::live_only_passed`]; the checkpoint
+//! moves past it. A dead letter replayed by an operator runs its handler, live-only or not.
+//! Stores that keep no horizon (the default of
+//! [`CheckpointRepository::set_replay_horizon`](crate::CheckpointRepository::set_replay_horizon))
+//! refuse to run a projection with live-only handlers from nothing, with a setup error.
+//!
 //! **Spans** (when [`tracing`](Runner::tracing) is on): `projection.batch` at INFO around
 //! each batch (`projection`, `events`, `applied`, `skipped`, `not_subscribed`,
 //! `dead_lettered`, `failed`, `checkpoint`, `checkpoint_written`, `error`);
 //! `projection.handle` (`projection`, `event_type`, `event_id`, `position`, `handler`,
 //! `attempts`, `outcome`) and `projection.handler` (`handler`, `attempt`) at DEBUG per event,
+//! `projection.handle_set` (`projection`, `event_type`, `events`, `first_position`,
+//! `last_position`) at DEBUG per call of a set-based handler,
 //! so a service logging at INFO records one span per batch, not per event.
 
 mod batch;
 mod builder;
+mod gather;
 mod item;
+mod live;
 mod outcome;
 mod panic;
 mod park;
 mod progress;
 pub(crate) mod reads;
 mod replay;
+mod set;
 mod step;
 mod strategy;
 
 pub use builder::RunnerBuilder;
+pub use gather::EventOrder;
 pub use item::BatchItem;
 pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
 pub use reads::RunnerReads;
 pub use strategy::{CommitStrategy, NoTransaction, Repositories};
+
+use set::SpecialHandlers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -152,6 +188,13 @@ pub struct Runner<P, S> {
     /// The halt is this process's only (storage refused to record it): a refresh from
     /// storage must not lift it.
     halt_unrecorded: bool,
+    /// Event types whose handler is set-based or live-only: the batch loop looks closer at
+    /// their events only.
+    handlers: SpecialHandlers,
+    /// Events at or below it are replayed: live-only handlers do not run for them.
+    replay_until: Option<u64>,
+    /// The order of events the projection depends on.
+    event_order: EventOrder,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -181,6 +224,7 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
     /// ([`ExponentialBackoffRetryPolicy`]), dead-lettering on terminal failure, tracing on.
     pub(crate) fn with_storage(projection: P, storage: S) -> Self {
         let name = projection.name().to_owned();
+        let handlers = SpecialHandlers::of(projection.handlers());
         let followed = projection
             .aggregates()
             .iter()
@@ -203,6 +247,9 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             unwritten: None,
             parked: std::collections::HashSet::new(),
             halt_unrecorded: false,
+            handlers,
+            replay_until: None,
+            event_order: EventOrder::Global,
         }
     }
 
@@ -341,6 +388,14 @@ where
             self.last_event = data.as_ref().and_then(|d| d.last_event_id);
             self.halt = data.and_then(|d| d.halt);
             self.load_parked().await?;
+            if !self.handlers.live_only.is_empty() {
+                self.replay_until = self
+                    .storage
+                    .checkpoints()
+                    .get_replay_horizon(&self.name)
+                    .await
+                    .map_err(|e| self.storage_error(e))?;
+            }
             self.loaded = true;
         }
         Ok(())

@@ -16,6 +16,9 @@ pub enum EventOutcome {
     /// The projection does not subscribe to the event's type: nothing ran, the checkpoint
     /// moved past it.
     NotSubscribed,
+    /// Its handler is live-only and the event is replayed (at or below the replay horizon):
+    /// nothing ran, the checkpoint moved past it.
+    LiveOnlyPassed,
     /// The retry policy gave up; the event is in the dead-letter queue under `entry_id` and
     /// the checkpoint moved past it.
     DeadLettered {
@@ -34,6 +37,9 @@ pub struct BatchOutcome {
     pub skipped: u64,
     /// Events of types the projection does not subscribe to.
     pub not_subscribed: u64,
+    /// Events whose handler is live-only, passed over because they are replayed (at or below
+    /// the replay horizon; see "Live-only handlers" in [`Runner`](super::Runner)).
+    pub live_only_passed: u64,
     /// Dead-letter entries written, in order.
     pub dead_lettered: Vec<i64>,
     /// Events the batch ended at without applying or dead-lettering them: the projection
@@ -52,6 +58,8 @@ impl BatchOutcome {
             EventOutcome::Applied
         } else if self.not_subscribed > 0 {
             EventOutcome::NotSubscribed
+        } else if self.live_only_passed > 0 {
+            EventOutcome::LiveOnlyPassed
         } else {
             EventOutcome::Skipped
         }

@@ -19,6 +19,7 @@ where
     /// checkpoint that claims it is full.
     pub async fn reset(&mut self) -> Result<(), RunnerError> {
         self.refuse_if_ambiguous()?;
+        let horizon = self.horizon_after_reset().await?;
         let mut tx = self
             .storage
             .begin()
@@ -42,6 +43,12 @@ where
             .map_err(|e| self.storage_error(e))?;
         self.known = Some(None);
         self.last_event = None;
+        // The horizon went with the checkpoint: carry it over (see `live`), or let the next
+        // start take one.
+        self.replay_until = None;
+        if let Some(horizon) = horizon {
+            self.start_replay(horizon).await?;
+        }
         self.loaded = true;
         self.halt = None;
         self.halt_unrecorded = false;
