@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
+pub mod bluegreen;
 pub mod checkpoint;
 pub mod coordinator;
 pub mod dlq;

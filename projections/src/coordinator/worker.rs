@@ -55,6 +55,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<ReplayReport, RunnerError>>,
     },
     Read(ReadRunner),
+    /// Publish the status again (a blue/green version's role changed).
+    Publish,
 }
 
 /// A read of a runner, run by its worker between batches.
@@ -142,6 +144,8 @@ pub(crate) struct Worker {
     notifications: Option<watch::Receiver<u64>>,
     /// Consecutive infrastructure failures.
     failures: u32,
+    /// The store's head position when lag was last measured (for a version's progress).
+    head: Option<u64>,
     lag_measured: Option<Instant>,
     /// The worker was asked to end.
     stopping: bool,
@@ -176,6 +180,7 @@ impl Worker {
             throughput: Throughput::new(),
             notifications,
             failures: 0,
+            head: None,
             lag_measured: None,
             stopping: false,
             unrecorded_stop: None,
@@ -404,6 +409,7 @@ impl Worker {
         }
         self.lag_measured = Some(Instant::now());
         let lag = self.reads.lag_metrics(&*self.config.store).await.ok()?;
+        self.head = Some(lag.head_position);
         let seconds = lag
             .oldest_unprocessed_age
             .map_or(0.0, |age| age.as_secs_f64());
@@ -442,8 +448,14 @@ impl Worker {
     }
 
     fn publish(&mut self, change: impl FnOnce(&mut ProjectionSnapshot)) {
+        let version = self.runner.version();
+        let head = self.head;
         self.status.send_modify(|snapshot| {
             change(snapshot);
+            snapshot.version = version.map(|mut version| {
+                version.progress = progress(snapshot, head);
+                version
+            });
             snapshot.updated_at = chrono::Utc::now();
         });
     }
@@ -478,6 +490,7 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::Read(read) => read(&*self.runner),
+            Command::Publish => self.publish(|_| {}),
         }
     }
 
@@ -523,6 +536,18 @@ impl Worker {
             }
         }
         Ok(report)
+    }
+}
+
+/// How far a version has got: 1 once live, else its checkpoint over the last measured head.
+fn progress(snapshot: &ProjectionSnapshot, head: Option<u64>) -> Option<f64> {
+    if snapshot.state == WorkerState::Live {
+        return Some(1.0);
+    }
+    match (snapshot.checkpoint, head) {
+        (_, Some(0)) => Some(1.0),
+        (checkpoint, Some(head)) => Some((checkpoint.unwrap_or(0) as f64 / head as f64).min(1.0)),
+        (_, None) => None,
     }
 }
 

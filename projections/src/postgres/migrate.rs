@@ -51,6 +51,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "readable timestamps",
         sql: include_str!("../../migrations/0005_readable_timestamps.sql"),
     },
+    Migration {
+        version: 6,
+        description: "blue/green projection versions",
+        sql: include_str!("../../migrations/0006_projection_versions.sql"),
+    },
 ];
 
 /// Creates or upgrades the crate's tables (event store, checkpoints, dead letters) in the

@@ -52,6 +52,10 @@ pub trait RegisteredProjection: Send + Any {
     fn halt_with(&mut self, halt: Halt) -> BoxFuture<'_, Result<(), RunnerError>>;
     /// Lets a paused or stopped projection go on.
     fn resume(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
+    /// The version it builds, when it is one of a blue/green projection.
+    fn version(&self) -> Option<crate::bluegreen::VersionStatus> {
+        None
+    }
     /// For downcasting to the concrete runner.
     fn as_any(&self) -> &dyn Any;
     /// For downcasting to the concrete runner.
@@ -124,6 +128,10 @@ where
 
     fn resume(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
         Box::pin(Runner::resume(self))
+    }
+
+    fn version(&self) -> Option<crate::bluegreen::VersionStatus> {
+        Runner::version_status(self)
     }
 
     fn as_any(&self) -> &dyn Any {
