@@ -286,18 +286,30 @@ impl<V: ReadModelVersions> BlueGreen<V> {
     }
 
     /// Retires `version`: stops its worker in `handle` (when given and running), then drops
-    /// its tables and checkpoint in one transaction. Refuses the serving version. Its dead
-    /// letters are kept, under [`versioned_name`]. Retiring a retired version does nothing.
+    /// its tables and checkpoint in one transaction. Refuses the serving version
+    /// ([`BlueGreenError::Serving`]) and one never built ([`BlueGreenError::UnknownVersion`]).
+    /// Its dead letters are kept, under [`versioned_name`]. Retiring a retired version does
+    /// nothing.
     pub async fn retire(
         &self,
         handle: Option<&CoordinatorHandle>,
         version: u32,
     ) -> Result<(), BlueGreenError> {
-        if self.serving().await? == Some(version) {
-            return Err(BlueGreenError::Serving {
-                projection: self.projection.clone(),
-                version,
-            });
+        match self.versions().await?.iter().find(|(v, _)| *v == version) {
+            None => {
+                return Err(BlueGreenError::UnknownVersion {
+                    projection: self.projection.clone(),
+                    version,
+                });
+            }
+            Some((_, VersionRole::Retired)) => return Ok(()),
+            Some((_, VersionRole::Serving)) => {
+                return Err(BlueGreenError::Serving {
+                    projection: self.projection.clone(),
+                    version,
+                });
+            }
+            Some(_) => {}
         }
         if let Some(handle) = handle {
             let name = versioned_name(&self.projection, version);
@@ -360,4 +372,192 @@ pub(crate) fn invalid(reason: String) -> StorageError {
 #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{CheckpointRepository, CheckpointUpdate};
+    use crate::coordinator::ProjectionCoordinator;
+    use crate::dlq::{DLQRepository, FailedEvent};
+    use crate::memory::{InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore};
+    use crate::projection::NoConnection;
+    use crate::registry::ProjectionRegistry;
+    use crate::storage::BoxFuture;
+
+    /// A unit no test opens: the fake versions below never build a runner.
+    struct NoUnit;
+
+    fn refused<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, StorageError>> {
+        Box::pin(async { Err(StorageError::Unreadable("not in this test".to_owned())) })
+    }
+
+    impl TransactionUnit for NoUnit {
+        type Connection = NoConnection;
+        type Transaction = Box<NoConnection>;
+        fn begin(&self) -> BoxFuture<'_, Result<Self::Transaction, StorageError>> {
+            refused()
+        }
+        fn commit(&self, _: Self::Transaction) -> BoxFuture<'_, Result<(), StorageError>> {
+            refused()
+        }
+        fn rollback(&self, _: Self::Transaction) -> BoxFuture<'_, Result<(), StorageError>> {
+            refused()
+        }
+        fn lock_checkpoint<'a>(
+            &'a self,
+            _: &'a mut Self::Transaction,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+            refused()
+        }
+        fn write_checkpoint<'a>(
+            &'a self,
+            _: &'a mut Self::Transaction,
+            _: &'a str,
+            _: &'a CheckpointUpdate,
+        ) -> BoxFuture<'a, Result<(), StorageError>> {
+            refused()
+        }
+        fn reset_checkpoint<'a>(
+            &'a self,
+            _: &'a mut Self::Transaction,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<(), StorageError>> {
+            refused()
+        }
+        fn dead_letter<'a>(
+            &'a self,
+            _: &'a mut Self::Transaction,
+            _: &'a FailedEvent,
+        ) -> BoxFuture<'a, Result<i64, StorageError>> {
+            refused()
+        }
+        fn resolve_dead_letter<'a>(
+            &'a self,
+            _: &'a mut Self::Transaction,
+            _: i64,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<(), StorageError>> {
+            refused()
+        }
+        fn checkpoints(&self) -> Arc<dyn CheckpointRepository> {
+            Arc::new(InMemoryCheckpointRepository::new())
+        }
+        fn dead_letters(&self) -> Arc<dyn DLQRepository> {
+            Arc::new(InMemoryDLQRepository::new())
+        }
+    }
+
+    /// Versions in memory: their roles, and the versions retired.
+    #[derive(Default)]
+    struct FakeVersions {
+        roles: Mutex<Vec<(u32, VersionRole)>>,
+        retired: Mutex<Vec<u32>>,
+    }
+
+    impl FakeVersions {
+        fn with(roles: &[(u32, VersionRole)]) -> Self {
+            Self {
+                roles: Mutex::new(roles.to_vec()),
+                retired: Mutex::default(),
+            }
+        }
+    }
+
+    impl ReadModelVersions for FakeVersions {
+        type Unit = NoUnit;
+
+        fn prepare<'a>(
+            &'a self,
+            _: &'a str,
+            _: u32,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<VersionRole, StorageError>> {
+            refused()
+        }
+
+        fn unit(&self, _: &str, _: u32) -> Result<Arc<NoUnit>, StorageError> {
+            Ok(Arc::new(NoUnit))
+        }
+
+        fn versions<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<(u32, VersionRole)>, StorageError>> {
+            let roles = self.roles.lock().map(|r| r.clone()).unwrap_or_default();
+            Box::pin(async move { Ok(roles) })
+        }
+
+        fn switch<'a>(&'a self, _: &'a str, _: u32) -> BoxFuture<'a, Result<Switch, StorageError>> {
+            refused()
+        }
+
+        fn retire<'a>(
+            &'a self,
+            _: &'a str,
+            version: u32,
+        ) -> BoxFuture<'a, Result<(), StorageError>> {
+            if let Ok(mut retired) = self.retired.lock() {
+                retired.push(version);
+            }
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn handle() -> CoordinatorHandle {
+        let store = Arc::new(InMemoryEventStore::new());
+        ProjectionCoordinator::new(ProjectionRegistry::new(), store)
+            .start()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replaced_version_is_retired_after_the_grace_period_not_before() {
+        let orders = Arc::new(BlueGreen::new(
+            FakeVersions::with(&[(1, VersionRole::Replaced), (2, VersionRole::Serving)]),
+            "orders",
+        ));
+        let retirement = orders.retire_after(handle(), 1, Duration::from_secs(600));
+        tokio::time::sleep(Duration::from_secs(599)).await;
+        assert!(orders.backend().retired.lock().unwrap().is_empty());
+        assert!(!retirement.is_finished());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        retirement.await.unwrap().unwrap();
+        assert_eq!(*orders.backend().retired.lock().unwrap(), [1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_version_promoted_again_during_its_grace_period_is_not_retired() {
+        let orders = Arc::new(BlueGreen::new(
+            FakeVersions::with(&[(1, VersionRole::Replaced), (2, VersionRole::Serving)]),
+            "orders",
+        ));
+        let retirement = orders.retire_after(handle(), 1, Duration::from_secs(600));
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        // A rollback: version 1 serves again.
+        *orders.backend().roles.lock().unwrap() =
+            vec![(1, VersionRole::Serving), (2, VersionRole::Replaced)];
+        let result = retirement.await.unwrap();
+        assert!(
+            matches!(result, Err(BlueGreenError::Serving { version: 1, .. })),
+            "{result:?}"
+        );
+        assert!(orders.backend().retired.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retiring_what_was_never_built_is_refused_and_a_retired_version_is_left_alone() {
+        let orders = BlueGreen::new(
+            FakeVersions::with(&[(1, VersionRole::Retired), (2, VersionRole::Serving)]),
+            "orders",
+        );
+        assert!(matches!(
+            orders.retire(None, 3).await,
+            Err(BlueGreenError::UnknownVersion { version: 3, .. })
+        ));
+        orders.retire(None, 1).await.unwrap();
+        assert!(orders.backend().retired.lock().unwrap().is_empty());
+    }
 }

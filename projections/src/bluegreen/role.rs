@@ -35,6 +35,7 @@ impl VersionRole {
     }
 
     /// The role stored as `text`, if it is one.
+    #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
     pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "building" => Some(Self::Building),
