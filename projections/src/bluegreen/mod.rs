@@ -295,7 +295,7 @@ impl<V: ReadModelVersions> BlueGreen<V> {
         handle: Option<&CoordinatorHandle>,
         version: u32,
     ) -> Result<(), BlueGreenError> {
-        match self.versions().await?.iter().find(|(v, _)| *v == version) {
+        let role = match self.versions().await?.iter().find(|(v, _)| *v == version) {
             None => {
                 return Err(BlueGreenError::UnknownVersion {
                     projection: self.projection.clone(),
@@ -309,19 +309,27 @@ impl<V: ReadModelVersions> BlueGreen<V> {
                     version,
                 });
             }
-            Some(_) => {}
-        }
-        if let Some(handle) = handle {
-            let name = versioned_name(&self.projection, version);
-            match handle.stop(&name).await {
-                Ok(_)
-                | Err(CoordinatorError::NotRunning(_) | CoordinatorError::UnknownProjection(_)) => {
-                }
-                Err(other) => return Err(other.into()),
-            }
-        }
-        self.versions.retire(&self.projection, version).await?;
+            Some(&(_, role)) => role,
+        };
+        // Shown as retired in the worker's last status; put back if the retirement fails.
         self.set_role(version, VersionRole::Retired);
+        let retired = async {
+            if let Some(handle) = handle {
+                let name = versioned_name(&self.projection, version);
+                match handle.stop(&name).await {
+                    Ok(_)
+                    | Err(
+                        CoordinatorError::NotRunning(_) | CoordinatorError::UnknownProjection(_),
+                    ) => {}
+                    Err(other) => return Err(BlueGreenError::from(other)),
+                }
+            }
+            Ok(self.versions.retire(&self.projection, version).await?)
+        };
+        if let Err(error) = retired.await {
+            self.set_role(version, role);
+            return Err(error);
+        }
         tracing::info!(projection = %self.projection, version, "version retired");
         Ok(())
     }
