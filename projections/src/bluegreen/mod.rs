@@ -15,8 +15,8 @@
 //!
 //! | | a version's tables | the stable views | handlers write to |
 //! |---|---|---|---|
-//! | PostgreSQL ([`PgReadModelVersions`]) | schema `<serving>_v<N>` | schema `<serving>`, one view per table | unqualified names: each batch runs with `SET LOCAL search_path` to the version's schema |
-//! | SQLite ([`SqliteReadModelVersions`]) | tables `<table>_v<N>` in the same file | view `<table>` | the version's own names (`orders_v2`), written in that version's code |
+//! | PostgreSQL (`PgReadModelVersions`, feature `postgres`) | schema `<serving>_v<N>` | schema `<serving>`, one view per table | unqualified names: each batch runs with `SET LOCAL search_path` to the version's schema |
+//! | SQLite (`SqliteReadModelVersions`, feature `sqlite`) | tables `<table>_v<N>` in the same file | view `<table>` | the version's own names (`orders_v2`), written in that version's code |
 //!
 //! **The switch.** [`BlueGreen::promote`] waits until the new version's worker is live, then
 //! in one transaction locks both checkpoints, refuses while the new one is behind the serving

@@ -30,8 +30,8 @@ pub enum Switch {
 }
 
 /// A database that keeps the versions of blue/green projections: PostgreSQL
-/// ([`PgReadModelVersions`](crate::bluegreen::PgReadModelVersions), a schema per version) and
-/// SQLite ([`SqliteReadModelVersions`](crate::bluegreen::SqliteReadModelVersions), tables
+/// (`PgReadModelVersions`, feature `postgres`: a schema per version) and
+/// SQLite (`SqliteReadModelVersions`, feature `sqlite`: tables
 /// named per version). Every method is one transaction.
 pub trait ReadModelVersions: Send + Sync + 'static {
     /// The transaction unit a version's runner commits through.
