@@ -1165,7 +1165,7 @@ async fn concurrent_migrations_of_a_new_schema() {
     postgres::migrate_schema(&pool, &schema).await.unwrap();
 
     let ledger = format!("\"{name}\".{MIGRATIONS_TABLE}");
-    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3, 4, 5]);
+    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3, 4, 5, 6]);
     for table in [
         "projection_events",
         "projection_positions",
@@ -1224,7 +1224,7 @@ async fn default_schema_migrations_are_idempotent_and_leave_sqlx_alone() {
     postgres::migrate(&pool).await.unwrap();
     assert_eq!(
         ledger_versions(&pool, &format!("public.{MIGRATIONS_TABLE}")).await,
-        [1, 2, 3, 4, 5]
+        [1, 2, 3, 4, 5, 6]
     );
     assert_eq!(sqlx_rows(pool.clone()).await, before);
 
