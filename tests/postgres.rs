@@ -1500,7 +1500,10 @@ async fn migration_6_upgrades_a_counter_store_in_place() {
     }
 
     postgres::migrate_schema(&pool, &schema).await.unwrap();
-    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        ledger_versions(&pool, &ledger).await,
+        [1, 2, 3, 4, 5, 6, 7, 8]
+    );
     let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
     let appended = store
         .append(
@@ -1540,7 +1543,10 @@ async fn concurrent_migrations_of_a_new_schema() {
     postgres::migrate_schema(&pool, &schema).await.unwrap();
 
     let ledger = format!("\"{name}\".{MIGRATIONS_TABLE}");
-    assert_eq!(ledger_versions(&pool, &ledger).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        ledger_versions(&pool, &ledger).await,
+        [1, 2, 3, 4, 5, 6, 7, 8]
+    );
     for table in [
         "projection_events",
         "projection_events_position_seq",
@@ -1601,7 +1607,7 @@ async fn default_schema_migrations_are_idempotent_and_leave_sqlx_alone() {
     postgres::migrate(&pool).await.unwrap();
     assert_eq!(
         ledger_versions(&pool, &format!("public.{MIGRATIONS_TABLE}")).await,
-        [1, 2, 3, 4, 5, 6, 7]
+        [1, 2, 3, 4, 5, 6, 7, 8]
     );
     assert_eq!(sqlx_rows(pool.clone()).await, before);
 

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
+pub mod bluegreen;
 pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -1,4 +1,4 @@
-//! `#[projection]` takes `name`, `unregistered` and `sync`, nothing else.
+//! `#[projection]` takes `name`, `version`, `unregistered` and `sync`, nothing else.
 
 use projections::{Envelope, Event, projection};
 use serde::{Deserialize, Serialize};

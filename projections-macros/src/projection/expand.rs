@@ -77,6 +77,14 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let aggregates = aggregates_list(model);
+    // Only when given: the traits' default is version 1.
+    let version = model.version.map(|version| {
+        quote! {
+            fn version(&self) -> u32 {
+                #version
+            }
+        }
+    });
     let Bodies {
         name,
         subscribed,
@@ -108,6 +116,8 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
         fn aggregates(&self) -> &[&'static str] {
             #aggregates
         }
+
+        #version
     };
 
     if model.sync {

@@ -17,6 +17,8 @@ pub struct Args {
     pub name: Option<LitStr>,
     pub policy: Policy,
     pub sync: bool,
+    /// `version = N`: the read model's version, at least 1.
+    pub version: Option<u32>,
 }
 
 /// A method carrying `#[handles(..)]` or `#[reset]`, before its signature is checked.
@@ -63,6 +65,7 @@ pub struct Model {
     pub name: String,
     pub policy: Policy,
     pub sync: bool,
+    pub version: Option<u32>,
     pub handlers: Vec<Handler>,
     pub reset: Option<Reset>,
 }

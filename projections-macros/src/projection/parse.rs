@@ -9,7 +9,7 @@ use super::model::{Args, MarkedMethod, Policy, Role};
 use crate::errors::Errors;
 
 const ARGS_HELP: &str =
-    "expected `name = \"...\"`, `unregistered = ignore | warn | error` or `sync`";
+    "expected `name = \"...\"`, `version = N`, `unregistered = ignore | warn | error` or `sync`";
 
 pub fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
     let mut args = Args::default();
@@ -29,6 +29,8 @@ pub fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
                 errors.at(&lit, "the projection name cannot be empty");
             }
             args.name = Some(lit);
+        } else if meta.path.is_ident("version") {
+            args.version = version(&meta, errors)?;
         } else if meta.path.is_ident("unregistered") {
             let value = meta.value()?;
             let (text, span) = if value.peek(LitStr) {
@@ -75,6 +77,26 @@ pub fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
         errors.push(error);
     }
     args
+}
+
+/// The value of `version = N`: a whole number from 1 to 2^32 - 1. A version changes only when
+/// the read model does, and names the tables it is built in (see `projections::bluegreen`).
+fn version(meta: &syn::meta::ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<u32>> {
+    const HELP: &str = "the projection version is a whole number from 1: `version = 2`";
+    let value = meta.value()?;
+    if !value.peek(syn::LitInt) {
+        let expr: syn::Expr = value.parse()?;
+        errors.at(&expr, HELP);
+        return Ok(None);
+    }
+    let lit: syn::LitInt = value.parse()?;
+    match lit.base10_parse::<u32>() {
+        Ok(0) | Err(_) => {
+            errors.at(&lit, HELP);
+            Ok(None)
+        }
+        Ok(version) => Ok(Some(version)),
+    }
 }
 
 /// Skips the value of an argument already reported, `= expr` or `(...)`, so the remaining

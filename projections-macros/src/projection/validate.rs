@@ -111,6 +111,7 @@ pub fn model(args: Args, marked: Marked, item: &ItemImpl, errors: &mut Errors) -
         name,
         policy: args.policy,
         sync: args.sync,
+        version: args.version,
         handlers,
         reset,
     })

@@ -163,6 +163,14 @@ impl CoordinatorHandle {
         }
     }
 
+    /// Asks projection `name`'s worker to publish its status again, between batches (its
+    /// blue/green role changed). Does nothing when it is not running.
+    pub(crate) fn republish(&self, name: &str) {
+        if let Ok(worker) = self.worker(name) {
+            let _ = worker.commands.send(Command::Publish);
+        }
+    }
+
     /// Health, from the workers' snapshots (no database round trip).
     pub fn health(&self) -> HealthReport {
         let projections = self

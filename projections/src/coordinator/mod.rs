@@ -218,7 +218,9 @@ impl ProjectionCoordinator {
             let name = runner.name().to_owned();
             let runner_type = (*runner).as_any().type_id();
             let (commands, receiver) = mpsc::unbounded_channel();
-            let (status, watcher) = watch::channel(status::ProjectionSnapshot::new(&name));
+            let mut snapshot = status::ProjectionSnapshot::new(&name);
+            snapshot.version = runner.version();
+            let (status, watcher) = watch::channel(snapshot);
             let worker = Worker::new(runner, config.clone(), receiver, status, shutdown.clone());
             let task = if self.tracing {
                 let span = tracing::info_span!("projection.worker", projection = %name);

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::bluegreen::VersionStatus;
 use crate::runner::StoppedAt;
 
 /// What a projection's worker is doing.
@@ -116,6 +117,9 @@ pub struct ProjectionSnapshot {
     pub applied: u64,
     /// When this snapshot was taken.
     pub updated_at: DateTime<Utc>,
+    /// For a version of a blue/green projection: which one, its role, and its progress
+    /// (see [`bluegreen`](crate::bluegreen)). `None` for other projections.
+    pub version: Option<VersionStatus>,
 }
 
 impl ProjectionSnapshot {
@@ -131,6 +135,7 @@ impl ProjectionSnapshot {
             events_per_second: 0.0,
             applied: 0,
             updated_at: Utc::now(),
+            version: None,
         }
     }
 }

@@ -60,6 +60,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), RunnerError>>,
     },
     Read(ReadRunner),
+    /// Publish the status again (a blue/green version's role changed).
+    Publish,
 }
 
 /// A read of a runner, run by its worker between batches.
@@ -155,6 +157,8 @@ pub(crate) struct Worker {
     notifications: Option<watch::Receiver<u64>>,
     /// Consecutive infrastructure failures.
     failures: u32,
+    /// The store's head position when lag was last measured (for a version's progress).
+    head: Option<u64>,
     lag_measured: Option<Instant>,
     /// When the stored halt was last read.
     halt_checked: Instant,
@@ -191,6 +195,7 @@ impl Worker {
             throughput: Throughput::new(),
             notifications,
             failures: 0,
+            head: None,
             lag_measured: None,
             halt_checked: Instant::now(),
             stopping: false,
@@ -438,6 +443,7 @@ impl Worker {
         }
         self.lag_measured = Some(Instant::now());
         let lag = self.reads.lag_metrics(&*self.config.store).await.ok()?;
+        self.head = Some(lag.head_position);
         let seconds = lag
             .oldest_unprocessed_age
             .map_or(0.0, |age| age.as_secs_f64());
@@ -476,8 +482,14 @@ impl Worker {
     }
 
     fn publish(&mut self, change: impl FnOnce(&mut ProjectionSnapshot)) {
+        let version = self.runner.version();
+        let head = self.head;
         self.status.send_modify(|snapshot| {
             change(snapshot);
+            snapshot.version = version.map(|mut version| {
+                version.progress = progress(snapshot, head);
+                version
+            });
             snapshot.updated_at = chrono::Utc::now();
             crate::metrics::snapshot(snapshot);
         });
@@ -525,6 +537,7 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::Read(read) => read(&*self.runner),
+            Command::Publish => self.publish(|_| {}),
         }
     }
 
@@ -585,6 +598,18 @@ impl Worker {
             self.reads.dead_letters().get_by_id(id).await,
             Ok(Some(entry)) if entry.status == crate::dlq::DLQStatus::Resolved
         )
+    }
+}
+
+/// How far a version has got: 1 once live, else its checkpoint over the last measured head.
+fn progress(snapshot: &ProjectionSnapshot, head: Option<u64>) -> Option<f64> {
+    if snapshot.state == WorkerState::Live {
+        return Some(1.0);
+    }
+    match (snapshot.checkpoint, head) {
+        (_, Some(0)) => Some(1.0),
+        (checkpoint, Some(head)) => Some((checkpoint.unwrap_or(0) as f64 / head as f64).min(1.0)),
+        (_, None) => None,
     }
 }
 

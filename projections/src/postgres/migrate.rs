@@ -61,6 +61,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "replay horizons",
         sql: include_str!("../../migrations/0007_replay_horizons.sql"),
     },
+    Migration {
+        version: 8,
+        description: "blue/green projection versions",
+        sql: include_str!("../../migrations/0008_projection_versions.sql"),
+    },
 ];
 
 /// Creates or upgrades the crate's tables (event store, checkpoints, dead letters) in the

@@ -78,6 +78,15 @@ pub trait Projection: Send {
         &[]
     }
 
+    /// The version of the read model (`#[projection(version = N)]`), 1 unless given. It
+    /// changes when the read model's shape or meaning does; a
+    /// [`BlueGreen`](crate::bluegreen::BlueGreen) deployment builds each version in tables of
+    /// its own and switches readers to a new one once it has caught up. A runner outside
+    /// blue/green ignores it.
+    fn version(&self) -> u32 {
+        1
+    }
+
     /// Applies one event to the read model.
     fn handle(&mut self, event: &AnyEvent)
     -> impl Future<Output = Result<(), HandlerError>> + Send;
@@ -124,6 +133,15 @@ pub trait DatabaseProjection: Send {
     /// overrides this list. None by default.
     fn aggregates(&self) -> &[&'static str] {
         &[]
+    }
+
+    /// The version of the read model (`#[projection(version = N)]`), 1 unless given. It
+    /// changes when the read model's shape or meaning does; a
+    /// [`BlueGreen`](crate::bluegreen::BlueGreen) deployment builds each version in tables of
+    /// its own and switches readers to a new one once it has caught up. A runner outside
+    /// blue/green ignores it.
+    fn version(&self) -> u32 {
+        1
     }
 
     /// Applies one event, writing through `conn`.
@@ -173,6 +191,10 @@ impl<P: Projection> DatabaseProjection for P {
 
     fn aggregates(&self) -> &[&'static str] {
         Projection::aggregates(self)
+    }
+
+    fn version(&self) -> u32 {
+        Projection::version(self)
     }
 
     fn handle(
@@ -226,6 +248,15 @@ pub trait SyncProjection: Send {
         &[]
     }
 
+    /// The version of the read model (`#[projection(version = N)]`), 1 unless given. It
+    /// changes when the read model's shape or meaning does; a
+    /// [`BlueGreen`](crate::bluegreen::BlueGreen) deployment builds each version in tables of
+    /// its own and switches readers to a new one once it has caught up. A runner outside
+    /// blue/green ignores it.
+    fn version(&self) -> u32 {
+        1
+    }
+
     /// Applies one event to the read model.
     fn handle(&mut self, event: &AnyEvent) -> Result<(), HandlerError>;
 
@@ -257,6 +288,10 @@ impl<P: SyncProjection> Projection for P {
 
     fn aggregates(&self) -> &[&'static str] {
         SyncProjection::aggregates(self)
+    }
+
+    fn version(&self) -> u32 {
+        SyncProjection::version(self)
     }
 
     fn handle(

@@ -72,6 +72,11 @@ pub trait RegisteredProjection: Send + Any {
     fn refresh_halt(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// The version it builds, when it is one of a blue/green projection.
+    fn version(&self) -> Option<crate::bluegreen::VersionStatus> {
+        None
+    }
     /// For downcasting to the concrete runner.
     fn as_any(&self) -> &dyn Any;
     /// For downcasting to the concrete runner.
@@ -163,6 +168,10 @@ where
 
     fn refresh_halt(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {
         Box::pin(Runner::refresh_halt(self))
+    }
+
+    fn version(&self) -> Option<crate::bluegreen::VersionStatus> {
+        Runner::version_status(self)
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -195,6 +195,8 @@ pub struct Runner<P, S> {
     replay_until: Option<u64>,
     /// The order of events the projection depends on.
     event_order: EventOrder,
+    /// The version this runner builds, when it is one of a blue/green projection.
+    version: Option<Arc<crate::bluegreen::VersionTag>>,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -250,7 +252,22 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             handlers,
             replay_until: None,
             event_order: EventOrder::Global,
+            version: None,
         }
+    }
+
+    /// Makes this the runner of one version of a blue/green projection: named for the
+    /// version (`orders@v2`), so its checkpoint, dead letters and worker are its own.
+    pub(crate) fn versioned(mut self, tag: Arc<crate::bluegreen::VersionTag>) -> Self {
+        self.name = crate::bluegreen::versioned_name(&tag.projection, tag.version);
+        self.version = Some(tag);
+        self
+    }
+
+    /// The version this runner builds and its role, when it is one of a blue/green
+    /// projection ([`BlueGreen::runner`](crate::bluegreen::BlueGreen::runner)).
+    pub fn version_status(&self) -> Option<crate::bluegreen::VersionStatus> {
+        self.version.as_ref().map(|tag| tag.status())
     }
 
     /// Sets the retry policy (for an event that is at fault).

@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "dead letters",
         sql: include_str!("../../migrations/sqlite/0003_dead_letters.sql"),
     },
+    Migration {
+        version: 4,
+        description: "blue/green projection versions",
+        sql: include_str!("../../migrations/sqlite/0004_projection_versions.sql"),
+    },
 ];
 
 /// The database cannot be opened or migrated by this build.

@@ -41,7 +41,7 @@ mod checkpoint;
 mod dlq;
 mod migrate;
 mod store;
-mod time;
+pub(crate) mod time;
 
 use std::path::Path;
 use std::time::Duration;

@@ -12,7 +12,7 @@ pub(super) fn to_stored(time: DateTime<Utc>) -> i64 {
 }
 
 /// Now, as stored.
-pub(super) fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     to_stored(Utc::now())
 }
 

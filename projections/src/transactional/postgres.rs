@@ -25,6 +25,8 @@ pub struct PgTransactionUnit {
     pool: PgPool,
     checkpoints: Arc<PostgreSQLCheckpointRepository>,
     dead_letters: Arc<PostgreSQLDLQRepository>,
+    /// The schema searched first by every batch (`SET LOCAL search_path`), as SQL.
+    read_model: Option<String>,
 }
 
 impl PgTransactionUnit {
@@ -34,6 +36,7 @@ impl PgTransactionUnit {
             checkpoints: Arc::new(PostgreSQLCheckpointRepository::new(pool.clone())),
             dead_letters: Arc::new(PostgreSQLDLQRepository::new(pool.clone())),
             pool,
+            read_model: None,
         }
     }
 
@@ -46,7 +49,19 @@ impl PgTransactionUnit {
             )),
             dead_letters: Arc::new(PostgreSQLDLQRepository::with_schema(pool.clone(), schema)),
             pool,
+            read_model: None,
         }
+    }
+
+    /// Runs every batch with `schema` first in the `search_path` (`SET LOCAL`, so only for
+    /// that transaction): the handlers' unqualified table names resolve to the read model's
+    /// tables in `schema`. This is how a blue/green version writes into its own schema
+    /// ([`PgReadModelVersions`](crate::bluegreen::PgReadModelVersions)). The crate's own
+    /// tables are found as before: through the unit's schema, or the rest of the path.
+    #[must_use]
+    pub fn read_model_schema(mut self, schema: &Schema) -> Self {
+        self.read_model = schema.name().map(|name| format!("\"{name}\""));
+        self
     }
 
     /// The pool.
@@ -68,7 +83,21 @@ impl TransactionUnit for PgTransactionUnit {
     type Transaction = Transaction<'static, Postgres>;
 
     fn begin(&self) -> BoxFuture<'_, Result<Self::Transaction, StorageError>> {
-        Box::pin(async move { self.pool.begin().await.map_err(backend) })
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(backend)?;
+            if let Some(schema) = &self.read_model {
+                // The rest of the path stays, so the crate's unqualified tables (a unit
+                // without a schema) and the user's extensions still resolve.
+                sqlx::query(
+                    "SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), true)",
+                )
+                .bind(schema)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+            Ok(tx)
+        })
     }
 
     fn commit(&self, tx: Self::Transaction) -> BoxFuture<'_, Result<(), StorageError>> {
