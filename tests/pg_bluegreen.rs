@@ -287,8 +287,8 @@ struct Reads {
     shapes: Vec<usize>,
 }
 
-/// Queries the views until `stop`: the row count, then one row (through an unprepared
-/// statement, as `SELECT *` must be when the shape changes: see the bluegreen docs).
+/// Queries the views until `stop`: the row count, then one row (through the simple query
+/// protocol, as `SELECT *` must be when the shape changes: see the bluegreen docs).
 async fn read_continuously(pool: PgPool, serving: String, stop: Arc<AtomicBool>) -> Reads {
     let mut reads = Reads::default();
     let count_sql = format!("SELECT count(*) FROM \"{serving}\".orders");
@@ -302,10 +302,12 @@ async fn read_continuously(pool: PgPool, serving: String, stop: Arc<AtomicBool>)
             Ok(count) => reads.counts.push(count),
             Err(error) => reads.errors.push(error.to_string()),
         }
-        match sqlx::query(&row_sql)
-            .persistent(false)
-            .fetch_optional(&pool)
+        // The simple query protocol: no statement is parsed ahead of its execution, so a swap
+        // between the two cannot change a planned result type under it.
+        match sqlx::raw_sql(&row_sql)
+            .fetch_all(&pool)
             .await
+            .map(|rows| rows.into_iter().next())
         {
             Ok(Some(row)) => {
                 let columns = row.columns().len();
