@@ -278,7 +278,11 @@ impl Captured {
             .with_max_level(tracing::Level::WARN)
             .with_ansi(false)
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Another test's thread may have cached "nobody listens" for the warning's callsite
+        // before this subscriber existed: ask every callsite again.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     fn text(&self) -> String {
