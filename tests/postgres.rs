@@ -1502,7 +1502,7 @@ async fn migration_6_upgrades_a_counter_store_in_place() {
     postgres::migrate_schema(&pool, &schema).await.unwrap();
     assert_eq!(
         ledger_versions(&pool, &ledger).await,
-        [1, 2, 3, 4, 5, 6, 7, 8]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
     let appended = store

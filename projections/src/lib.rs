@@ -6,6 +6,7 @@ pub mod bluegreen;
 pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod cluster;
 pub mod coordinator;
 pub mod dlq;
 pub mod event;

@@ -46,12 +46,39 @@ pub enum StorageError {
     /// The backend (database, network) failed.
     #[error("storage backend failed: {0}")]
     Backend(#[source] BoxError),
+    /// This node no longer owns the lease it wrote under: another node took it over (or a
+    /// rebuild moved its fence on). The batch's transaction commits nothing; the node steps
+    /// back until it holds the lease again.
+    #[error(
+        "node `{node}` no longer owns `{lease}` (its fencing token {token}; now {})",
+        match (owner, current) {
+            (Some(owner), Some(current)) => format!("`{owner}` with token {current}"),
+            _ => "nobody".to_owned(),
+        }
+    )]
+    Fenced {
+        /// The lease (a projection or a partition).
+        lease: String,
+        /// This node.
+        node: String,
+        /// The token this node held.
+        token: i64,
+        /// The owner the fence names now.
+        owner: Option<String>,
+        /// The token the fence holds now.
+        current: Option<i64>,
+    },
 }
 
 impl StorageError {
     /// Wraps a backend error.
     pub fn backend(error: impl Into<BoxError>) -> Self {
         Self::Backend(error.into())
+    }
+
+    /// Whether this node lost the lease it wrote under ([`StorageError::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
     }
 
     /// Whose fault this failure is. A storage failure is never an event's: a wrong setup

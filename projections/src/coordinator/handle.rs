@@ -29,6 +29,9 @@ pub(crate) struct Running {
     pub(crate) workers: Vec<WorkerLink>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: Mutex<Vec<(String, JoinHandle<WorkerExit>)>>,
+    /// On a node of a cluster: its view and its heartbeat task.
+    #[cfg(feature = "postgres")]
+    pub(crate) cluster: Option<crate::cluster::ClusterLink>,
 }
 
 impl Drop for Running {
@@ -372,7 +375,32 @@ impl CoordinatorHandle {
                 }
             }
         }
+        // The node gives its leases back once its workers are done, so that the others
+        // take over at once.
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &self.running.cluster {
+            let task = lock(&cluster.task).take();
+            if let Some(mut task) = task {
+                let ended = match limit {
+                    Some(limit) => tokio::time::timeout_at(limit, &mut task).await.is_ok(),
+                    None => (&mut task).await.is_ok(),
+                };
+                if !ended {
+                    task.abort();
+                }
+            }
+        }
         exits
+    }
+
+    /// On a node of a [cluster](crate::cluster): this node and the live ones, as the node
+    /// last saw them. `None` outside a cluster.
+    #[cfg(feature = "postgres")]
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterView> {
+        self.running
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.view.borrow().clone())
     }
 }
 

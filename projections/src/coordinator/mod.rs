@@ -116,6 +116,8 @@ pub struct ProjectionCoordinator {
     poll_interval: Duration,
     backoff: InfrastructureBackoff,
     tracing: bool,
+    #[cfg(feature = "postgres")]
+    cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl ProjectionCoordinator {
@@ -128,7 +130,24 @@ impl ProjectionCoordinator {
             poll_interval: Duration::from_secs(1),
             backoff: InfrastructureBackoff::default(),
             tracing: true,
+            #[cfg(feature = "postgres")]
+            cluster: None,
         }
+    }
+
+    /// Runs the workers as one node of a cluster (feature `postgres`): each applies its
+    /// projection only while this node holds the projection's lease, shared fairly with the
+    /// other nodes running the same projections against the same database, and taken over
+    /// when a node dies. See [`cluster`](crate::cluster) for what is guaranteed.
+    ///
+    /// Affects [`start`](Self::start) and [`run`](Self::run); the one-pass methods
+    /// ([`catch_up`](Self::catch_up), the rebuilds) take no lease: run them on a stopped
+    /// cluster.
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn cluster(mut self, node: crate::cluster::ClusterNode) -> Self {
+        self.cluster = Some(node);
+        self
     }
 
     /// Events read (and committed) at a time, at least 1.
@@ -214,6 +233,23 @@ impl ProjectionCoordinator {
         };
         let mut workers = Vec::with_capacity(projections.len());
         let mut tasks = Vec::with_capacity(projections.len());
+        #[cfg(feature = "postgres")]
+        let (mut leases, cluster) = match &self.cluster {
+            Some(node) => {
+                let names: Vec<String> = projections.iter().map(|p| p.name().to_owned()).collect();
+                let (membership, leases, view) =
+                    crate::cluster::Membership::new(node.clone(), &names);
+                let task = tokio::spawn(membership.run(shutdown.clone()));
+                let link = crate::cluster::ClusterLink {
+                    view,
+                    task: Mutex::new(Some(task)),
+                };
+                (leases.into_iter().map(Some).collect::<Vec<_>>(), Some(link))
+            }
+            None => (Vec::new(), None),
+        };
+        #[cfg(feature = "postgres")]
+        leases.reverse();
         for runner in projections {
             let name = runner.name().to_owned();
             let runner_type = (*runner).as_any().type_id();
@@ -222,6 +258,11 @@ impl ProjectionCoordinator {
             snapshot.version = runner.version();
             let (status, watcher) = watch::channel(snapshot);
             let worker = Worker::new(runner, config.clone(), receiver, status, shutdown.clone());
+            #[cfg(feature = "postgres")]
+            let worker = match leases.pop().flatten() {
+                Some(lease) => worker.leased(lease),
+                None => worker,
+            };
             let task = if self.tracing {
                 let span = tracing::info_span!("projection.worker", projection = %name);
                 tokio::spawn(worker.run().instrument(span))
@@ -241,6 +282,8 @@ impl ProjectionCoordinator {
                 workers,
                 shutdown,
                 tasks: Mutex::new(tasks),
+                #[cfg(feature = "postgres")]
+                cluster,
             }),
         }
     }

@@ -42,13 +42,19 @@ pub enum WorkerState {
     },
     /// Resetting and replaying from the beginning.
     Rebuilding,
+    /// On a node of a [cluster](crate::cluster): another node owns the projection (or
+    /// nobody yet); this worker applies nothing until this node takes the lease.
+    Standby {
+        /// The owning node, as last seen.
+        owner: Option<String>,
+    },
     /// The worker ended (shutdown or stop).
     Finished,
 }
 
 impl WorkerState {
     /// Every state's [`label`](Self::label).
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "starting",
         "catching_up",
         "live",
@@ -56,6 +62,7 @@ impl WorkerState {
         "stopped",
         "degraded",
         "rebuilding",
+        "standby",
         "finished",
     ];
 
@@ -70,6 +77,7 @@ impl WorkerState {
             Self::Stopped { .. } => "stopped",
             Self::Degraded { .. } => "degraded",
             Self::Rebuilding => "rebuilding",
+            Self::Standby { .. } => "standby",
             Self::Finished => "finished",
         }
     }
@@ -87,6 +95,8 @@ impl fmt::Display for WorkerState {
                 write!(f, "degraded ({failures} failures): {error}")
             }
             Self::Rebuilding => f.write_str("rebuilding"),
+            Self::Standby { owner: Some(owner) } => write!(f, "standby (owned by {owner})"),
+            Self::Standby { owner: None } => f.write_str("standby (no owner yet)"),
             Self::Finished => f.write_str("finished"),
         }
     }
@@ -120,6 +130,9 @@ pub struct ProjectionSnapshot {
     /// For a version of a blue/green projection: which one, its role, and its progress
     /// (see [`bluegreen`](crate::bluegreen)). `None` for other projections.
     pub version: Option<VersionStatus>,
+    /// On a node of a [cluster](crate::cluster): who owns the projection, since when, and
+    /// when the lease expires. `None` outside a cluster.
+    pub owner: Option<crate::cluster::Ownership>,
 }
 
 impl ProjectionSnapshot {
@@ -136,6 +149,7 @@ impl ProjectionSnapshot {
             applied: 0,
             updated_at: Utc::now(),
             version: None,
+            owner: None,
         }
     }
 }

@@ -167,6 +167,9 @@ pub(crate) struct Worker {
     /// A stop that storage could not record (its own setup is wrong, say the checkpoint table
     /// is missing): held in this process until resumed.
     unrecorded_stop: Option<crate::runner::StoppedAt>,
+    /// On a node of a cluster: the projection's lease, which the worker must hold to write.
+    #[cfg(feature = "postgres")]
+    lease: Option<crate::cluster::WorkerLease>,
 }
 
 /// What a worker hands back when it ends.
@@ -200,7 +203,16 @@ impl Worker {
             halt_checked: Instant::now(),
             stopping: false,
             unrecorded_stop: None,
+            #[cfg(feature = "postgres")]
+            lease: None,
         }
+    }
+
+    /// Makes the worker write only while this node holds the projection's lease.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn leased(mut self, lease: crate::cluster::WorkerLease) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// The worker's loop, until shutdown or a stop command.
@@ -212,6 +224,9 @@ impl Worker {
             }
             if self.stopping {
                 break;
+            }
+            if !self.holds_lease().await {
+                continue;
             }
             if let Some(at) = self.unrecorded_stop.clone() {
                 self.publish_halt(&Halt::Stopped(at));
@@ -235,14 +250,17 @@ impl Worker {
             // What was announced before this read: a later announcement means look again.
             let announced = self.announced();
             let store = Arc::clone(&self.config.store);
-            match step(
+            // The node gives a lease back between batches only.
+            let guard = self.batch_guard().await;
+            let result = step(
                 &mut *self.runner,
                 &*store,
                 self.config.batch_size,
                 &mut self.report,
             )
-            .await
-            {
+            .await;
+            drop(guard);
+            match result {
                 Ok((pass, outcome)) => {
                     self.failures = 0;
                     self.after_batch(&outcome, pass).await;
@@ -282,6 +300,10 @@ impl Worker {
 
     /// A batch ended with `error`: wait out the infrastructure, stop on a wrong setup.
     async fn failed(&mut self, error: RunnerError) {
+        if error.is_fenced() {
+            self.fenced(&error).await;
+            return;
+        }
         // What was committed before the failure counts.
         self.publish_checkpoint().await;
         if error.is_halt() {
@@ -358,6 +380,22 @@ impl Worker {
                 None => std::future::pending().await,
             }
         };
+        #[cfg(feature = "postgres")]
+        let lease_changed = {
+            let lease = self.lease.as_mut().map(|lease| &mut lease.state);
+            async move {
+                match lease {
+                    Some(state) => {
+                        if state.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        #[cfg(not(feature = "postgres"))]
+        let lease_changed = std::future::pending::<()>();
         let (notifications, commands, shutdown) =
             (&mut self.notifications, &mut self.commands, &self.shutdown);
         let notified = async {
@@ -374,6 +412,7 @@ impl Worker {
             () = shutdown.cancelled() => None,
             () = sleep => None,
             () = notified => None,
+            () = lease_changed => None,
             command = commands.recv() => command,
         };
         if let Some(command) = command {
@@ -516,7 +555,15 @@ impl Worker {
             }
             Command::Stop => self.stopping = true,
             Command::Rebuild { reply } => {
-                let result = self.rebuild().await;
+                let result = match self.not_owner() {
+                    Some(error) => Err(error),
+                    None => {
+                        let guard = self.batch_guard().await;
+                        let result = self.rebuild().await;
+                        drop(guard);
+                        result
+                    }
+                };
                 let _ = reply.send(result);
             }
             Command::Resolve {
@@ -532,7 +579,15 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::Replay { entry_id, reply } => {
-                let result = self.replay(entry_id).await;
+                let result = match self.not_owner() {
+                    Some(error) => Err(error),
+                    None => {
+                        let guard = self.batch_guard().await;
+                        let result = self.replay(entry_id).await;
+                        drop(guard);
+                        result
+                    }
+                };
                 self.refresh_dead_letters().await;
                 let _ = reply.send(result);
             }
@@ -591,7 +646,106 @@ impl Worker {
     }
 }
 
+/// Ownership on a node of a cluster (nothing to do elsewhere).
 impl Worker {
+    /// Whether this worker may write now: always, outside a cluster; on a node, while the
+    /// node holds the projection's lease. Otherwise it publishes `standby` and waits for the
+    /// lease (or a command) before answering `false`.
+    #[cfg(feature = "postgres")]
+    async fn holds_lease(&mut self) -> bool {
+        let Some(lease) = self.lease.as_mut() else {
+            return true;
+        };
+        let state = lease.state.borrow_and_update().clone();
+        let heartbeat = lease.heartbeat;
+        let owner = state.view.clone();
+        if let Some(fence) = state.usable_fence() {
+            if self.runner.fence() != Some(fence) {
+                tracing::info!(
+                    projection = %self.runner.name(), node = fence.node(), token = fence.token(),
+                    "this node owns the projection now",
+                );
+                self.runner.set_fence(Some(fence.clone()));
+                self.publish(|s| {
+                    if matches!(s.state, WorkerState::Standby { .. }) {
+                        s.state = WorkerState::Starting;
+                    }
+                });
+            }
+            self.publish(|s| s.owner = Some(owner));
+            return true;
+        }
+        if self.runner.fence().is_some() {
+            tracing::info!(
+                projection = %self.runner.name(), owner = ?owner.node,
+                "this node no longer owns the projection; standing by",
+            );
+            self.runner.set_fence(None);
+        }
+        self.publish(|s| {
+            s.state = WorkerState::Standby {
+                owner: owner.node.clone(),
+            };
+            s.owner = Some(owner);
+        });
+        // A lease that lapsed here (no heartbeat got through) may be renewed without a
+        // change of owner: look again after a heartbeat.
+        let recheck = state.fence.is_some().then_some(heartbeat);
+        self.idle(recheck).await;
+        false
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn holds_lease(&mut self) -> bool {
+        true
+    }
+
+    /// Held while a batch runs, on a node of a cluster.
+    #[cfg(feature = "postgres")]
+    async fn batch_guard(&mut self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.lease {
+            Some(lease) => Some(lease.batch_guard().await),
+            None => None,
+        }
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn batch_guard(&mut self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        None
+    }
+
+    /// What a command that writes (a rebuild, a replay) answers on a node that does not own
+    /// the projection.
+    fn not_owner(&self) -> Option<RunnerError> {
+        #[cfg(feature = "postgres")]
+        if let Some(lease) = &self.lease
+            && self.runner.fence().is_none()
+        {
+            return Some(RunnerError::NotOwner {
+                projection: self.runner.name().to_owned(),
+                owner: lease.state.borrow().view.node.clone(),
+            });
+        }
+        None
+    }
+
+    /// Another node took the lease while this one wrote: nothing of the batch committed.
+    async fn fenced(&mut self, error: &RunnerError) {
+        let message = error_chain(error);
+        tracing::warn!(projection = %self.runner.name(), error = %message, "fenced: another node owns the projection; standing by");
+        self.runner.set_fence(None);
+        #[cfg(feature = "postgres")]
+        if let Some(lease) = &self.lease {
+            lease.report_lost();
+            let heartbeat = lease.heartbeat;
+            self.publish(|s| {
+                s.state = WorkerState::Standby { owner: None };
+                s.last_error = Some(message);
+            });
+            self.idle(Some(heartbeat)).await;
+        }
+    }
+
     /// Whether entry `id` is resolved by now.
     async fn released(&mut self, id: i64) -> bool {
         matches!(

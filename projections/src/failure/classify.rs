@@ -35,6 +35,9 @@ fn kind_of(link: &(dyn std::error::Error + 'static)) -> Option<FailureKind> {
             StorageError::NotFound { .. } | StorageError::InvalidTransition { .. } => {
                 Some(FailureKind::Event)
             }
+            // Not the event's fault, and not a broken setup: the node steps back and the
+            // owner of the lease goes on.
+            StorageError::Fenced { .. } => Some(FailureKind::Infrastructure),
             StorageError::Backend(_) => None,
         };
     }

@@ -66,6 +66,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "blue/green projection versions",
         sql: include_str!("../../migrations/0008_projection_versions.sql"),
     },
+    Migration {
+        version: 9,
+        description: "cluster: nodes, leases and fences",
+        sql: include_str!("../../migrations/0009_cluster.sql"),
+    },
 ];
 
 /// Creates or upgrades the crate's tables (event store, checkpoints, dead letters) in the

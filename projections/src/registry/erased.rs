@@ -77,6 +77,11 @@ pub trait RegisteredProjection: Send + Any {
     fn version(&self) -> Option<crate::bluegreen::VersionStatus> {
         None
     }
+    /// Writes under `fence` from now on (this node took the projection's lease), or under
+    /// none; its state is read from storage again before the next batch.
+    fn set_fence(&mut self, fence: Option<crate::cluster::Fence>);
+    /// The lease it writes under, if any.
+    fn fence(&self) -> Option<&crate::cluster::Fence>;
     /// For downcasting to the concrete runner.
     fn as_any(&self) -> &dyn Any;
     /// For downcasting to the concrete runner.
@@ -172,6 +177,14 @@ where
 
     fn version(&self) -> Option<crate::bluegreen::VersionStatus> {
         Runner::version_status(self)
+    }
+
+    fn set_fence(&mut self, fence: Option<crate::cluster::Fence>) {
+        Runner::set_fence(self, fence);
+    }
+
+    fn fence(&self) -> Option<&crate::cluster::Fence> {
+        Runner::fence(self)
     }
 
     fn as_any(&self) -> &dyn Any {

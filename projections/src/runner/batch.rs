@@ -672,7 +672,7 @@ where
         failure: &FailedEvent,
         position: Option<u64>,
     ) -> Result<Option<i64>, StorageError> {
-        let mut tx = self.storage.begin().await?;
+        let mut tx = self.begin_fenced().await?;
         let checkpoint = self
             .storage
             .lock_checkpoint(&mut tx, &self.name, self.known)
@@ -701,13 +701,27 @@ where
         Ok(Some(entry_id))
     }
 
+    /// Opens a transaction and, on a node of a cluster, checks in it first that this node
+    /// still owns the projection: nothing is written under a lost lease.
+    pub(super) async fn begin_fenced(&mut self) -> Result<S::Transaction, StorageError> {
+        let mut tx = self.storage.begin().await?;
+        if let Some(fence) = &self.fence
+            && let Err(error) = self.storage.check_fence(&mut tx, fence).await
+        {
+            if let Err(rollback) = self.storage.rollback(tx).await {
+                tracing::debug!(projection = %self.name, error = %rollback, "rollback failed");
+            }
+            return Err(error);
+        }
+        Ok(tx)
+    }
+
     /// Opens a transaction and locks the projection's checkpoint in it.
     pub(super) async fn begin_locked(
         &mut self,
     ) -> Result<(S::Transaction, Option<u64>), RunnerError> {
         let mut tx = self
-            .storage
-            .begin()
+            .begin_fenced()
             .await
             .map_err(|e| self.storage_error(e))?;
         let checkpoint = self

@@ -197,6 +197,9 @@ pub struct Runner<P, S> {
     event_order: EventOrder,
     /// The version this runner builds, when it is one of a blue/green projection.
     version: Option<Arc<crate::bluegreen::VersionTag>>,
+    /// The lease this runner writes under, on a node of a cluster: checked in every
+    /// transaction it begins.
+    fence: Option<crate::cluster::Fence>,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -253,7 +256,23 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             replay_until: None,
             event_order: EventOrder::Global,
             version: None,
+            fence: None,
         }
+    }
+
+    /// Makes the runner write under `fence` (this node took the projection's lease), or under
+    /// none (it gave the lease up). Either way its checkpoint, halt and parked aggregates are
+    /// read from storage again before the next batch: another node may have moved them.
+    pub(crate) fn set_fence(&mut self, fence: Option<crate::cluster::Fence>) {
+        self.fence = fence;
+        self.loaded = false;
+        self.known = None;
+        self.unwritten = None;
+    }
+
+    /// The lease this runner writes under, if any.
+    pub(crate) fn fence(&self) -> Option<&crate::cluster::Fence> {
+        self.fence.as_ref()
     }
 
     /// Makes this the runner of one version of a blue/green projection: named for the

@@ -188,6 +188,15 @@ pub enum RunnerError {
         #[source]
         source: RegistryError,
     },
+    /// The projection belongs to another node of the cluster: what was asked (a rebuild, a
+    /// replay) must be asked of its owner.
+    #[error("projection `{projection}` is owned by {}: ask its owner", owner.as_deref().map_or_else(|| "no node right now".to_owned(), |o| format!("node `{o}`")))]
+    NotOwner {
+        /// The projection (or partition).
+        projection: String,
+        /// The node that owns it, as last seen.
+        owner: Option<String>,
+    },
     /// The upcasters of an event type are wrong (see
     /// [`EventRegistry::check_upcasters`](crate::EventRegistry::check_upcasters)): stored
     /// events of older versions could not be read. Like `AmbiguousEventType`, the runner
@@ -220,6 +229,18 @@ impl RunnerError {
             | Self::DeadLetter { source, .. }
             | Self::Storage { source, .. } => source.kind(),
             Self::Replay { .. } | Self::Reset { .. } => FailureKind::Event,
+            Self::NotOwner { .. } => FailureKind::Setup,
+        }
+    }
+
+    /// Whether this node lost the projection's lease to another node while the batch ran
+    /// ([`StorageError::Fenced`]): nothing of the batch was committed.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            Self::Checkpoint { source, .. }
+            | Self::DeadLetter { source, .. }
+            | Self::Storage { source, .. } => source.is_fenced(),
+            _ => false,
         }
     }
 

@@ -21,8 +21,7 @@ where
         self.refuse_if_ambiguous()?;
         let horizon = self.horizon_after_reset().await?;
         let mut tx = self
-            .storage
-            .begin()
+            .begin_fenced()
             .await
             .map_err(|e| self.storage_error(e))?;
         self.storage
@@ -119,8 +118,7 @@ where
         let error = loop {
             attempts += 1;
             let mut tx = self
-                .storage
-                .begin()
+                .begin_fenced()
                 .await
                 .map_err(|e| self.storage_error(e))?;
             match self.apply(&mut tx, &event, attempts).await {

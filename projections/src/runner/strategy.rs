@@ -54,6 +54,14 @@ pub trait CommitStrategy: sealed::Sealed + Send + Sync + 'static {
         projection: &'a str,
         known: Option<Option<u64>>,
     ) -> impl Future<Output = Result<Option<u64>, StorageError>> + Send + 'a;
+    /// Checks that this node still owns the lease `fence` names, inside the transaction (see
+    /// [`TransactionUnit::check_fence`]). [`Repositories`] hold no transaction to check it in:
+    /// they pass, and a handover is at least once.
+    fn check_fence<'a>(
+        &'a self,
+        tx: &'a mut Self::Transaction,
+        fence: &'a crate::cluster::Fence,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + 'a;
     /// Moves the checkpoint forward.
     fn write_checkpoint<'a>(
         &'a self,
@@ -217,6 +225,14 @@ impl CommitStrategy for Repositories {
         }
     }
 
+    fn check_fence<'a>(
+        &'a self,
+        _tx: &'a mut NoTransaction,
+        _fence: &'a crate::cluster::Fence,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + 'a {
+        std::future::ready(Ok(()))
+    }
+
     fn write_checkpoint<'a>(
         &'a self,
         _tx: &'a mut NoTransaction,
@@ -290,6 +306,14 @@ impl<U: TransactionUnit> CommitStrategy for Arc<U> {
         _known: Option<Option<u64>>,
     ) -> impl Future<Output = Result<Option<u64>, StorageError>> + Send + 'a {
         U::lock_checkpoint(self, tx, projection)
+    }
+
+    fn check_fence<'a>(
+        &'a self,
+        tx: &'a mut U::Transaction,
+        fence: &'a crate::cluster::Fence,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send + 'a {
+        U::check_fence(self, tx, fence)
     }
 
     fn write_checkpoint<'a>(

@@ -119,6 +119,14 @@ impl TransactionUnit for PgTransactionUnit {
         )
     }
 
+    fn check_fence<'a>(
+        &'a self,
+        tx: &'a mut Self::Transaction,
+        fence: &'a crate::cluster::Fence,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(crate::cluster::check_fence(conn(tx), fence))
+    }
+
     fn write_checkpoint<'a>(
         &'a self,
         tx: &'a mut Self::Transaction,

@@ -35,6 +35,27 @@ pub trait TransactionUnit: Send + Sync + 'static {
         projection: &'a str,
     ) -> BoxFuture<'a, Result<Option<u64>, StorageError>>;
 
+    /// Checks inside the transaction that this node still owns the lease `fence` names, and
+    /// keeps the check valid until the transaction ends (a takeover waits for it); fails with
+    /// [`StorageError::Fenced`] otherwise. A transactional runner that carries a fence (it
+    /// runs on a node of a [cluster](crate::cluster)) calls it first in every transaction.
+    ///
+    /// The default refuses: storage that cannot fence cannot run in a cluster.
+    fn check_fence<'a>(
+        &'a self,
+        tx: &'a mut Self::Transaction,
+        fence: &'a crate::cluster::Fence,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        let _ = tx;
+        Box::pin(std::future::ready(Err(StorageError::Invalid {
+            what: "storage for a cluster",
+            reason: format!(
+                "this transaction unit cannot check the fencing token of `{}`; clusters run on PostgreSQL",
+                fence.lease()
+            ),
+        })))
+    }
+
     /// Moves the checkpoint inside the transaction (monotonic, like
     /// [`CheckpointRepository::update_checkpoint`]).
     fn write_checkpoint<'a>(
