@@ -21,7 +21,7 @@ pub(crate) fn target(leases: usize, nodes: &[String], me: &str) -> usize {
 
 /// Which of the leases this node holds to give back when it holds `excess` more than its
 /// target: the ones it acquired last (they have done the least work here), by name when equal.
-pub(crate) fn to_release<'a>(held: &'a [(String, i64)], excess: usize) -> Vec<&'a str> {
+pub(crate) fn to_release(held: &[(String, i64)], excess: usize) -> Vec<&str> {
     let mut held: Vec<&(String, i64)> = held.iter().collect();
     // (name, acquisition order): the latest acquisitions last.
     held.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
