@@ -16,13 +16,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodes::{Beat, Count0, Count1, Count2, Count3, Count4, Count5, Counting, PROJECTIONS};
+use nodes::{
+    Beat, Count0, Count1, Count2, Count3, Count4, Count5, Counting, PROJECTIONS, Sequenced,
+};
 use projections::cluster::ClusterNode;
 use projections::coordinator::{
     CoordinatorError, CoordinatorHandle, ProjectionCoordinator, WorkerState,
 };
 use projections::postgres::{PostgresEventStore, Schema};
-use projections::runner::RunnerError;
+use projections::runner::{Partition, RunnerError};
 use projections::transactional::{PgTransactionUnit, TransactionalRunner};
 use projections::{AnyEvent, Envelope, EventStore, ExpectedVersion, ProjectionRegistry};
 use sqlx::PgPool;
@@ -122,6 +124,72 @@ impl Test {
             .cluster(node)
             .start()
             .unwrap()
+    }
+
+    /// A node (or, with no id, a plain coordinator) running `count` partitions of
+    /// [`Sequenced`].
+    fn partitioned(&self, id: Option<&str>, count: u32) -> CoordinatorHandle {
+        let unit = Arc::new(PgTransactionUnit::with_schema(
+            self.pool.clone(),
+            &self.schema,
+        ));
+        let projection = Sequenced(Counting::new(&self.schema, id.unwrap_or("solo")));
+        let mut registry = ProjectionRegistry::new();
+        for partition in Partition::all(count).unwrap() {
+            registry
+                .register(
+                    TransactionalRunner::new(projection.clone(), unit.clone()).partition(partition),
+                )
+                .unwrap();
+        }
+        let coordinator =
+            ProjectionCoordinator::new(registry, self.store.clone() as Arc<dyn EventStore>)
+                .batch_size(20)
+                .poll_interval(Duration::from_millis(100));
+        let coordinator = match id {
+            Some(id) => coordinator.cluster(
+                ClusterNode::new(self.pool.clone(), id)
+                    .unwrap()
+                    .schema(&self.schema)
+                    .lease(LEASE)
+                    .heartbeat(HEARTBEAT),
+            ),
+            None => coordinator,
+        };
+        coordinator.start().unwrap()
+    }
+
+    /// `beats` numbered beats for each of `aggregates` new aggregates, appended interleaved
+    /// (one event an append, aggregate after aggregate); returns the head.
+    async fn append_sequences(&self, aggregates: usize, beats: i64) -> u64 {
+        let ids: Vec<Uuid> = (0..aggregates).map(|_| Uuid::new_v4()).collect();
+        let mut last = 0;
+        for n in 0..beats {
+            for id in &ids {
+                let expected = if n == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(n as u64)
+                };
+                last = self
+                    .store
+                    .append(*id, expected, vec![Envelope::new(*id, Beat { n }).into()])
+                    .await
+                    .unwrap()
+                    .last_position;
+            }
+        }
+        last
+    }
+
+    async fn dead_letters(&self) -> i64 {
+        sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{}\".projection_dead_letters",
+            self.schema.name().unwrap()
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
     }
 
     async fn append(&self, count: usize) -> u64 {
@@ -399,5 +467,103 @@ async fn a_rebuild_is_asked_of_the_owner() {
     for handle in [a, b] {
         assert!(handle.shutdown(Duration::from_secs(10)).await.is_ok());
     }
+    test.drop_schema().await;
+}
+
+const PARTITIONS: [&str; 4] = [
+    "sequenced#0/4",
+    "sequenced#1/4",
+    "sequenced#2/4",
+    "sequenced#3/4",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_partitions_on_two_nodes_keep_each_aggregates_order_and_apply_each_event_once() {
+    let test = Test::new().await;
+    nodes::prepare_sequences(&test.pool, &test.schema)
+        .await
+        .unwrap();
+    let a = test.partitioned(Some("a"), 4);
+    let b = test.partitioned(Some("b"), 4);
+    until("two partitions each", || async {
+        test.held_by("a").await == 2 && test.held_by("b").await == 2
+    })
+    .await;
+    let head = test.append_sequences(40, 10).await;
+    until("every partition caught up", || {
+        test.caught_up(&PARTITIONS, head)
+    })
+    .await;
+    // Every aggregate's ten beats, in order, once each; nothing dead-lettered.
+    assert_eq!(
+        nodes::sequences(&test.pool, &test.schema, 9).await.unwrap(),
+        (40, 40, 400)
+    );
+    assert_eq!(test.dead_letters().await, 0);
+
+    // A rebuild asked of one node by the projection's name resets every partition, on both
+    // nodes, in one transaction; they all replay.
+    let rebuilt = a.rebuild("sequenced").await.unwrap();
+    assert!(rebuilt.name.starts_with("sequenced#"), "{}", rebuilt.name);
+    until("every partition replayed", || async {
+        nodes::sequences(&test.pool, &test.schema, 9).await.unwrap() == (40, 40, 400)
+            && test.caught_up(&PARTITIONS, head).await
+    })
+    .await;
+    assert_eq!(test.dead_letters().await, 0);
+    for handle in [a, b] {
+        assert!(handle.shutdown(Duration::from_secs(10)).await.is_ok());
+    }
+    test.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_partition_count_is_refused_until_a_rebuild() {
+    let test = Test::new().await;
+    nodes::prepare_sequences(&test.pool, &test.schema)
+        .await
+        .unwrap();
+    let head = test.append_sequences(12, 5).await;
+    let four = test.partitioned(None, 4);
+    until("four partitions caught up", || {
+        test.caught_up(&PARTITIONS, head)
+    })
+    .await;
+    assert!(four.shutdown(Duration::from_secs(10)).await.is_ok());
+
+    let two = test.partitioned(None, 2);
+    until("the two partitions stopping", || async {
+        two.status()
+            .iter()
+            .all(|s| matches!(s.state, WorkerState::Stopped { .. }))
+    })
+    .await;
+    let status = two.projection_status("sequenced#0/2").unwrap();
+    let error = status.last_error.unwrap_or_default();
+    assert!(
+        error.contains("partitioning") && error.contains("sequenced#0/4"),
+        "{error}"
+    );
+    // Nothing was applied twice meanwhile.
+    assert_eq!(
+        nodes::sequences(&test.pool, &test.schema, 4).await.unwrap(),
+        (12, 12, 60)
+    );
+
+    two.rebuild("sequenced").await.unwrap();
+    for name in ["sequenced#0/2", "sequenced#1/2"] {
+        // The stop went with the old checkpoints; the other partition's worker finds out at
+        // its next look at storage.
+        let _ = two.resume(name).await;
+    }
+    until("two partitions caught up", || {
+        test.caught_up(&["sequenced#0/2", "sequenced#1/2"], head)
+    })
+    .await;
+    assert_eq!(
+        nodes::sequences(&test.pool, &test.schema, 4).await.unwrap(),
+        (12, 12, 60)
+    );
+    assert!(two.shutdown(Duration::from_secs(10)).await.is_ok());
     test.drop_schema().await;
 }

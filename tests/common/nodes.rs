@@ -187,3 +187,101 @@ pub async fn owners(
     .fetch_all(pool)
     .await
 }
+
+/// The table of [`Sequenced`]: per aggregate, the last `n` applied and how many were.
+pub const SEQUENCES: &str = "cluster_sequences";
+
+/// Creates [`SEQUENCES`] in `schema`.
+pub async fn prepare_sequences(pool: &PgPool, schema: &Schema) -> Result<(), sqlx::Error> {
+    let name = schema.name().unwrap_or("public");
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE IF NOT EXISTS \"{name}\".{SEQUENCES} (
+             aggregate    uuid    PRIMARY KEY,
+             last_n       bigint  NOT NULL,
+             applications integer NOT NULL
+         )"
+    ))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A partitioned projection that checks the order of each aggregate's events: the beats of
+/// an aggregate are numbered 0, 1, 2...; a beat that does not follow the last one applied
+/// fails (and would be dead-lettered), so "no dead letter" means "order kept".
+#[derive(Debug, Clone)]
+pub struct Sequenced(pub Counting);
+
+/// A beat out of order.
+#[derive(Debug, thiserror::Error)]
+pub enum SequenceError {
+    #[error("beat {n} of aggregate {aggregate} does not follow the last one applied")]
+    OutOfOrder { aggregate: uuid::Uuid, n: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[projection(name = "sequenced")]
+impl Sequenced {
+    #[handles(Beat)]
+    async fn beat(
+        &mut self,
+        conn: &mut PgConnection,
+        event: &Envelope<Beat>,
+    ) -> Result<(), SequenceError> {
+        if self.0.work > 0 {
+            std::hint::black_box(burn(event.n, self.0.work));
+        }
+        let table = self.0.table.replace(APPLIED, SEQUENCES);
+        let aggregate = event.metadata.aggregate_id;
+        let applied = if event.n == 0 {
+            sqlx::query(&format!(
+                "INSERT INTO {table} VALUES ($1, 0, 1) ON CONFLICT (aggregate) DO NOTHING"
+            ))
+            .bind(aggregate)
+            .execute(&mut *conn)
+            .await?
+        } else {
+            sqlx::query(&format!(
+                "UPDATE {table} SET last_n = $2, applications = applications + 1 \
+                 WHERE aggregate = $1 AND last_n = $2 - 1"
+            ))
+            .bind(aggregate)
+            .bind(event.n)
+            .execute(&mut *conn)
+            .await?
+        };
+        if applied.rows_affected() != 1 {
+            return Err(SequenceError::OutOfOrder {
+                aggregate,
+                n: event.n,
+            });
+        }
+        Ok(())
+    }
+
+    #[reset]
+    async fn clear(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let table = self.0.table.replace(APPLIED, SEQUENCES);
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// (aggregates, aggregates whose last beat is `last`, beats applied) of [`SEQUENCES`].
+pub async fn sequences(
+    pool: &PgPool,
+    schema: &Schema,
+    last: i64,
+) -> Result<(i64, i64, i64), sqlx::Error> {
+    let name = schema.name().unwrap_or("public");
+    sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE last_n = $1), coalesce(sum(applications), 0)::bigint \
+         FROM \"{name}\".{SEQUENCES}"
+    ))
+    .bind(last)
+    .fetch_one(pool)
+    .await
+}

@@ -222,8 +222,36 @@ impl CoordinatorHandle {
 
     /// Resets projection `name` and replays the store from the beginning; returns what the
     /// replay did, once caught up. The projection then goes on live.
+    ///
+    /// A partitioned projection ([`Partition`](crate::runner::Partition)) is reset whole, its
+    /// partitions together, whether `name` is the projection's (`orders`) or one partition's
+    /// (`orders#2/4`): the report is that of the partition that ran the reset, and the other
+    /// partitions replay in their own workers (on their own nodes, on a cluster).
     pub async fn rebuild(&self, name: &str) -> Result<ProjectionReport, CoordinatorError> {
-        Ok(self.ask(name, |reply| Command::Rebuild { reply }).await??)
+        let name = self.partition_of(name).unwrap_or(name).to_owned();
+        Ok(self
+            .ask(&name, |reply| Command::Rebuild { reply })
+            .await??)
+    }
+
+    /// The first partition of projection `base` running here, when no projection has that
+    /// name (`base` names a partitioned projection). On a cluster, one this node owns if any.
+    fn partition_of(&self, base: &str) -> Option<&str> {
+        if self.running.workers.iter().any(|w| w.name == base) {
+            return None;
+        }
+        let partitions =
+            self.running.workers.iter().filter(|w| {
+                crate::runner::Partition::parse(&w.name).is_some_and(|(b, _)| b == base)
+            });
+        let mut first = None;
+        for worker in partitions {
+            if worker.status.borrow().owner.as_ref().is_none_or(|o| o.mine) {
+                return Some(&worker.name);
+            }
+            first.get_or_insert(worker.name.as_str());
+        }
+        first
     }
 
     /// Replays one dead-letter entry of projection `name`.

@@ -366,17 +366,45 @@ impl ProjectionCoordinator {
 
     /// Resets one projection (checkpoint, halt and read model) and replays the store from the
     /// beginning.
+    ///
+    /// A partitioned projection is reset whole (`name` may be the projection's or one
+    /// partition's) and every partition registered here replays: the report adds them up.
     pub async fn rebuild_projection(
         &mut self,
         name: &str,
     ) -> Result<ProjectionReport, CoordinatorError> {
         refuse_if_ambiguous()?;
-        let projection = self
+        let base = crate::runner::Partition::parse(name).map_or(name, |(base, _)| base);
+        let partitions: Vec<String> = self
             .registry
-            .get_mut(name)
-            .ok_or_else(|| CoordinatorError::UnknownProjection(name.to_owned()))?;
-        projection.reset().await?;
-        self.catchup(name).await
+            .projections()
+            .map(|p| p.name().to_owned())
+            .filter(|n| crate::runner::Partition::parse(n).is_some_and(|(b, _)| b == base))
+            .collect();
+        if partitions.is_empty() {
+            let projection = self
+                .registry
+                .get_mut(name)
+                .ok_or_else(|| CoordinatorError::UnknownProjection(name.to_owned()))?;
+            projection.reset().await?;
+            return self.catchup(name).await;
+        }
+        if let Some(first) = self.registry.get_mut(&partitions[0]) {
+            first.reset().await?;
+        }
+        let mut total = ProjectionReport::named(base);
+        for partition in &partitions {
+            let report = self.catchup(partition).await?;
+            total.applied += report.applied;
+            total.skipped += report.skipped;
+            total.not_subscribed += report.not_subscribed;
+            total.live_only_passed += report.live_only_passed;
+            total.failed += report.failed;
+            total.dead_lettered.extend(report.dead_lettered);
+            total.stopped = total.stopped.or(report.stopped);
+            total.error = total.error.or(report.error);
+        }
+        Ok(total)
     }
 
     /// Resets every projection and replays the store from the beginning.

@@ -304,6 +304,12 @@ impl Worker {
             self.fenced(&error).await;
             return;
         }
+        if let RunnerError::CheckpointMovedBack { .. } = &error {
+            // Reset elsewhere: the next batch reads from the new checkpoint.
+            tracing::info!(projection = %self.runner.name(), %error, "reading again after a reset");
+            self.publish_checkpoint().await;
+            return;
+        }
         // What was committed before the failure counts.
         self.publish_checkpoint().await;
         if error.is_halt() {

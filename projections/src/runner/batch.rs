@@ -287,7 +287,7 @@ where
         while index < until {
             let item = &events[index];
             let subscribed = self.projection.subscribed_to();
-            match classify(item, &progress, subscribed, following) {
+            match classify(item, &progress, subscribed, following, self.partition) {
                 Step::Skip => skipped += 1,
                 Step::PassOver {
                     position,
@@ -729,7 +729,21 @@ where
             .lock_checkpoint(&mut tx, &self.name, self.known)
             .await
             .map_err(|e| self.storage_error(e))?;
+        let previous = self.known.flatten();
         self.known = Some(checkpoint);
+        if let Some(previous) = previous
+            && checkpoint.is_none_or(|now| now < previous)
+        {
+            // Reset elsewhere (a rebuild by another process, or of another partition): the
+            // events in hand were read after the old checkpoint. Read again from the new one.
+            self.rollback(tx).await;
+            self.loaded = false;
+            return Err(RunnerError::CheckpointMovedBack {
+                projection: self.name.clone(),
+                from: previous,
+                to: checkpoint,
+            });
+        }
         Ok((tx, checkpoint))
     }
 

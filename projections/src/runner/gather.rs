@@ -53,6 +53,7 @@ fn plan<'a, T: BatchItem>(
     (from, until): (usize, usize),
     progress: &Progress,
     subscribed: &[&'static str],
+    partition: Option<super::partition::Partition>,
     live_only: impl Fn(&AnyEvent) -> bool,
 ) -> Option<Plan<'a>> {
     let mut groups: Vec<(&'static str, Vec<&'a AnyEvent>)> = Vec::new();
@@ -66,7 +67,7 @@ fn plan<'a, T: BatchItem>(
             return None;
         }
         previous = Some(position);
-        match classify(item, progress, subscribed, false) {
+        match classify(item, progress, subscribed, false, partition) {
             Step::Skip | Step::PassOver { .. } => continue,
             Step::Apply(event) if !live_only(event) => {
                 let group = match groups
@@ -131,14 +132,30 @@ where
         let known = Progress::from(self.known.flatten(), self.last_event);
         let subscribed = self.projection.subscribed_to();
         let live_only = |e: &AnyEvent| self.is_replayed_live_only(e);
-        if plan(events, (from, until), &known, subscribed, live_only).is_none() {
+        if plan(
+            events,
+            (from, until),
+            &known,
+            subscribed,
+            self.partition,
+            live_only,
+        )
+        .is_none()
+        {
             return Ok(false);
         }
         let (mut tx, checkpoint) = self.begin_locked().await?;
         let mut progress = Progress::from(checkpoint, self.last_event);
         let subscribed = self.projection.subscribed_to();
         let live_only = |e: &AnyEvent| self.is_replayed_live_only(e);
-        let Some(plan) = plan(events, (from, until), &progress, subscribed, live_only) else {
+        let Some(plan) = plan(
+            events,
+            (from, until),
+            &progress,
+            subscribed,
+            self.partition,
+            live_only,
+        ) else {
             self.rollback(tx).await;
             return Ok(false);
         };
@@ -168,7 +185,7 @@ where
         let (mut applied, mut skipped, mut not_subscribed) = (0, 0, 0);
         let subscribed = self.projection.subscribed_to();
         for item in &events[from..until] {
-            match classify(item, &progress, subscribed, false) {
+            match classify(item, &progress, subscribed, false, self.partition) {
                 Step::Skip => skipped += 1,
                 Step::PassOver {
                     position,

@@ -85,6 +85,7 @@ mod live;
 mod outcome;
 mod panic;
 mod park;
+mod partition;
 mod progress;
 pub(crate) mod reads;
 mod replay;
@@ -96,6 +97,7 @@ pub use builder::RunnerBuilder;
 pub use gather::EventOrder;
 pub use item::BatchItem;
 pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
+pub use partition::Partition;
 pub use reads::RunnerReads;
 pub use strategy::{CommitStrategy, NoTransaction, Repositories};
 
@@ -200,6 +202,8 @@ pub struct Runner<P, S> {
     /// The lease this runner writes under, on a node of a cluster: checked in every
     /// transaction it begins.
     fence: Option<crate::cluster::Fence>,
+    /// The partition of the projection this runner applies, if it is partitioned.
+    partition: Option<Partition>,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -257,6 +261,53 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             event_order: EventOrder::Global,
             version: None,
             fence: None,
+            partition: None,
+        }
+    }
+
+    /// Makes this runner apply one partition of the projection: the events of the aggregates
+    /// in `partition` (see [`Partition`]); the others are passed over (the checkpoint moves).
+    /// The runner is named for the partition (`orders#2/4`), so its checkpoint, dead letters,
+    /// worker and, on a cluster, lease are its own. Register one runner per partition:
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use projections::runner::Partition;
+    /// # use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+    /// # fn run<P: projections::DatabaseProjection<Connection = projections::PgConnection> + Clone + 'static>(
+    /// #     projection: P, unit: Arc<PgTransactionUnit>, registry: &mut projections::ProjectionRegistry,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// for partition in Partition::all(4)? {
+    ///     registry.register(TransactionalRunner::new(projection.clone(), unit.clone()).partition(partition))?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The partitions share the read model: a reset of any one ([`reset`](Self::reset), a
+    /// rebuild) resets them all, in one transaction. A runner refuses to start (a setup error)
+    /// while checkpoints of the projection with another partitioning exist (another count,
+    /// or none): changing the count is an explicit rebuild.
+    ///
+    /// An event that does not decode cannot be placed in a partition: each partition meets it
+    /// (and dead-letters it, by default).
+    #[must_use]
+    pub fn partition(mut self, partition: Partition) -> Self {
+        let base = self.base_name().to_owned();
+        self.name = partition.name_for(&base);
+        self.partition = Some(partition);
+        self
+    }
+
+    /// The partition this runner applies, if the projection is partitioned.
+    pub fn partition_of(&self) -> Option<Partition> {
+        self.partition
+    }
+
+    /// The name without the partition (`orders` for `orders#2/4`).
+    pub(crate) fn base_name(&self) -> &str {
+        match self.partition {
+            Some(_) => Partition::parse(&self.name).map_or(self.name.as_str(), |(base, _)| base),
+            None => &self.name,
         }
     }
 
@@ -414,6 +465,7 @@ where
     /// Reads the checkpoint and the halt from storage, the first time.
     pub async fn load(&mut self) -> Result<(), RunnerError> {
         if !self.loaded {
+            self.refuse_other_partitioning().await?;
             let data = self
                 .storage
                 .checkpoints()
@@ -435,6 +487,58 @@ where
             self.loaded = true;
         }
         Ok(())
+    }
+
+    /// The checkpoints of this projection under any partitioning (none, or any count), by
+    /// name: what a reset clears.
+    async fn group_checkpoints(
+        &mut self,
+    ) -> Result<Vec<crate::checkpoint::CheckpointData>, RunnerError> {
+        let base = self.base_name();
+        let all = self
+            .storage
+            .checkpoints()
+            .get_all_checkpoints()
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        Ok(all
+            .into_iter()
+            .filter(|c| {
+                c.projection_name == base
+                    || Partition::parse(&c.projection_name).is_some_and(|(b, _)| b == base)
+            })
+            .collect())
+    }
+
+    /// Refuses to run (a setup error) while the projection has progress under another
+    /// partitioning: the read model was built by partitions of another count (or by none),
+    /// and only a rebuild may change that.
+    async fn refuse_other_partitioning(&mut self) -> Result<(), RunnerError> {
+        let mine = self.partition.map(|p| p.count());
+        let others: Vec<String> = self
+            .group_checkpoints()
+            .await?
+            .into_iter()
+            .filter(|c| c.position > 0)
+            .filter(|c| Partition::parse(&c.projection_name).map(|(_, p)| p.count()) != mine)
+            .map(|c| c.projection_name)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let now = match mine {
+            Some(count) => format!("{count} partitions"),
+            None => "no partitions".to_owned(),
+        };
+        Err(self.storage_error(StorageError::Invalid {
+            what: "partitioning",
+            reason: format!(
+                "projection `{}` runs with {now} but has progress under another partitioning ({}): \
+                 changing the partitioning is a rebuild; rebuild it",
+                self.base_name(),
+                others.join(", ")
+            ),
+        }))
     }
 
     /// The checkpoint position, as last read or written.
@@ -552,6 +656,18 @@ where
             .get_checkpoint_data(&self.name)
             .await
             .map_err(|e| self.storage_error(e))?;
+        // A checkpoint behind the one this runner wrote: the projection was reset elsewhere
+        // (a rebuild by another process, or of another partition). Read it all again.
+        let position = data.as_ref().map(|d| d.position).filter(|p| *p > 0);
+        if self.unwritten.is_none()
+            && let Some(Some(known)) = self.known
+            && position.is_none_or(|stored| stored < known)
+        {
+            tracing::info!(projection = %self.name, from = known, to = ?position, "reset elsewhere: reading again");
+            self.loaded = false;
+            self.known = None;
+            return Ok(());
+        }
         let stored = data.and_then(|d| d.halt);
         let same_kind = matches!(
             (&self.halt, &stored),

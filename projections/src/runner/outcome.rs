@@ -188,6 +188,20 @@ pub enum RunnerError {
         #[source]
         source: RegistryError,
     },
+    /// The stored checkpoint went back while the batch was in hand: the projection was reset
+    /// elsewhere (a rebuild by another process, or of another partition of it). Nothing of the
+    /// batch was applied; read again from the new checkpoint.
+    #[error(
+        "projection `{projection}` was reset elsewhere: its checkpoint went from {from} back to {to:?}"
+    )]
+    CheckpointMovedBack {
+        /// The projection.
+        projection: String,
+        /// The checkpoint the batch was read after.
+        from: u64,
+        /// The checkpoint now.
+        to: Option<u64>,
+    },
     /// The projection belongs to another node of the cluster: what was asked (a rebuild, a
     /// replay) must be asked of its owner.
     #[error("projection `{projection}` is owned by {}: ask its owner", owner.as_deref().map_or_else(|| "no node right now".to_owned(), |o| format!("node `{o}`")))]
@@ -230,6 +244,7 @@ impl RunnerError {
             | Self::Storage { source, .. } => source.kind(),
             Self::Replay { .. } | Self::Reset { .. } => FailureKind::Event,
             Self::NotOwner { .. } => FailureKind::Setup,
+            Self::CheckpointMovedBack { .. } => FailureKind::Infrastructure,
         }
     }
 

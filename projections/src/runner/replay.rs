@@ -20,14 +20,27 @@ where
     pub async fn reset(&mut self) -> Result<(), RunnerError> {
         self.refuse_if_ambiguous()?;
         let horizon = self.horizon_after_reset().await?;
+        // Every partition (and any earlier partitioning) shares the read model: all reset
+        // together.
+        let mut names: Vec<String> = self
+            .group_checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| c.projection_name)
+            .collect();
+        if !names.contains(&self.name) {
+            names.push(self.name.clone());
+        }
         let mut tx = self
             .begin_fenced()
             .await
             .map_err(|e| self.storage_error(e))?;
-        self.storage
-            .reset_checkpoint(&mut tx, &self.name)
-            .await
-            .map_err(|e| self.storage_error(e))?;
+        for name in &names {
+            if let Err(error) = self.storage.reset_checkpoint(&mut tx, name).await {
+                self.rollback(tx).await;
+                return Err(self.storage_error(error));
+            }
+        }
         let reset = super::panic::caught(|| self.projection.reset(&mut *tx)).await;
         if let Err(source) = reset {
             self.rollback(tx).await;

@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::BatchItem;
+use super::partition::Partition;
 use super::progress::Progress;
 use crate::event::{AnyEvent, EventRegistry};
 use crate::store::UndecodableEvent;
@@ -41,17 +42,18 @@ pub(super) fn follows(followed: &[String], passed_over: &[&'static str], event: 
     !aggregate.is_empty() && followed.iter().any(|followed| followed == aggregate)
 }
 
-/// What to do with `item`, after `progress`, for a projection handling `subscribed` and
-/// following aggregate types or not (`following`).
+/// What to do with `item`, after `progress`, for a projection handling `subscribed`,
+/// following aggregate types or not (`following`), in `partition` if it is partitioned.
 #[inline]
 pub(super) fn classify<'a, T: BatchItem>(
     item: &'a T,
     progress: &Progress,
     subscribed: &[&'static str],
     following: bool,
+    partition: Option<Partition>,
 ) -> Step<'a> {
     match item.decoded() {
-        Ok(event) => classify_event(event, progress, subscribed, following),
+        Ok(event) => classify_event(event, progress, subscribed, following, partition),
         Err(raw) => classify_undecodable(raw, progress.position, subscribed),
     }
 }
@@ -62,6 +64,7 @@ fn classify_event<'a>(
     progress: &Progress,
     subscribed: &[&'static str],
     following: bool,
+    partition: Option<Partition>,
 ) -> Step<'a> {
     let done = match event.position() {
         Some(position) => progress
@@ -72,6 +75,13 @@ fn classify_event<'a>(
     };
     if done {
         Step::Skip
+    } else if partition.is_some_and(|p| !p.contains(event.metadata().aggregate_id)) {
+        // Another partition's aggregate.
+        Step::PassOver {
+            position: event.position(),
+            event_id: event.event_id(),
+            event_type: event.event_type(),
+        }
     } else if is_listed(subscribed, event.event_type()) {
         Step::Apply(event)
     } else if following {
