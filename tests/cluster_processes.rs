@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use nodes::{Beat, PROJECTIONS};
 use projections::postgres::{PostgresEventStore, Schema};
+use projections::runner::Partition;
 use projections::{AnyEvent, Envelope, EventStore, ExpectedVersion};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -548,4 +549,93 @@ async fn a_node_that_joins_gets_work_and_gives_it_back_when_it_leaves() {
         node.leave().await;
     }
     test.drop_schema().await;
+}
+
+/// Appends `beats` numbered beats for each of `aggregates` new aggregates, an aggregate's
+/// beats in one append; returns the head.
+async fn append_sequences(test: &Test, aggregates: usize, beats: i64) -> u64 {
+    let mut head = 0;
+    for _ in 0..aggregates {
+        let id = Uuid::new_v4();
+        let events: Vec<AnyEvent> = (0..beats)
+            .map(|n| Envelope::new(id, Beat { n }).into())
+            .collect();
+        head = test
+            .store
+            .append(id, ExpectedVersion::NoStream, events)
+            .await
+            .unwrap()
+            .last_position;
+    }
+    head
+}
+
+/// Starts `nodes` nodes (one runtime thread each) running four partitions of `sequenced`
+/// with a CPU-heavy handler, waits for the shares, appends the work, and returns how long
+/// the nodes took to apply it; checks the order of every aggregate and that each event was
+/// applied once.
+async fn partitioned_run(nodes: &[&str], aggregates: usize, work: &str) -> Duration {
+    let test = Test::new().await;
+    nodes::prepare_sequences(&test.pool, &test.schema)
+        .await
+        .unwrap();
+    let options = [
+        "--partitions",
+        "4",
+        "--threads",
+        "1",
+        "--work",
+        work,
+        "--lease-ms",
+        "2000",
+        "--heartbeat-ms",
+        "250",
+        "--batch",
+        "100",
+    ];
+    let running: Vec<Node> = nodes.iter().map(|id| test.node(id, &options)).collect();
+    let share = 4 / nodes.len();
+    let shares: Vec<(&str, usize)> = nodes.iter().map(|id| (*id, share)).collect();
+    test.balanced(&shares).await;
+    let started = Instant::now();
+    let head = append_sequences(&test, aggregates, 10).await;
+    let names: Vec<String> = Partition::all(4)
+        .unwrap()
+        .map(|p| p.name_for("sequenced"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    test.caught_up(&names, head).await;
+    let took = started.elapsed();
+    assert_eq!(
+        nodes::sequences(&test.pool, &test.schema, 9).await.unwrap(),
+        (aggregates as i64, aggregates as i64, aggregates as i64 * 10),
+        "(aggregates, aggregates with all ten beats in order, beats applied)"
+    );
+    let dead: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{}\".projection_dead_letters",
+        test.schema.name().unwrap()
+    ))
+    .fetch_one(&test.pool)
+    .await
+    .unwrap();
+    assert_eq!(dead, 0, "an event out of order or failing");
+    for node in running {
+        node.leave().await;
+    }
+    test.drop_schema().await;
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_projection_keeps_order_and_spreads_over_two_nodes() {
+    let aggregates = env_u64("CLUSTER_SCALING_AGGREGATES", 100) as usize;
+    let work = std::env::var("CLUSTER_SCALING_WORK").unwrap_or_else(|_| "300000".to_owned());
+    let one = partitioned_run(&["a"], aggregates, &work).await;
+    let two = partitioned_run(&["a", "b"], aggregates, &work).await;
+    eprintln!(
+        "partitioned projection, 4 partitions, {} events, CPU-heavy handler ({work} rounds): \
+         1 node {one:?}, 2 nodes {two:?}, speed-up {:.2}x",
+        aggregates * 10,
+        one.as_secs_f64() / two.as_secs_f64()
+    );
 }

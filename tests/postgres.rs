@@ -1545,7 +1545,7 @@ async fn concurrent_migrations_of_a_new_schema() {
     let ledger = format!("\"{name}\".{MIGRATIONS_TABLE}");
     assert_eq!(
         ledger_versions(&pool, &ledger).await,
-        [1, 2, 3, 4, 5, 6, 7, 8]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     for table in [
         "projection_events",
@@ -1607,7 +1607,7 @@ async fn default_schema_migrations_are_idempotent_and_leave_sqlx_alone() {
     postgres::migrate(&pool).await.unwrap();
     assert_eq!(
         ledger_versions(&pool, &format!("public.{MIGRATIONS_TABLE}")).await,
-        [1, 2, 3, 4, 5, 6, 7, 8]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9]
     );
     assert_eq!(sqlx_rows(pool.clone()).await, before);
 

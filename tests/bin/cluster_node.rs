@@ -7,7 +7,9 @@
 //! time a projection's worker publishes, and `left` after a graceful shutdown.
 //!
 //! Options: `--lease-ms N`, `--heartbeat-ms N`, `--pace-ms N` (a pause per event),
-//! `--work N` (CPU work per event), `--projections K` (the first K of six), `--batch N`.
+//! `--work N` (CPU work per event), `--projections K` (the first K of six), `--batch N`,
+//! `--partitions N` (instead of the counters: the order-checking `sequenced` projection in N
+//! partitions), `--threads N` (the runtime's worker threads, 2 by default).
 //!
 //! It shuts down gracefully (giving its leases back) when its standard input closes.
 
@@ -18,11 +20,12 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodes::{Count0, Count1, Count2, Count3, Count4, Count5, Counting};
+use nodes::{Count0, Count1, Count2, Count3, Count4, Count5, Counting, Sequenced};
 use projections::ProjectionRegistry;
 use projections::cluster::ClusterNode;
 use projections::coordinator::{InfrastructureBackoff, ProjectionCoordinator};
 use projections::postgres::{PostgresEventStore, Schema};
+use projections::runner::Partition;
 use projections::transactional::{PgTransactionUnit, TransactionalRunner};
 use sqlx::postgres::PgPoolOptions;
 
@@ -38,6 +41,8 @@ struct Options {
     work: u32,
     projections: usize,
     batch: usize,
+    partitions: u32,
+    threads: usize,
 }
 
 fn options() -> Result<Options, Error> {
@@ -55,6 +60,8 @@ fn options() -> Result<Options, Error> {
         work: 0,
         projections: 6,
         batch: 50,
+        partitions: 0,
+        threads: 2,
     };
     while let Some(flag) = args.next() {
         let value: u64 = args
@@ -68,15 +75,24 @@ fn options() -> Result<Options, Error> {
             "--work" => options.work = u32::try_from(value)?,
             "--projections" => options.projections = usize::try_from(value)?.min(6),
             "--batch" => options.batch = usize::try_from(value)?,
+            "--partitions" => options.partitions = u32::try_from(value)?,
+            "--threads" => options.threads = usize::try_from(value)?.max(1),
             other => return Err(format!("unknown option {other}").into()),
         }
     }
     Ok(options)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
     let options = options()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads)
+        .enable_all()
+        .build()?
+        .block_on(run(options))
+}
+
+async fn run(options: Options) -> Result<(), Error> {
     let pool = PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(Duration::from_secs(5))
@@ -101,7 +117,17 @@ async fn main() -> Result<(), Error> {
             )*
         };
     }
-    register!(0 => Count0, 1 => Count1, 2 => Count2, 3 => Count3, 4 => Count4, 5 => Count5);
+    if options.partitions > 0 {
+        for partition in Partition::all(options.partitions)? {
+            registry.register(
+                TransactionalRunner::new(Sequenced(counting.clone()), unit.clone())
+                    .partition(partition)
+                    .tracing(false),
+            )?;
+        }
+    } else {
+        register!(0 => Count0, 1 => Count1, 2 => Count2, 3 => Count3, 4 => Count4, 5 => Count5);
+    }
 
     let node = ClusterNode::new(pool.clone(), options.node.clone())?
         .schema(&options.schema)

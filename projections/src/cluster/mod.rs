@@ -24,6 +24,13 @@
 //!   and no batch of the old owner commits after it: a node paused past its lease (a
 //!   "zombie") commits nothing when it wakes, notices, and stands by.
 //!
+//! **Partitioned projections.** One heavy projection can be split by aggregate id into
+//! partitions ([`Runner::partition`](crate::runner::Runner::partition),
+//! [`Partition`](crate::runner::Partition)), each a runner with its own checkpoint and its own
+//! lease: the partitions spread over the nodes like any projections, and the events of one
+//! aggregate stay in order (they all belong to one partition). A rebuild resets every
+//! partition together; changing the number of partitions is a rebuild.
+//!
 //! **What is guaranteed across nodes.** Transactional projections
 //! ([`TransactionalRunner`](crate::transactional::TransactionalRunner) on
 //! [`PgTransactionUnit`](crate::transactional::PgTransactionUnit)): every event's effect
