@@ -20,6 +20,16 @@ struct Row {
     lag_seconds: Option<f64>,
     dead_letters: u64,
     last_error: Option<String>,
+    /// On a cluster: the node holding the projection's lease (`None` while it is free).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<Owner>,
+}
+
+/// Who holds a projection's lease, on a cluster.
+#[derive(Debug, Serialize)]
+struct Owner {
+    node: Option<String>,
+    lease_seconds_left: Option<f64>,
 }
 
 fn state_word(status: &ProjectionStatus) -> &'static str {
@@ -36,6 +46,10 @@ fn state_word(status: &ProjectionStatus) -> &'static str {
 
 async fn rows(coordinator: &ProjectionCoordinator) -> Vec<Row> {
     let health = coordinator.health_check().await;
+    #[cfg(feature = "postgres")]
+    let holders = coordinator.lease_holders().await;
+    #[cfg(not(feature = "postgres"))]
+    let holders: Option<std::collections::HashMap<String, (String, f64)>> = None;
     let mut rows = Vec::with_capacity(health.projections.len());
     for projection in health.projections {
         let last_error = match &projection.status {
@@ -59,6 +73,13 @@ async fn rows(coordinator: &ProjectionCoordinator) -> Vec<Row> {
                 .map(|l| l.oldest_unprocessed_age.map_or(0.0, |a| a.as_secs_f64())),
             dead_letters: projection.dead_letters,
             last_error,
+            owner: holders.as_ref().map(|holders| {
+                let holder = holders.get(&projection.name);
+                Owner {
+                    node: holder.map(|(node, _)| node.clone()),
+                    lease_seconds_left: holder.map(|(_, left)| *left),
+                }
+            }),
             name: projection.name,
         });
     }
@@ -80,7 +101,9 @@ fn dash<T: ToString>(value: Option<T>) -> String {
 }
 
 fn table(rows: &[Row]) -> String {
-    let header = [
+    // The OWNER column only on a cluster.
+    let clustered = rows.iter().any(|r| r.owner.is_some());
+    let mut header = vec![
         "PROJECTION",
         "STATE",
         "CHECKPOINT",
@@ -88,12 +111,15 @@ fn table(rows: &[Row]) -> String {
         "LAG",
         "LAG(S)",
         "DLQ",
-        "LAST ERROR",
     ];
-    let cells: Vec<[String; 8]> = rows
+    if clustered {
+        header.push("OWNER");
+    }
+    header.push("LAST ERROR");
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            let mut cells = vec![
                 r.name.clone(),
                 r.state.to_owned(),
                 dash(r.checkpoint),
@@ -101,11 +127,21 @@ fn table(rows: &[Row]) -> String {
                 dash(r.lag_events),
                 dash(r.lag_seconds.map(|s| format!("{s:.1}"))),
                 r.dead_letters.to_string(),
-                r.last_error.clone().unwrap_or_else(|| "-".to_owned()),
-            ]
+            ];
+            if clustered {
+                cells.push(match &r.owner {
+                    Some(Owner {
+                        node: Some(node),
+                        lease_seconds_left: Some(left),
+                    }) => format!("{node} ({left:.1}s)"),
+                    _ => "-".to_owned(),
+                });
+            }
+            cells.push(r.last_error.clone().unwrap_or_else(|| "-".to_owned()));
+            cells
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &cells {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -123,7 +159,7 @@ fn table(rows: &[Row]) -> String {
         }
         out.push('\n');
     };
-    line(&header.map(str::to_owned));
+    line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
     for row in &cells {
         line(row);
     }
@@ -190,5 +226,50 @@ pub(super) async fn status(
             _ = &mut interrupted => return Ok(outcome(&rows)),
             () = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, owner: Option<Owner>) -> Row {
+        Row {
+            name: name.to_owned(),
+            state: "healthy",
+            checkpoint: Some(7),
+            head: Some(7),
+            lag_events: Some(0),
+            lag_seconds: Some(0.0),
+            dead_letters: 0,
+            last_error: None,
+            owner,
+        }
+    }
+
+    #[test]
+    fn the_owner_column_shows_on_a_cluster_only() {
+        let plain = table(&[row("orders", None)]);
+        assert!(!plain.contains("OWNER"), "{plain}");
+        let clustered = table(&[
+            row(
+                "orders",
+                Some(Owner {
+                    node: Some("node-b".to_owned()),
+                    lease_seconds_left: Some(3.25),
+                }),
+            ),
+            row(
+                "totals",
+                Some(Owner {
+                    node: None,
+                    lease_seconds_left: None,
+                }),
+            ),
+        ]);
+        let lines: Vec<&str> = clustered.lines().collect();
+        assert!(lines[0].contains("DLQ  OWNER"), "{clustered}");
+        assert!(lines[1].contains("node-b (3.2s)"), "{clustered}");
+        assert!(lines[2].contains(" -  "), "{clustered}");
     }
 }

@@ -74,6 +74,26 @@ pub use sql::NodeInfo;
 #[cfg(feature = "postgres")]
 pub(crate) use sql::check_fence;
 
+/// Who holds each of the leases `names` now, read from the database: the owner and the
+/// seconds its lease has left, by lease (free leases are missing).
+#[cfg(feature = "postgres")]
+pub(crate) async fn holders(
+    node: &ClusterNode,
+    names: &[String],
+) -> Result<std::collections::HashMap<String, (String, f64)>, crate::StorageError> {
+    let tables = sql::Tables::new(&node.schema);
+    let now = Utc::now();
+    Ok(sql::leases(&node.pool, &tables, names)
+        .await?
+        .into_iter()
+        .filter(|row| row.live)
+        .filter_map(|row| {
+            let left = row.expires_at? - now;
+            Some((row.name, (row.owner?, left.as_seconds_f64().max(0.0))))
+        })
+        .collect())
+}
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 

@@ -185,6 +185,21 @@ impl ProjectionCoordinator {
         self.batch_size
     }
 
+    /// On a node of a cluster: who holds each projection's lease now (owner, seconds left),
+    /// read from the database; `None` outside a cluster or when it cannot be read.
+    #[cfg(all(feature = "cli", feature = "postgres"))]
+    pub(crate) async fn lease_holders(
+        &self,
+    ) -> Option<std::collections::HashMap<String, (String, f64)>> {
+        let node = self.cluster.as_ref()?;
+        let names: Vec<String> = self
+            .registry
+            .projections()
+            .map(|p| p.name().to_owned())
+            .collect();
+        crate::cluster::holders(node, &names).await.ok()
+    }
+
     /// The registry.
     pub fn registry(&self) -> &ProjectionRegistry {
         &self.registry

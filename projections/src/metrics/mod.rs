@@ -15,7 +15,7 @@
 //! | `projections_checkpoint_position` | gauge | the checkpoint's position |
 //! | `projections_dead_letters` | gauge | dead-letter entries whose event is not applied |
 //! | `projections_state` | gauge | 1 for the worker's state (label `state`), 0 for the others |
-//! | `projections_owned` | gauge | 1 while a worker of this process runs the projection |
+//! | `projections_owned` | gauge | 1 while a worker of this process runs the projection (on a cluster: while this node holds its lease) |
 //!
 //! Counters and the histogram are recorded by the runner (so by every way of running it); the
 //! gauges by the coordinator's workers, from the same status snapshot that
@@ -208,7 +208,11 @@ pub(crate) fn snapshot(snapshot: &ProjectionSnapshot) {
             let value = if state == current { 1.0 } else { 0.0 };
             ::metrics::gauge!(STATE, "projection" => projection(), "state" => state).set(value);
         }
-        let owned = !matches!(snapshot.state, WorkerState::Finished);
+        // On a cluster, a worker standing by for another node does not own it.
+        let owned = !matches!(
+            snapshot.state,
+            WorkerState::Finished | WorkerState::Standby { .. }
+        );
         ::metrics::gauge!(OWNED, "projection" => projection()).set(if owned { 1.0 } else { 0.0 });
     }
 }
