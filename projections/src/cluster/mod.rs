@@ -76,7 +76,7 @@ pub(crate) use sql::check_fence;
 
 /// Who holds each of the leases `names` now, read from the database: the owner and the
 /// seconds its lease has left, by lease (free leases are missing).
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "cli"))]
 pub(crate) async fn holders(
     node: &ClusterNode,
     names: &[String],
