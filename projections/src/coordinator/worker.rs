@@ -19,8 +19,14 @@ use crate::runner::{BatchOutcome, RunnerError, RunnerReads};
 use crate::store::EventStore;
 
 /// How soon a worker looks again when a pass ended short of an announced append (a database
-/// store never reads past a transaction still in flight).
+/// store never reads past a transaction still in flight): at first after
+/// [`HORIZON_RETRY_FIRST`], then twice as long each time the append is still in flight, up to
+/// this. An append usually commits within a millisecond or two, and a catch-up under steady
+/// appends meets one at almost every page: waiting the most at once would slow it down.
 const HORIZON_RETRY: Duration = Duration::from_millis(50);
+
+/// The first wait after a pass cut short by an append in flight.
+const HORIZON_RETRY_FIRST: Duration = Duration::from_millis(1);
 
 /// How often lag is measured while catching up.
 const LAG_EVERY: Duration = Duration::from_secs(1);
@@ -164,6 +170,8 @@ pub(crate) struct Worker {
     halt_checked: Instant,
     /// The worker was asked to end.
     stopping: bool,
+    /// Passes in a row cut short by an append in flight (see [`HORIZON_RETRY`]).
+    horizon_waits: u32,
     /// A stop that storage could not record (its own setup is wrong, say the checkpoint table
     /// is missing): held in this process until resumed.
     unrecorded_stop: Option<crate::runner::StoppedAt>,
@@ -202,6 +210,7 @@ impl Worker {
             lag_measured: None,
             halt_checked: Instant::now(),
             stopping: false,
+            horizon_waits: 0,
             unrecorded_stop: None,
             #[cfg(feature = "postgres")]
             lease: None,
@@ -447,13 +456,22 @@ impl Worker {
         }
         let checkpoint = self.runner.checkpoint().await.ok().flatten().unwrap_or(0);
         Some(if announced > checkpoint {
-            self.config.poll_interval.min(HORIZON_RETRY)
+            let wait = HORIZON_RETRY_FIRST
+                .saturating_mul(1 << self.horizon_waits.min(6))
+                .min(HORIZON_RETRY);
+            self.horizon_waits += 1;
+            self.config.poll_interval.min(wait)
         } else {
+            self.horizon_waits = 0;
             self.config.poll_interval
         })
     }
 
     async fn after_batch(&mut self, outcome: &BatchOutcome, pass: Pass) {
+        if outcome.checkpoint.is_some() && outcome.checkpoint != self.status.borrow().checkpoint {
+            // Progress: an append that held the reads back has committed.
+            self.horizon_waits = 0;
+        }
         self.throughput.record(outcome.applied);
         let eps = self.throughput.per_second();
         let dead = outcome.dead_lettered.len() as u64;
