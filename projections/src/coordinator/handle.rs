@@ -316,6 +316,39 @@ impl CoordinatorHandle {
             .ok_or_else(|| {
                 CoordinatorError::UnknownProjection(std::any::type_name::<P>().to_owned())
             })?;
+        Self::read_worker(worker, read).await
+    }
+
+    /// Reads the read model of the in-memory projection named `name` (of type `P`, run by a
+    /// [`ProjectionRunner`]) between two of its batches: one partition of a partitioned
+    /// projection, say, whose partitions are all of one type.
+    pub async fn read_named<P, R>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&P) -> R + Send + 'static,
+    ) -> Result<R, CoordinatorError>
+    where
+        P: Projection + 'static,
+        R: Send + 'static,
+    {
+        let worker = self.worker(name)?;
+        if worker.runner_type != TypeId::of::<ProjectionRunner<P>>() {
+            return Err(CoordinatorError::UnknownProjection(format!(
+                "{name} (as {})",
+                std::any::type_name::<P>()
+            )));
+        }
+        Self::read_worker(worker, read).await
+    }
+
+    async fn read_worker<P, R>(
+        worker: &WorkerLink,
+        read: impl FnOnce(&P) -> R + Send + 'static,
+    ) -> Result<R, CoordinatorError>
+    where
+        P: Projection + 'static,
+        R: Send + 'static,
+    {
         let name = worker.name.clone();
         let (reply, answer) = oneshot::channel();
         let command = Command::Read(Box::new(move |runner: &dyn RegisteredProjection| {

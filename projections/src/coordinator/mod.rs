@@ -29,8 +29,11 @@ use crate::join::join_all;
 use crate::registry::{DispatchReport, ProjectionRegistry, RegisteredProjection};
 use crate::runner::RunnerError;
 use crate::storage::BoxFuture;
-use crate::store::EventStore;
+use crate::store::{EventStore, SharedReads};
 use handle::{Running, WorkerLink};
+
+/// Events the workers' shared reads keep by default.
+const DEFAULT_SHARED_READS: usize = 20_000;
 use worker::{Worker, WorkerConfig};
 
 /// The coordinator's errors that are not one projection's.
@@ -116,6 +119,8 @@ pub struct ProjectionCoordinator {
     poll_interval: Duration,
     backoff: InfrastructureBackoff,
     tracing: bool,
+    /// Events the workers' shared reads keep (0: each worker reads alone).
+    shared_reads: usize,
     #[cfg(feature = "postgres")]
     cluster: Option<crate::cluster::ClusterNode>,
 }
@@ -130,9 +135,28 @@ impl ProjectionCoordinator {
             poll_interval: Duration::from_secs(1),
             backoff: InfrastructureBackoff::default(),
             tracing: true,
+            shared_reads: DEFAULT_SHARED_READS,
             #[cfg(feature = "postgres")]
             cluster: None,
         }
+    }
+
+    /// How many recently read events the workers share (20,000 by default; 0 turns sharing
+    /// off): projections catching up over the same range then read the store about once
+    /// between them, each at its own pace (see [`SharedReads`]). Sharing applies when two
+    /// projections or more run.
+    #[must_use]
+    pub fn shared_reads(mut self, events: usize) -> Self {
+        self.shared_reads = events;
+        self
+    }
+
+    /// The store the workers read: shared when several projections run.
+    fn worker_store(&self, projections: usize) -> Arc<dyn EventStore> {
+        if self.shared_reads == 0 || projections < 2 {
+            return Arc::clone(&self.store);
+        }
+        Arc::new(SharedReads::new(Arc::clone(&self.store), self.shared_reads))
     }
 
     /// Runs the workers as one node of a cluster (feature `postgres`): each applies its
@@ -241,7 +265,7 @@ impl ProjectionCoordinator {
         shutdown: CancellationToken,
     ) -> CoordinatorHandle {
         let config = WorkerConfig {
-            store: Arc::clone(&self.store),
+            store: self.worker_store(projections.len()),
             batch_size: self.batch_size,
             poll_interval: self.poll_interval,
             backoff: self.backoff,
@@ -335,7 +359,8 @@ impl ProjectionCoordinator {
     /// report, not an error.
     pub async fn catch_up(&mut self) -> Result<CatchUpReport, CoordinatorError> {
         refuse_if_ambiguous()?;
-        let store = &*self.store;
+        let store = self.worker_store(self.registry.projection_count());
+        let store = &*store;
         let batch_size = self.batch_size;
         let never = CancellationToken::new();
         let never = &never;

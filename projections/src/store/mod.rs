@@ -1,5 +1,9 @@
 //! The event store a coordinator reads from.
 
+mod shared;
+
+pub use shared::SharedReads;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
