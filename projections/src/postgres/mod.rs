@@ -49,6 +49,7 @@
 mod announce;
 mod checkpoint;
 mod dlq;
+mod inline;
 mod listen;
 mod migrate;
 mod schema;

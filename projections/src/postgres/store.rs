@@ -122,9 +122,23 @@ mod column {
 /// Rows decode through [`EventRegistry::global`]. A row of an unknown type, or whose payload or
 /// metadata does not decode, comes back as [`StoredEvent::Undecodable`] with the whole row as
 /// JSON, never as an error of the read.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresEventStore {
     inner: Arc<Inner>,
+    /// Projections applied inside each append's transaction.
+    inline: Arc<[Arc<dyn super::inline::Inline>]>,
+}
+
+impl std::fmt::Debug for PostgresEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresEventStore")
+            .field("inner", &self.inner)
+            .field(
+                "inline",
+                &self.inline.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -142,6 +156,8 @@ struct Inner {
 #[derive(Debug)]
 struct Sql {
     append: String,
+    /// The positions and versions of an append's events, by id, in its transaction.
+    appended: String,
     stream_version: String,
     read_stream: String,
     read_page: String,
@@ -185,6 +201,9 @@ impl Sql {
                      $13::timestamptz[]
                  )",
                 append = schema.table(APPEND_FUNCTION),
+            ),
+            appended: format!(
+                "SELECT event_id, position, aggregate_version FROM {events} WHERE event_id = ANY($1)"
             ),
             stream_version: format!(
                 "SELECT coalesce(max(aggregate_version), 0) FROM {events} WHERE aggregate_id = $1"
@@ -264,7 +283,47 @@ impl PostgresEventStore {
                 schema,
                 final_below: AtomicU64::new(0),
             }),
+            inline: Arc::from([]),
         }
+    }
+
+    /// Runs `projection` **inline**: its handlers apply each append's events inside the
+    /// append's own transaction, so the read model commits with the events, or neither does.
+    /// A reader of the read model after `append` returned sees the events applied (no waiting
+    /// for a worker), and there is no checkpoint: every append of this store applies its own
+    /// events.
+    ///
+    /// A handler that fails (an error or a panic) fails the append: nothing is stored, and
+    /// `append` returns [`AppendError::Inline`] naming the projection, with the handler's
+    /// error; the caller decides, as with a version conflict. Appends of one aggregate wait for
+    /// each other in the database anyway; appends of different aggregates wait only when their
+    /// handlers write the same rows.
+    ///
+    /// Every process that appends must run the projection inline (appends made without it are
+    /// not applied), and it must not also be registered with a coordinator (its events would
+    /// be applied twice). To rebuild it, stop appending, reset its read model and replay the
+    /// store once (a coordinator's `rebuild_projection` does both), then append again.
+    ///
+    /// ```no_run
+    /// # use projections::postgres::PostgresEventStore;
+    /// # fn run<P: projections::DatabaseProjection<Connection = projections::PgConnection> + Clone + Send + Sync + 'static>(
+    /// #     pool: sqlx::PgPool, order_totals: P) {
+    /// let store = PostgresEventStore::new(pool).inline(order_totals);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn inline<P>(mut self, projection: P) -> Self
+    where
+        P: crate::projection::DatabaseProjection<Connection = sqlx::PgConnection>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        let mut inline: Vec<Arc<dyn super::inline::Inline>> = self.inline.to_vec();
+        inline.push(super::inline::InlineProjection::new(projection));
+        self.inline = inline.into();
+        self
     }
 
     /// Connects to the database at `url`, applies the crate's migrations (in the
@@ -340,7 +399,13 @@ impl PostgresEventStore {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let outcome = sqlx::query(&sql.append)
+            // With inline projections, the append and their handlers share one transaction.
+            let mut tx = if self.inline.is_empty() {
+                None
+            } else {
+                Some(self.inner.pool.begin().await.map_err(backend)?)
+            };
+            let query = sqlx::query(&sql.append)
                 .bind(aggregate_id)
                 .bind(expected_version)
                 .bind(&batch.event_ids)
@@ -353,9 +418,11 @@ impl PostgresEventStore {
                 .bind(&batch.actor_ids)
                 .bind(&batch.correlation_ids)
                 .bind(&batch.causation_ids)
-                .bind(&batch.occurred_at)
-                .fetch_one(&self.inner.pool)
-                .await;
+                .bind(&batch.occurred_at);
+            let outcome = match tx.as_mut() {
+                Some(tx) => query.fetch_one(&mut **tx).await,
+                None => query.fetch_one(&self.inner.pool).await,
+            };
             let row = match outcome {
                 Ok(row) => row,
                 Err(error) if is_violation_of(&error, STREAM_VERSION_KEY) => {
@@ -376,6 +443,11 @@ impl PostgresEventStore {
             let first: Option<i64> = row.try_get("first_position").map_err(backend)?;
             let last: Option<i64> = row.try_get("last_position").map_err(backend)?;
             let last_position = to_u64(last.unwrap_or(0), "position")?;
+            if let Some(mut tx) = tx {
+                self.apply_inline(&mut tx, &events, &batch.event_ids)
+                    .await?;
+                tx.commit().await.map_err(backend)?;
+            }
             self.announce(last_position).await;
             return Ok(AppendResult {
                 first_position: to_u64(first.unwrap_or(0), "position")?,
@@ -383,6 +455,57 @@ impl PostgresEventStore {
                 version: actual + to_u64(appended, "appended count")?,
             });
         }
+    }
+
+    /// Applies the inline projections to the events just appended in `tx`, with the positions
+    /// and versions the append gave them.
+    async fn apply_inline(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        events: &[AnyEvent],
+        event_ids: &[Uuid],
+    ) -> Result<(), AppendError> {
+        let rows = sqlx::query(&self.inner.sql.appended)
+            .bind(event_ids)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(backend)?;
+        let mut placed = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: Uuid = row.try_get("event_id").map_err(backend)?;
+            let position: i64 = row.try_get("position").map_err(backend)?;
+            let version: i64 = row.try_get("aggregate_version").map_err(backend)?;
+            placed.insert(
+                id,
+                (
+                    to_u64(position, "position")?,
+                    to_u64(version, "aggregate version")?,
+                ),
+            );
+        }
+        let mut positioned: Vec<AnyEvent> = events
+            .iter()
+            .map(|event| {
+                let (position, version) = placed.get(&event.event_id()).copied().unzip();
+                event.clone().map_metadata(|m| {
+                    m.position = position;
+                    if let Some(version) = version {
+                        m.aggregate_version = version;
+                    }
+                })
+            })
+            .collect();
+        positioned.sort_by_key(AnyEvent::position);
+        for projection in self.inline.iter() {
+            projection
+                .apply(tx, &positioned)
+                .await
+                .map_err(|source| AppendError::Inline {
+                    projection: projection.name().to_owned(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Tells this store's subscribers at once, and other processes through

@@ -83,7 +83,7 @@ mod gather;
 mod item;
 mod live;
 mod outcome;
-mod panic;
+pub(crate) mod panic;
 mod park;
 mod partition;
 mod progress;

@@ -16,7 +16,7 @@ use crate::projection::HandlerError;
 /// model keeps whatever the handler did before panicking, as with any handler that fails
 /// midway.
 #[inline]
-pub(super) async fn caught<F>(make: impl FnOnce() -> F) -> Result<(), HandlerError>
+pub(crate) async fn caught<F>(make: impl FnOnce() -> F) -> Result<(), HandlerError>
 where
     F: Future<Output = Result<(), HandlerError>>,
 {

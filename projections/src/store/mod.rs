@@ -47,6 +47,16 @@ pub enum AppendError {
         /// The aggregate the event names.
         event_aggregate: Uuid,
     },
+    /// A projection run inline (in the append's transaction) failed on one of the events:
+    /// nothing was written.
+    #[error("inline projection `{projection}` failed, so nothing was appended: {source}")]
+    Inline {
+        /// The projection.
+        projection: String,
+        /// Its handler's error.
+        #[source]
+        source: crate::projection::HandlerError,
+    },
     /// The store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
