@@ -1277,3 +1277,95 @@ async fn two_runners_of_one_projection_on_one_file_apply_every_event_once() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Live-only handlers keep their replay horizon in the file
+// ---------------------------------------------------------------------------------------------
+
+/// Writes an order row per order placed, for live orders only.
+struct LiveOrders;
+
+#[projection(name = "sq_orders")]
+impl LiveOrders {
+    #[handles(OrderPlaced, live_only)]
+    async fn placed(
+        &mut self,
+        conn: &mut SqliteConnection,
+        event: &Envelope<OrderPlaced>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(INSERT_ORDER)
+            .bind(event.order_no)
+            .bind(event.day.as_str())
+            .bind(event.amount)
+            .bind(event.customer.as_str())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    #[reset]
+    async fn clear(&mut self, _conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        // What went out (the order rows stand for notifications) is not taken back.
+        Ok(())
+    }
+}
+
+/// The replay horizon is stored in the SQLite file with the checkpoint: a restarted process
+/// keeps it, a rebuild takes a new one, and only live orders are written, once each.
+#[tokio::test]
+async fn live_only_handlers_keep_their_horizon_in_the_file() {
+    within("live-only on SQLite", async {
+        let db = TestDb::new().await;
+        let store = Arc::new(db.store());
+        for n in 1..=5 {
+            append(&store, order(n, "d1", 10 * n)).await;
+        }
+        let coordinator = |pool: &SqlitePool| {
+            let unit = Arc::new(SqliteTransactionUnit::new(pool.clone()));
+            let mut registry = ProjectionRegistry::new();
+            registry
+                .register(TransactionalRunner::new(LiveOrders, unit))
+                .unwrap();
+            ProjectionCoordinator::new(registry, Arc::new(SqliteEventStore::new(pool.clone())))
+        };
+        let mut first = coordinator(&db.pool);
+        first.catch_up().await.unwrap();
+        assert!(
+            db.order_numbers().await.is_empty(),
+            "stored orders are replayed"
+        );
+        assert_eq!(
+            db.checkpoints()
+                .get_replay_horizon(PROJECTION)
+                .await
+                .unwrap(),
+            Some(5)
+        );
+        append(&store, order(6, "d2", 60)).await;
+        first.catch_up().await.unwrap();
+        assert_eq!(db.order_numbers().await, [6]);
+        drop(first);
+
+        // Another process on the same file: the same horizon, and nothing twice.
+        let other = db.process().await;
+        let mut second = coordinator(&other);
+        let last = append(&store, order(7, "d2", 70)).await;
+        second.catch_up().await.unwrap();
+        assert_eq!(db.order_numbers().await, [6, 7]);
+
+        // A rebuild replays what the projection had passed: nothing is written again.
+        second.rebuild_projection(PROJECTION).await.unwrap();
+        assert_eq!(
+            db.checkpoints()
+                .get_replay_horizon(PROJECTION)
+                .await
+                .unwrap(),
+            Some(last)
+        );
+        assert_eq!(db.order_numbers().await, [6, 7]);
+        append(&store, order(8, "d3", 80)).await;
+        second.catch_up().await.unwrap();
+        assert_eq!(db.order_numbers().await, [6, 7, 8]);
+    })
+    .await;
+}

@@ -317,6 +317,66 @@ impl CheckpointRepository for SqliteCheckpointRepository {
         )
     }
 
+    fn get_replay_horizon<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, StorageError>> {
+        Box::pin(async move {
+            let horizon: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT replay_until FROM projection_checkpoints WHERE projection_name = ?1",
+            )
+            .bind(projection)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+            horizon
+                .flatten()
+                .map(|h| {
+                    u64::try_from(h).map_err(|_| {
+                        StorageError::Unreadable(format!(
+                            "the replay horizon of {projection} is {h}"
+                        ))
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    fn set_replay_horizon<'a>(
+        &'a self,
+        projection: &'a str,
+        head: u64,
+    ) -> BoxFuture<'a, Result<u64, StorageError>> {
+        Box::pin(async move {
+            // Creates the row (at position 0) if there is none; a horizon already stored (by
+            // another process of the projection) wins.
+            let now = time::now();
+            let stored: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO projection_checkpoints
+                     (projection_name, replay_until, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (projection_name) DO UPDATE SET
+                     replay_until = COALESCE(projection_checkpoints.replay_until, excluded.replay_until),
+                     updated_at = excluded.updated_at
+                 RETURNING replay_until",
+            )
+            .bind(projection)
+            .bind(to_i64(head, "replay horizon")?)
+            .bind(now)
+            .fetch_one(&mut *self.connection().await?)
+            .await
+            .map_err(backend)?;
+            let stored = stored.ok_or_else(|| {
+                StorageError::Unreadable(format!(
+                    "the replay horizon of {projection} was not stored"
+                ))
+            })?;
+            u64::try_from(stored).map_err(|_| {
+                StorageError::Unreadable(format!("the replay horizon of {projection} is {stored}"))
+            })
+        })
+    }
+
     fn get_all_checkpoints(&self) -> BoxFuture<'_, Result<Vec<CheckpointData>, StorageError>> {
         Box::pin(async move {
             let sql = format!(

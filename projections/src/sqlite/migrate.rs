@@ -44,6 +44,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "blue/green projection versions",
         sql: include_str!("../../migrations/sqlite/0004_projection_versions.sql"),
     },
+    Migration {
+        version: 5,
+        description: "replay horizons",
+        sql: include_str!("../../migrations/sqlite/0005_replay_horizons.sql"),
+    },
 ];
 
 /// The database cannot be opened or migrated by this build.
