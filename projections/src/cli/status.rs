@@ -23,6 +23,19 @@ struct Row {
     /// On a cluster: the node holding the projection's lease (`None` while it is free).
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<Owner>,
+    /// For a version of a blue/green projection: which, its role, and how far it has got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<Version>,
+}
+
+/// A version of a blue/green projection, as `status` shows it.
+#[derive(Debug, Serialize)]
+struct Version {
+    version: u32,
+    /// `building`, `serving`, `replaced` or `retired`, as this process knows it.
+    role: String,
+    /// Its checkpoint over the store's head, from 0 to 1.
+    progress: Option<f64>,
 }
 
 /// Who holds a projection's lease, on a cluster.
@@ -62,7 +75,22 @@ async fn rows(coordinator: &ProjectionCoordinator) -> Vec<Row> {
             }
             _ => None,
         };
+        let checkpoint = projection.checkpoint.as_ref().map(|c| c.position);
+        let head = projection.lag.as_ref().map(|l| l.head_position);
+        let version = coordinator
+            .registry()
+            .get(&projection.name)
+            .and_then(|runner| runner.version())
+            .map(|status| Version {
+                version: status.version,
+                role: status.role.to_string(),
+                progress: head.map(|head| match head {
+                    0 => 1.0,
+                    head => (checkpoint.unwrap_or(0) as f64 / head as f64).min(1.0),
+                }),
+            });
         rows.push(Row {
+            version,
             state: state_word(&projection.status),
             checkpoint: projection.checkpoint.as_ref().map(|c| c.position),
             head: projection.lag.as_ref().map(|l| l.head_position),
@@ -115,6 +143,11 @@ fn table(rows: &[Row]) -> String {
     if clustered {
         header.push("OWNER");
     }
+    // The VERSION column only when a blue/green projection runs.
+    let versioned = rows.iter().any(|r| r.version.is_some());
+    if versioned {
+        header.push("VERSION");
+    }
     header.push("LAST ERROR");
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -135,6 +168,17 @@ fn table(rows: &[Row]) -> String {
                         lease_seconds_left: Some(left),
                     }) => format!("{node} ({left:.1}s)"),
                     _ => "-".to_owned(),
+                });
+            }
+            if versioned {
+                cells.push(match &r.version {
+                    Some(v) => match v.progress {
+                        Some(progress) if v.role == "building" => {
+                            format!("v{} {} {:.0}%", v.version, v.role, progress * 100.0)
+                        }
+                        _ => format!("v{} {}", v.version, v.role),
+                    },
+                    None => "-".to_owned(),
                 });
             }
             cells.push(r.last_error.clone().unwrap_or_else(|| "-".to_owned()));
@@ -244,6 +288,7 @@ mod tests {
             dead_letters: 0,
             last_error: None,
             owner,
+            version: None,
         }
     }
 
@@ -271,5 +316,27 @@ mod tests {
         assert!(lines[0].contains("DLQ  OWNER"), "{clustered}");
         assert!(lines[1].contains("node-b (3.2s)"), "{clustered}");
         assert!(lines[2].contains(" -  "), "{clustered}");
+    }
+
+    #[test]
+    fn both_versions_of_a_blue_green_projection_show_with_the_progress_of_the_new_one() {
+        let mut serving = row("orders@v1", None);
+        serving.version = Some(Version {
+            version: 1,
+            role: "serving".to_owned(),
+            progress: Some(1.0),
+        });
+        let mut building = row("orders@v2", None);
+        building.version = Some(Version {
+            version: 2,
+            role: "building".to_owned(),
+            progress: Some(0.426),
+        });
+        let text = table(&[serving, building, row("totals", None)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("VERSION"), "{text}");
+        assert!(lines[1].contains("v1 serving"), "{text}");
+        assert!(lines[2].contains("v2 building 43%"), "{text}");
+        assert!(!table(&[row("totals", None)]).contains("VERSION"));
     }
 }
