@@ -66,6 +66,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "blue/green projection versions",
         sql: include_str!("../../migrations/0008_projection_versions.sql"),
     },
+    Migration {
+        version: 10,
+        description: "filtered reads",
+        sql: include_str!("../../migrations/0010_filtered_reads.sql"),
+    },
 ];
 
 /// Creates or upgrades the crate's tables (event store, checkpoints, dead letters) in the

@@ -49,6 +49,7 @@
 mod announce;
 mod checkpoint;
 mod dlq;
+mod filtered;
 mod listen;
 mod migrate;
 mod schema;
@@ -63,7 +64,7 @@ pub use dlq::{PostgreSQLDLQRepository, add_failed_event_in, mark_resolved_in, ma
 pub use migrate::{MIGRATIONS_TABLE, migrate, migrate_schema};
 pub use schema::Schema;
 pub use sqlx::{PgConnection, PgPool};
-pub use store::{ACQUIRE_TIMEOUT, PostgresEventStore};
+pub use store::{ACQUIRE_TIMEOUT, PostgresEventStore, READ_WINDOW_PAGES};
 
 /// The `LISTEN`/`NOTIFY` channel on which appends are announced, once committed, by the
 /// process that made them (appends in quick succession share one notification).

@@ -99,6 +99,8 @@ pub use outcome::{BatchOutcome, EventOutcome, RunnerError, StoppedAt};
 pub use reads::RunnerReads;
 pub use strategy::{CommitStrategy, NoTransaction, Repositories};
 
+pub(crate) use step::is_listed;
+
 use set::SpecialHandlers;
 
 use std::future::Future;
@@ -112,7 +114,7 @@ use crate::failure::FailureKind;
 use crate::projection::{DatabaseProjection, Projection};
 use crate::retry::{ExponentialBackoffRetryPolicy, RetryPolicy};
 use crate::storage::StorageError;
-use crate::store::EventStore;
+use crate::store::{EventStore, ReadFilter, TenantFilter};
 
 #[allow(unused_imports)] // for the docs
 use crate::failure::FailureKind as _;
@@ -197,6 +199,11 @@ pub struct Runner<P, S> {
     event_order: EventOrder,
     /// The version this runner builds, when it is one of a blue/green projection.
     version: Option<Arc<crate::bluegreen::VersionTag>>,
+    /// The tenants whose events the projection sees.
+    tenant: TenantFilter,
+    /// Where the read of the batch in hand got to ([`Runner::handle_page_into`]): the batch's
+    /// last commit takes the checkpoint there.
+    read_to: Option<u64>,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -253,6 +260,8 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             replay_until: None,
             event_order: EventOrder::Global,
             version: None,
+            tenant: TenantFilter::any(),
+            read_to: None,
         }
     }
 
@@ -337,6 +346,63 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
     /// [`follows_aggregates`](Self::follows_aggregates)).
     pub fn followed_aggregates(&self) -> &[String] {
         &self.followed
+    }
+
+    /// Limits the projection to the events of the tenants `filter` admits
+    /// ([`EventMetadata::tenant_id`](crate::EventMetadata::tenant_id)); every tenant by default.
+    ///
+    /// Every other event is passed over, whatever its type, before any handler, set-based or
+    /// not, and before the unregistered-event policy of a followed aggregate type: nothing
+    /// runs, the checkpoint moves past it, and it counts in
+    /// [`BatchOutcome::other_tenant`]. That holds for events the coordinator reads and for
+    /// events handed in ([`Runner::handle_batch`],
+    /// [`ProjectionRegistry::dispatch`](crate::ProjectionRegistry::dispatch)) alike. The
+    /// coordinator's reads carry the filter into the store ([`read_filter`](Self::read_filter)),
+    /// which leaves a listed tenant's others out of the read already, and lag counts the
+    /// listed tenants' events only.
+    ///
+    /// Events without a tenant are passed over too unless the filter lets them in
+    /// ([`TenantFilter::with_untenanted`]). Changing the filter of a projection that has
+    /// already passed events does not bring them back: rebuild it.
+    ///
+    /// ```
+    /// # use projections::{Envelope, Event, projection};
+    /// # use projections::runner::ProjectionRunner;
+    /// use projections::store::TenantFilter;
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize, Event)] struct Ping;
+    /// # #[derive(Default)] struct Pings(u32);
+    /// # #[projection] impl Pings { #[handles(Ping)] async fn on(&mut self, _e: &Envelope<Ping>) { self.0 += 1 } }
+    /// let acme = uuid::Uuid::new_v4();
+    /// let runner = ProjectionRunner::new(Pings::default()).tenant(TenantFilter::only(acme));
+    /// assert!(runner.tenant_filter().admits(Some(acme)));
+    /// ```
+    #[must_use]
+    pub fn tenant(mut self, filter: TenantFilter) -> Self {
+        self.tenant = filter;
+        self
+    }
+
+    /// The tenants whose events the projection sees (see [`tenant`](Self::tenant)).
+    pub fn tenant_filter(&self) -> &TenantFilter {
+        &self.tenant
+    }
+
+    /// What the projection's reads select: the event types it handles, the aggregate types it
+    /// follows, its tenants. The coordinator reads with it
+    /// ([`EventStore::read_filtered`]).
+    pub fn read_filter(&self) -> ReadFilter {
+        ReadFilter::event_types(self.projection.subscribed_to().iter().copied())
+            .with_aggregate_types(self.followed.iter().cloned())
+            .with_tenant(self.tenant.clone())
+    }
+
+    /// The projection's scope, for [`classify`](step::classify).
+    fn scope(&self) -> step::Scope<'_> {
+        step::Scope {
+            subscribed: self.projection.subscribed_to(),
+            following: !self.followed.is_empty(),
+            tenant: &self.tenant,
+        }
     }
 
     /// The projection's stable name.
@@ -436,7 +502,7 @@ where
     pub fn reads(&self) -> RunnerReads {
         RunnerReads {
             name: self.name.clone(),
-            subscribed: self.projection.subscribed_to().to_vec(),
+            filter: self.read_filter(),
             checkpoints: self.storage.checkpoints(),
             dead_letters: self.storage.dead_letters(),
         }
@@ -457,7 +523,7 @@ where
         reads::lag_metrics(
             self.storage.checkpoints(),
             self.name.clone(),
-            self.projection.subscribed_to().to_vec(),
+            self.read_filter(),
             store,
         )
     }
