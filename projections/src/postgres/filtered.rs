@@ -2,25 +2,25 @@
 //!
 //! A read takes one of two shapes:
 //!
-//! - **by type** (a filter of event types, perhaps of tenants): one ordered index scan per event
-//!   type (per tenant and type, on the tenant index of migration 10, when the filter lists a
-//!   few tenants), merged in position order under the page's `LIMIT`. PostgreSQL pulls from
-//!   each scan only as far as the page goes (a `Merge Append`), so a projection of one type in
-//!   twenty reads its own rows and no others. Events of types this program does not know are
-//!   looked for the same way, one scan per such type found among the stored types (a skip scan
-//!   of the type index).
+//! - **by type** (a filter of event types, perhaps of tenants): one ordered scan of the type
+//!   index per event type (of the tenant index of migration 10 per tenant and type, when the
+//!   filter lists a few tenants), merged in position order under the page's `LIMIT`.
+//!   PostgreSQL pulls from each scan only as far as the page goes (a `Merge Append`), so a
+//!   projection of one type in twenty reads its own rows and no others. Stored types that this
+//!   program does not know are read the same way, as if the filter listed them.
 //! - **by position** (every type, for a tenant; or aggregate types to follow; or too many
 //!   tenant and type pairs): one scan of the primary key with the filter as a condition. The
 //!   database reads the rows it passes over, but none is sent or decoded.
 //!
 //! Both read positions above `$1` and below `$2` (the read horizon, or the end of the read's
-//! window), at most `$3` rows.
+//! window), at most `$3` rows. The store runs them as unnamed statements, planned afresh with
+//! the page's bounds: a generic plan, which cannot see how wide `$1 .. $2` is, takes the range
+//! for a narrow one and scans the primary key instead of the type index.
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use uuid::Uuid;
 
-use crate::event::EventRegistry;
 use crate::store::ReadFilter;
 
 /// More tenant and type pairs than this read by position.
@@ -39,6 +39,9 @@ enum Bind {
 #[derive(Debug)]
 pub(super) struct Statement {
     pub(super) sql: String,
+    /// Whether it has conditions that no index bounds, so that it may scan every row it passes
+    /// over: the reader then bounds `$2` by a window of positions.
+    pub(super) windowed: bool,
     binds: Vec<Bind>,
 }
 
@@ -46,6 +49,7 @@ impl Statement {
     fn new() -> Self {
         Self {
             sql: String::new(),
+            windowed: true,
             binds: Vec::new(),
         }
     }
@@ -98,29 +102,19 @@ fn tenant_condition(
     })
 }
 
-/// The wire names this program knows, and those the filter lists: a type outside them is
-/// unknown.
-fn known_types(filter: &ReadFilter) -> Vec<String> {
-    let mut known: Vec<String> = EventRegistry::global()
-        .event_types()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    for listed in filter.types().unwrap_or_default() {
-        if !known.iter().any(|k| k == listed) {
-            known.push((*listed).to_owned());
-        }
-    }
-    known
-}
-
 /// The statement of a filtered page of `events` (qualified table name), returning
-/// `columns`, with `$1` (after), `$2` (before) and `$3` (limit) bound by the caller.
-pub(super) fn read(events: &str, columns: &str, filter: &ReadFilter) -> Statement {
+/// `columns`, with `$1` (after), `$2` (before) and `$3` (limit) bound by the caller. `unknown`:
+/// stored types this program does not know, read as if the filter listed them.
+pub(super) fn read(
+    events: &str,
+    columns: &str,
+    filter: &ReadFilter,
+    unknown: &[String],
+) -> Statement {
     const FIRST: usize = 3;
     let mut statement = Statement::new();
     let range = "position > $1 AND position < $2";
-    let Some(types) = filter.types() else {
+    let Some(listed) = filter.types() else {
         // Every type, perhaps of some tenants.
         let tenant = tenant_condition(&mut statement, FIRST, filter)
             .map(|condition| format!(" AND {condition}"))
@@ -130,18 +124,32 @@ pub(super) fn read(events: &str, columns: &str, filter: &ReadFilter) -> Statemen
         );
         return statement;
     };
+    let types: Vec<&str> = listed
+        .iter()
+        .copied()
+        .chain(unknown.iter().map(String::as_str))
+        .collect();
     let tenants = filter.tenant().tenants();
     let pairs = types.len()
         * tenants.map_or(1, |t| {
             t.len() + usize::from(filter.tenant().admits_untenanted())
         });
-    if !filter.aggregate_types().is_empty() || pairs > MAX_SCANS {
-        return by_position(statement, events, columns, filter);
+    // No scan at all (no type, or an empty list of tenants): the scan by position selects
+    // nothing, and still reads to the end of the window.
+    if !filter.aggregate_types().is_empty() || pairs > MAX_SCANS || pairs == 0 {
+        return by_position(statement, events, columns, filter, &types);
     }
 
-    // One scan per type, or per tenant and type. Each bounds the position by a row
-    // comparison on its index's columns: a generic plan (which cannot see how wide the range
-    // is) then still scans that index, never the primary key.
+    // One scan per type, or per tenant and type, each in position order: the indexes bound
+    // them, except where a condition on the tenant is left to the rows (events without a
+    // tenant, the untenanted ones of a predicate's filter).
+    let untenanted = filter.tenant().admits_untenanted();
+    statement.windowed = match tenants {
+        // `tenant_id IS NULL` beside the listed tenants' scans.
+        Some(_) => untenanted,
+        // `tenant_id IS NOT NULL` for a predicate that leaves untenanted events out.
+        None => !untenanted,
+    };
     let mut scans = Vec::new();
     // A predicate over tenants is the reader's to evaluate; events without a tenant are left
     // out here unless it lets them in.
@@ -151,95 +159,57 @@ pub(super) fn read(events: &str, columns: &str, filter: &ReadFilter) -> Statemen
         ""
     };
     for event_type in types {
-        let t = statement.param(FIRST, Bind::Text((*event_type).to_owned()));
-        match tenants {
-            None => scans.push(format!(
-                "(SELECT * FROM {events}
-                  WHERE event_type = {t}{predicate_tenants}
-                    AND (event_type, position) > ({t}, $1) AND (event_type, position) < ({t}, $2)
+        let t = statement.param(FIRST, Bind::Text(event_type.to_owned()));
+        let mut scan = |condition: &str| {
+            scans.push(format!(
+                "(SELECT * FROM {events} WHERE event_type = {t}{condition} AND {range}
                   ORDER BY position LIMIT $3)"
-            )),
+            ));
+        };
+        match tenants {
+            None => scan(predicate_tenants),
             Some(tenants) => {
                 for tenant in tenants {
                     let id = statement.param(FIRST, Bind::Tenant(*tenant));
-                    scans.push(format!(
-                        "(SELECT * FROM {events}
-                          WHERE tenant_id = {id} AND event_type = {t}
-                            AND (tenant_id, event_type, position) > ({id}, {t}, $1)
-                            AND (tenant_id, event_type, position) < ({id}, {t}, $2)
-                          ORDER BY position LIMIT $3)"
-                    ));
+                    scan(&format!(" AND tenant_id = {id}"));
                 }
                 if filter.tenant().admits_untenanted() {
-                    scans.push(format!(
-                        "(SELECT * FROM {events}
-                          WHERE event_type = {t} AND tenant_id IS NULL
-                            AND (event_type, position) > ({t}, $1)
-                            AND (event_type, position) < ({t}, $2)
-                          ORDER BY position LIMIT $3)"
-                    ));
+                    scan(" AND tenant_id IS NULL");
                 }
             }
         }
     }
-    // Types this program does not know: found by a skip scan of the type index, each read like
-    // the others (there are usually none).
-    let known = statement.param(FIRST, Bind::Texts(known_types(filter)));
-    let tenant = tenant_condition(&mut statement, FIRST, filter)
-        .map(|condition| format!(" AND {condition}"))
-        .unwrap_or_default();
-    scans.push(format!(
-        "(SELECT found.* FROM unknown CROSS JOIN LATERAL (
-              SELECT * FROM {events}
-              WHERE event_type = unknown.event_type{tenant}
-                AND (event_type, position) > (unknown.event_type, $1)
-                AND (event_type, position) < (unknown.event_type, $2)
-              ORDER BY position LIMIT $3
-          ) found
-          ORDER BY found.position LIMIT $3)"
-    ));
-    // The scans are merged in position order, each read only as far as the page needs.
-    statement.sql = format!(
-        "WITH RECURSIVE stored_types(event_type) AS (
-             SELECT min(event_type) FROM {events}
-             UNION ALL
-             SELECT (SELECT min(event_type) FROM {events} WHERE event_type > s.event_type)
-             FROM stored_types s WHERE s.event_type IS NOT NULL
-         ),
-         unknown AS (
-             SELECT event_type FROM stored_types
-             WHERE event_type IS NOT NULL AND event_type <> ALL({known}::text[])
-         )
-         SELECT {columns} FROM (
-             {scans}
-         ) page
-         ORDER BY position LIMIT $3",
-        scans = scans.join("\n             UNION ALL\n             "),
-    );
+    statement.sql = if scans.len() == 1 {
+        format!("SELECT {columns} FROM {} page", scans.concat())
+    } else {
+        // Merged in position order, each scan read only as far as the page needs.
+        format!(
+            "SELECT {columns} FROM ({}) page ORDER BY position LIMIT $3",
+            scans.join(" UNION ALL ")
+        )
+    };
     statement
 }
 
-/// A scan of the primary key with the whole filter as its condition.
+/// A scan of the primary key with the whole filter as its condition; `types`: the listed
+/// types and the unknown ones.
 fn by_position(
     mut statement: Statement,
     events: &str,
     columns: &str,
     filter: &ReadFilter,
+    types: &[&str],
 ) -> Statement {
     const FIRST: usize = 3;
     let mut conditions = Vec::new();
-    if let Some(types) = filter.types() {
-        let types_param = statement.param(
-            FIRST,
-            Bind::Texts(types.iter().map(|t| (*t).to_owned()).collect()),
-        );
-        let aggregates = statement.param(FIRST, Bind::Texts(filter.aggregate_types().to_vec()));
-        let known = statement.param(FIRST, Bind::Texts(known_types(filter)));
-        conditions.push(format!(
-            "(event_type = ANY({types_param}::text[]) OR aggregate_type = ANY({aggregates}::text[]) \
-             OR event_type <> ALL({known}::text[]))"
-        ));
-    }
+    let types_param = statement.param(
+        FIRST,
+        Bind::Texts(types.iter().map(|t| (*t).to_owned()).collect()),
+    );
+    let aggregates = statement.param(FIRST, Bind::Texts(filter.aggregate_types().to_vec()));
+    conditions.push(format!(
+        "(event_type = ANY({types_param}::text[]) OR aggregate_type = ANY({aggregates}::text[]))"
+    ));
     if let Some(tenant) = tenant_condition(&mut statement, FIRST, filter) {
         conditions.push(tenant);
     }

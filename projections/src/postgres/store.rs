@@ -130,16 +130,17 @@ mod column {
 ///
 /// [`read_filtered`](EventStore::read_filtered) reads below the same cut as `read_all`, and
 /// selects in the query. For a filter of event types it merges one ordered scan of the type
-/// index per type (per tenant and type, on the tenant index of migration 10, for a filter of
-/// a few tenants) in position order, and PostgreSQL reads each scan only as far as the page
-/// goes: a projection handling one type in twenty reads its own rows and no others. Events of
-/// types the program does not know are found through the same index (a skip scan over the
-/// stored types) and returned, so that the runner can send them through its failure policy.
-/// Filters the indexes cannot serve (aggregate types to follow, events without a tenant,
-/// every type of some tenants) are conditions on a scan of positions. A read looks at most
-/// [`READ_WINDOW_PAGES`] pages' worth of positions ahead; when it finds fewer than `limit`
-/// events, [`ReadPage::read_to`] says how far it looked, and a reader moves its checkpoint
-/// there.
+/// index per type (per tenant and type, on the tenant index of migration 10, for a filter of a
+/// few tenants) in position order, and PostgreSQL reads each scan only as far as the page goes:
+/// a projection handling one type in twenty reads its own rows and no others. Stored types the
+/// program does not know (found by a skip scan of the type index, once per cut) are read like
+/// listed ones, so that the runner can send their events through its failure policy. Filters
+/// the indexes cannot serve (aggregate types to follow, every type of some tenants) are
+/// conditions on a scan of positions, which looks at most [`READ_WINDOW_PAGES`] pages' worth of
+/// positions ahead. When a read finds fewer than `limit` events, [`ReadPage::read_to`] says how
+/// far it looked, and a reader moves its checkpoint there. The statement is sent unnamed, so
+/// that PostgreSQL plans it with each page's bounds (a generic plan takes the range for a
+/// narrow one and scans the primary key). See `docs/adr/0015-filtered-reads.md`.
 ///
 /// # Decoding
 ///
@@ -160,6 +161,16 @@ struct Inner {
     announcer: Announcer,
     /// Every position below this one is committed or never will be (0: not known yet).
     final_below: AtomicU64,
+    /// The event types stored below a cut, as last read (for filtered reads, which also read
+    /// the types this program does not know).
+    stored_types: std::sync::Mutex<Option<StoredTypes>>,
+}
+
+/// The distinct event types of the rows below a cut.
+#[derive(Debug, Clone)]
+struct StoredTypes {
+    below: u64,
+    types: Arc<Vec<String>>,
 }
 
 /// The statements, formatted once with the schema's table name.
@@ -178,6 +189,10 @@ struct Sql {
     committed_head: String,
     backlog_all: String,
     backlog_types: String,
+    /// Every distinct event type, by a skip scan of the type index.
+    stored_types: String,
+    /// The distinct event types of the rows from `$1` and below `$2`.
+    stored_types_between: String,
 }
 
 impl Sql {
@@ -242,6 +257,18 @@ impl Sql {
             committed_head: format!("SELECT coalesce(max(position), 0) FROM {events}"),
             backlog_all: backlog(""),
             backlog_types: backlog(" AND event_type = ANY($4::text[])"),
+            stored_types: format!(
+                "WITH RECURSIVE stored(event_type) AS (
+                     SELECT min(event_type) FROM {events}
+                     UNION ALL
+                     SELECT (SELECT min(event_type) FROM {events} WHERE event_type > s.event_type)
+                     FROM stored s WHERE s.event_type IS NOT NULL
+                 )
+                 SELECT event_type FROM stored WHERE event_type IS NOT NULL"
+            ),
+            stored_types_between: format!(
+                "SELECT DISTINCT event_type FROM {events} WHERE position >= $1 AND position < $2"
+            ),
             events,
         }
     }
@@ -293,6 +320,7 @@ impl PostgresEventStore {
                 pool,
                 schema,
                 final_below: AtomicU64::new(0),
+                stored_types: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -508,7 +536,6 @@ impl PostgresEventStore {
         if limit == 0 || after >= i64::MAX.cast_unsigned() {
             return Ok(ReadPage::new(Vec::new(), after, true));
         }
-        let statement = filtered::read(&self.inner.sql.events, COLUMNS, filter);
         let window = (limit as u64)
             .saturating_mul(READ_WINDOW_PAGES)
             .max(MIN_READ_WINDOW);
@@ -521,8 +548,9 @@ impl PostgresEventStore {
         } else {
             known
         };
-        let mut end = cut.min(window_end);
-        let mut events = self.filtered_rows(&statement, after, end, limit).await?;
+        let (mut events, mut end) = self
+            .filtered_rows(filter, after, (cut, window_end), limit)
+            .await?;
         if events.len() < limit && end == cut && !refreshed {
             // The page stopped at the known cut: it may have moved since. Everything the
             // filter selects below the old cut is in the page already.
@@ -530,11 +558,11 @@ impl PostgresEventStore {
             if fresh > cut {
                 let from = cut - 1;
                 cut = fresh;
-                end = cut.min(window_end);
-                let more = self
-                    .filtered_rows(&statement, from, end, limit - events.len())
+                let (more, more_end) = self
+                    .filtered_rows(filter, from, (cut, window_end), limit - events.len())
                     .await?;
                 events.extend(more);
+                end = more_end;
             }
         }
         if events.len() == limit {
@@ -550,26 +578,99 @@ impl PostgresEventStore {
         Ok(ReadPage::new(events, read_to, end >= cut))
     }
 
-    /// The rows of a filtered read after `after` and below `before`, at most `limit`.
+    /// The rows of a filtered read after `after` and below `cut` (a cut computed before), at
+    /// most `limit`, and the position the read looked below: `cut`, or `window_end` when the
+    /// filter has conditions that no index bounds and it comes first.
     async fn filtered_rows(
         &self,
-        statement: &filtered::Statement,
+        filter: &ReadFilter,
         after: u64,
-        before: u64,
+        (cut, window_end): (u64, u64),
         limit: usize,
-    ) -> Result<Vec<StoredEvent>, StorageError> {
-        let (Ok(after), Ok(limit)) = (i64::try_from(after), i64::try_from(limit)) else {
-            return Ok(Vec::new());
+    ) -> Result<(Vec<StoredEvent>, u64), StorageError> {
+        let unknown = match filter.types() {
+            Some(listed) => {
+                let stored = self.stored_types(cut).await?;
+                let registry = EventRegistry::global();
+                stored
+                    .iter()
+                    .filter(|t| !registry.contains(t) && !listed.contains(&t.as_str()))
+                    .cloned()
+                    .collect()
+            }
+            None => Vec::new(),
         };
-        let before = i64::try_from(before).unwrap_or(i64::MAX);
-        if after.saturating_add(1) >= before || limit == 0 {
-            return Ok(Vec::new());
+        let statement = filtered::read(&self.inner.sql.events, COLUMNS, filter, &unknown);
+        let before = if statement.windowed {
+            cut.min(window_end)
+        } else {
+            cut
+        };
+        let (Ok(after_sql), Ok(limit_sql)) = (i64::try_from(after), i64::try_from(limit)) else {
+            return Ok((Vec::new(), before));
+        };
+        let before_sql = i64::try_from(before).unwrap_or(i64::MAX);
+        if after_sql.saturating_add(1) >= before_sql || limit == 0 {
+            return Ok((Vec::new(), before));
         }
+        // Unnamed, so planned with this page's bounds (see `filtered`).
         let query = sqlx::query(&statement.sql)
-            .bind(after)
-            .bind(before)
-            .bind(limit);
-        self.fetch_events(statement.bind(query)).await
+            .persistent(false)
+            .bind(after_sql)
+            .bind(before_sql)
+            .bind(limit_sql);
+        Ok((self.fetch_events(statement.bind(query)).await?, before))
+    }
+
+    /// The distinct event types of the rows below `cut`, which must be a cut computed before
+    /// this call (every row below it is committed or never will be): a later statement then
+    /// sees them all. Read once, then only for the rows after the cut last read.
+    async fn stored_types(&self, cut: u64) -> Result<Arc<Vec<String>>, StorageError> {
+        /// Beyond this many new positions, the skip scan of every type is cheaper.
+        const SCAN_NEW_ROWS_UP_TO: u64 = 10_000;
+        let known = self
+            .inner
+            .stored_types
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let sql = &self.inner.sql;
+        let cut_sql = i64::try_from(cut).unwrap_or(i64::MAX);
+        let fresh = match known {
+            Some(known) if known.below >= cut => return Ok(known.types),
+            Some(known) if cut - known.below <= SCAN_NEW_ROWS_UP_TO => {
+                let new: Vec<String> = sqlx::query_scalar(&sql.stored_types_between)
+                    .bind(i64::try_from(known.below).unwrap_or(i64::MAX))
+                    .bind(cut_sql)
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(backend)?;
+                let mut types = (*known.types).clone();
+                for event_type in new {
+                    if !types.contains(&event_type) {
+                        types.push(event_type);
+                    }
+                }
+                types
+            }
+            _ => sqlx::query_scalar(&sql.stored_types)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(backend)?,
+        };
+        let fresh = StoredTypes {
+            below: cut,
+            types: Arc::new(fresh),
+        };
+        let mut cached = self
+            .inner
+            .stored_types
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cached.as_ref().is_none_or(|c| c.below < cut) {
+            *cached = Some(fresh.clone());
+        }
+        Ok(fresh.types)
     }
 
     async fn read_backlog(

@@ -207,6 +207,7 @@ where
             applied = tracing::field::Empty,
             skipped = tracing::field::Empty,
             not_subscribed = tracing::field::Empty,
+            other_tenant = tracing::field::Empty,
             dead_lettered = tracing::field::Empty,
             failed = tracing::field::Empty,
             checkpoint = tracing::field::Empty,
@@ -223,6 +224,7 @@ where
             outcome.dead_lettered.len(),
             outcome.failed,
             self.checkpoint_writes,
+            outcome.other_tenant,
         );
         let result = self
             .run_batch(events, outcome)
@@ -231,6 +233,7 @@ where
         span.record("applied", outcome.applied - before.0);
         span.record("skipped", outcome.skipped - before.1);
         span.record("not_subscribed", outcome.not_subscribed - before.2);
+        span.record("other_tenant", outcome.other_tenant - before.6);
         span.record("dead_lettered", outcome.dead_lettered.len() - before.3);
         span.record("failed", outcome.failed - before.4);
         span.record("checkpoint", self.known.flatten());

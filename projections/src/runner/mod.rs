@@ -69,7 +69,7 @@
 //! refuse to run a projection with live-only handlers from nothing, with a setup error.
 //!
 //! **Spans** (when [`tracing`](Runner::tracing) is on): `projection.batch` at INFO around
-//! each batch (`projection`, `events`, `applied`, `skipped`, `not_subscribed`,
+//! each batch (`projection`, `events`, `applied`, `skipped`, `not_subscribed`, `other_tenant`,
 //! `dead_lettered`, `failed`, `checkpoint`, `checkpoint_written`, `error`);
 //! `projection.handle` (`projection`, `event_type`, `event_id`, `position`, `handler`,
 //! `attempts`, `outcome`) and `projection.handler` (`handler`, `attempt`) at DEBUG per event,
@@ -145,11 +145,17 @@ pub enum FailurePolicy {
 /// - at or below the checkpoint: skipped, nothing runs; an event without a position whose id
 ///   is that of the last event the runner moved past is skipped too (see "Push mode" in the
 ///   [module documentation](self));
+/// - of a tenant the projection is not limited to ([`tenant`](Self::tenant)): passed over (the
+///   checkpoint moves), whatever its type;
 /// - of a type the projection does not subscribe to: passed over (the checkpoint moves),
 ///   unless its aggregate type is one the projection
 ///   [follows](Self::follows_aggregates): then its unregistered-event policy decides;
 /// - otherwise the handler runs (a panic is caught and is that event's failure); a failure
 ///   goes where its [`FailureKind`] says.
+///
+/// The coordinator reads only what the projection selects ([`read_filter`](Self::read_filter))
+/// and hands each page to [`handle_page_into`](Self::handle_page_into), which also moves the
+/// checkpoint over the events the read left out.
 ///
 /// A runner refuses to run (every batch, reset and replay fails with
 /// [`RunnerError::AmbiguousEventType`]) while two event types of the program claim one wire
