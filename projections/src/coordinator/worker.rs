@@ -109,13 +109,14 @@ pub(crate) async fn step(
         Pass::More
     };
     if page.events.is_empty() && page.read_to <= after {
-        // Nothing new: the checkpoint is still worth publishing (a worker that starts caught
-        // up has read no batch that would report it).
+        // Nothing new (a read that got nowhere is caught up, whatever it says): the checkpoint
+        // is still worth publishing (a worker that starts caught up has read no batch that
+        // would report it).
         let outcome = BatchOutcome {
             checkpoint,
             ..BatchOutcome::default()
         };
-        return Ok((pass, outcome));
+        return Ok((Pass::CaughtUp, outcome));
     }
     // The checkpoint moves on to where the read got, past events that were not its business.
     let mut outcome = BatchOutcome::default();
