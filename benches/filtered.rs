@@ -37,6 +37,12 @@
 //! Each round runs every side once, the order rotating between rounds; every side must find
 //! the same events. Reported: each side's best time, its rate over the store's events, and the
 //! median per-round ratios.
+//!
+//! `--live N` measures the live path instead: N times, one `bench.k7` event is appended and
+//! read back from just before it, once with `read_all` and once with `read_filtered` (the
+//! order alternating), each from a store that has read up to there; reported: the time of each
+//! read, median and 99th percentile. (The appended events stay in the store: the next full run
+//! refills it.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -443,24 +449,71 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// Appends one event and reads it back, `times` times, with `read_all` and `read_filtered`.
+async fn live(pool: &PgPool, schema: &Schema, times: usize) {
+    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let filter = ReadFilter::event_types([K7::EVENT_TYPE]);
+    let mut took: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    // Both paths have read up to the head (the horizon and the stored types are known).
+    let head = store.head_position().await.unwrap();
+    store.read_filtered(head, PAGE, &filter).await.unwrap();
+    for n in 0..times {
+        let aggregate = Uuid::new_v4();
+        let event = AnyEvent::new(Envelope::new(
+            aggregate,
+            K7 {
+                n: n as u64,
+                note: "live".to_owned(),
+            },
+        ));
+        let appended = store
+            .append(aggregate, ExpectedVersion::NoStream, vec![event])
+            .await
+            .unwrap();
+        let after = appended.last_position - 1;
+        for step in 0..2 {
+            let which = (n + step) % 2;
+            let started = Instant::now();
+            let read = if which == 0 {
+                store.read_all(after, PAGE).await.unwrap().len()
+            } else {
+                store
+                    .read_filtered(after, PAGE, &filter)
+                    .await
+                    .unwrap()
+                    .events
+                    .len()
+            };
+            took[which].push(started.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(read, 1, "the appended event is read back");
+        }
+    }
+    for (label, mut times) in ["read_all", "read_filtered"].into_iter().zip(took) {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        println!(
+            "live read of one new event, {label:<14} p50 {:.3} ms, p99 {:.3} ms",
+            at(0.5),
+            at(0.99)
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (mut events, mut rounds) = (DEFAULT_EVENTS, DEFAULT_ROUNDS);
+    let mut live_reads = None;
+    let number = |args: &mut dyn Iterator<Item = String>, what: &str| -> u64 {
+        args.next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{what} takes a number"))
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--events" => {
-                events = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .expect("--events N")
-            }
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .expect("--rounds N")
-            }
+            "--events" => events = number(&mut args, "--events"),
+            "--rounds" => rounds = number(&mut args, "--rounds") as usize,
+            "--live" => live_reads = Some(number(&mut args, "--live") as usize),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -472,6 +525,11 @@ async fn main() {
         .await
         .unwrap();
     let schema = Schema::named(&schema_name()).unwrap();
+    if let Some(times) = live_reads {
+        postgres::migrate_schema(&pool, &schema).await.unwrap();
+        live(&pool, &schema, times).await;
+        return;
+    }
     prepare(&pool, &schema, events).await;
 
     let mut times: BTreeMap<Side, Vec<Duration>> = BTreeMap::new();

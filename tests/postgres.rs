@@ -531,6 +531,14 @@ async fn filtered_catch_ups_reach_the_head_and_keep_to_their_tenant() {
     assert_eq!(positions(&page.events), [unknown_position as u64]);
     assert!(matches!(page.events[0], StoredEvent::Undecodable(_)));
     assert!(page.read_to >= last);
+    // A page narrower than the range reads by type (a range no wider than a page reads by
+    // position): the unknown type is found among the stored types.
+    let one = store
+        .read_filtered(head, 1, &ReadFilter::event_types(["pg_tests.withdrawn"]))
+        .await
+        .unwrap();
+    assert_eq!(positions(&one.events), [unknown_position as u64]);
+    assert_eq!(one.read_to, unknown_position as u64);
     let tenant_page = store
         .read_filtered(
             head,

@@ -16,11 +16,16 @@
 //! window), at most `$3` rows. The store runs them as unnamed statements, planned afresh with
 //! the page's bounds: a generic plan, which cannot see how wide `$1 .. $2` is, takes the range
 //! for a narrow one and scans the primary key instead of the type index.
+//!
+//! A range no wider than a page (a live read) is read by position with a prepared statement
+//! ([`read_narrow`]), the types this program does not know selected by its condition: no more
+//! round trips than `read_all`.
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use uuid::Uuid;
 
+use crate::event::EventRegistry;
 use crate::store::ReadFilter;
 
 /// More tenant and type pairs than this read by position.
@@ -210,6 +215,49 @@ fn by_position(
     conditions.push(format!(
         "(event_type = ANY({types_param}::text[]) OR aggregate_type = ANY({aggregates}::text[]))"
     ));
+    if let Some(tenant) = tenant_condition(&mut statement, FIRST, filter) {
+        conditions.push(tenant);
+    }
+    let conditions: String = conditions
+        .iter()
+        .map(|condition| format!(" AND {condition}"))
+        .collect();
+    statement.sql = format!(
+        "SELECT {columns} FROM {events}
+         WHERE position > $1 AND position < $2{conditions}
+         ORDER BY position LIMIT $3"
+    );
+    statement
+}
+
+/// The statement of a filtered page over a range no wider than a page (a live read): a scan
+/// of the primary key over the range with the filter as its condition, types unknown to the
+/// program selected by the condition itself. Its text depends only on the filter's shape, so
+/// it is prepared once, and a generic plan of it scans the primary key, which is right for a
+/// narrow range.
+pub(super) fn read_narrow(events: &str, columns: &str, filter: &ReadFilter) -> Statement {
+    const FIRST: usize = 3;
+    let mut statement = Statement::new();
+    statement.windowed = false;
+    let mut conditions = Vec::new();
+    if let Some(listed) = filter.types() {
+        let types = statement.param(
+            FIRST,
+            Bind::Texts(listed.iter().map(|t| (*t).to_owned()).collect()),
+        );
+        let aggregates = statement.param(FIRST, Bind::Texts(filter.aggregate_types().to_vec()));
+        let mut known: Vec<String> = EventRegistry::global()
+            .event_types()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        known.extend(listed.iter().map(|t| (*t).to_owned()));
+        let known = statement.param(FIRST, Bind::Texts(known));
+        conditions.push(format!(
+            "(event_type = ANY({types}::text[]) OR aggregate_type = ANY({aggregates}::text[]) \
+             OR event_type <> ALL({known}::text[]))"
+        ));
+    }
     if let Some(tenant) = tenant_condition(&mut statement, FIRST, filter) {
         conditions.push(tenant);
     }

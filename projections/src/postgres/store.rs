@@ -140,7 +140,9 @@ mod column {
 /// positions ahead. When a read finds fewer than `limit` events, [`ReadPage::read_to`] says how
 /// far it looked, and a reader moves its checkpoint there. The statement is sent unnamed, so
 /// that PostgreSQL plans it with each page's bounds (a generic plan takes the range for a
-/// narrow one and scans the primary key). See `docs/adr/0015-filtered-reads.md`.
+/// narrow one and scans the primary key). A range no wider than the page (a live read) is read
+/// by position with a prepared statement, in as many round trips as `read_all`. See
+/// `docs/adr/0015-filtered-reads.md`.
 ///
 /// # Decoding
 ///
@@ -588,6 +590,23 @@ impl PostgresEventStore {
         (cut, window_end): (u64, u64),
         limit: usize,
     ) -> Result<(Vec<StoredEvent>, u64), StorageError> {
+        if cut.saturating_sub(after) <= limit as u64 {
+            // No wider than a page (a live read): by position, prepared, one round trip.
+            let statement = filtered::read_narrow(&self.inner.sql.events, COLUMNS, filter);
+            let (Ok(after_sql), Ok(limit_sql)) = (i64::try_from(after), i64::try_from(limit))
+            else {
+                return Ok((Vec::new(), cut));
+            };
+            let cut_sql = i64::try_from(cut).unwrap_or(i64::MAX);
+            if after_sql.saturating_add(1) >= cut_sql || limit == 0 {
+                return Ok((Vec::new(), cut));
+            }
+            let query = sqlx::query(&statement.sql)
+                .bind(after_sql)
+                .bind(cut_sql)
+                .bind(limit_sql);
+            return Ok((self.fetch_events(statement.bind(query)).await?, cut));
+        }
         let unknown = match filter.types() {
             Some(listed) => {
                 let stored = self.stored_types(cut).await?;
