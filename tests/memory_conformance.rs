@@ -14,9 +14,12 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use projections::checkpoint::CheckpointUpdate;
 use projections::dlq::FailedEvent;
+use projections::storage::BoxFuture;
+use projections::store::{AppendError, AppendResult, Backlog};
 use projections::{
-    AnyEvent, CheckpointRepository, DLQRepository, Envelope, ExpectedVersion,
-    InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore,
+    AnyEvent, CheckpointRepository, DLQRepository, Envelope, EventStore, ExpectedVersion,
+    InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore, StorageError,
+    StoredEvent,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -31,6 +34,64 @@ conformance::store_tests!(store, async { Arc::new(InMemoryEventStore::new()) });
 conformance::checkpoint_tests!(shared_checkpoint, shared_checkpoints());
 conformance::dlq_tests!(shared_dlq, shared_dlq_repository());
 conformance::store_tests!(shared_store, shared_event_store());
+
+/// The trait's default filtered read, over the in-memory store's `read_all` (its default
+/// backlog counts event types only, by design, so the tenant count is not checked).
+mod default_filtered_store {
+    use super::*;
+
+    fn store() -> Arc<dyn EventStore> {
+        Arc::new(Unfiltered(InMemoryEventStore::new()))
+    }
+
+    #[tokio::test]
+    async fn read_filtered_selects_types_aggregates_and_tenants() {
+        conformance::store::read_filtered_selects_types_aggregates_and_tenants(store()).await;
+    }
+
+    #[tokio::test]
+    async fn read_filtered_reads_on_over_what_it_does_not_select() {
+        conformance::store::read_filtered_reads_on_over_what_it_does_not_select(store()).await;
+    }
+}
+
+/// A store that implements only what [`EventStore`] requires, so that it reads and counts
+/// through the trait's defaults.
+struct Unfiltered(InMemoryEventStore);
+
+impl EventStore for Unfiltered {
+    fn append(
+        &self,
+        aggregate_id: Uuid,
+        expected: ExpectedVersion,
+        events: Vec<AnyEvent>,
+    ) -> BoxFuture<'_, Result<AppendResult, AppendError>> {
+        self.0.append(aggregate_id, expected, events)
+    }
+    fn read_stream(
+        &self,
+        aggregate_id: Uuid,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
+        self.0.read_stream(aggregate_id)
+    }
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
+        self.0.read_all(after, limit)
+    }
+    fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
+        self.0.head_position()
+    }
+    fn backlog<'a>(
+        &'a self,
+        after: u64,
+        event_types: &'a [&'static str],
+    ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
+        self.0.backlog(after, event_types)
+    }
+}
 
 /// Data that belongs to no check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]

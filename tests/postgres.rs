@@ -30,7 +30,7 @@ use projections::postgres::{
     self, MIGRATIONS_TABLE, PostgreSQLCheckpointRepository, PostgreSQLDLQRepository,
     PostgresEventStore, Schema,
 };
-use projections::store::AppendError;
+use projections::store::{AppendError, ReadFilter, TenantFilter};
 use projections::{
     AnyEvent, CheckpointRepository, DLQRepository, DLQStatus, DecodeError, Envelope, EventStore,
     ExpectedVersion, FailureKind, Halt, StoppedAt, StorageError, StoredEvent,
@@ -312,6 +312,243 @@ async fn reader_never_passes_a_transaction_in_flight() {
     );
     let b_ids: Vec<Uuid> = b_events.iter().map(AnyEvent::event_id).collect();
     assert_eq!(event_ids(&read), [vec![a_id], b_ids].concat());
+    t.drop().await;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
+#[event(name = "pg_tests.withdrawn", aggregate = "PgAccount")]
+struct Withdrawn {
+    amount: i64,
+}
+
+fn withdrawal(aggregate: Uuid, amount: i64, tenant: Uuid) -> AnyEvent {
+    AnyEvent::new(Envelope::new(aggregate, Withdrawn { amount }).with_tenant(tenant))
+}
+
+/// Filtered reads stop where `read_all` stops. Writer A (a deposit) is in flight; writer B
+/// appends withdrawals and a deposit after it and commits. Until A commits, no filter returns
+/// B's events, and no page reads up to A's position, not even one that selects none of A's
+/// type or tenant (moving a checkpoint there would pass A for good); then each filter returns
+/// its events, in position order.
+#[tokio::test]
+async fn filtered_reader_never_passes_a_transaction_in_flight() {
+    use projections::Event as _;
+    let t = TestSchema::new(6).await;
+    let store = t.store();
+    let earlier = Uuid::new_v4();
+    let before = store
+        .append(earlier, ExpectedVersion::NoStream, deposits(earlier, 2))
+        .await
+        .unwrap();
+    let head_before = wait_head(&store, before.last_position).await;
+
+    let mut conn_a = t.pool.acquire().await.unwrap();
+    let mut tx_a = conn_a.begin().await.unwrap();
+    let payload = serde_json::to_string(&Deposited { amount: 7 }).unwrap();
+    let (a_position, a_id) =
+        insert_row(&mut tx_a, &t, None, "pg_tests.deposited", &payload, "{}", 1).await;
+    let a_position = a_position as u64;
+
+    let tenant = Uuid::new_v4();
+    let b_aggregate = Uuid::new_v4();
+    let b_events = vec![
+        withdrawal(b_aggregate, 1, tenant),
+        deposit(b_aggregate, 2),
+        withdrawal(b_aggregate, 3, tenant),
+    ];
+    let b_ids: Vec<Uuid> = b_events.iter().map(AnyEvent::event_id).collect();
+    let b = store
+        .append(b_aggregate, ExpectedVersion::NoStream, b_events)
+        .await
+        .unwrap();
+    assert!(b.first_position > a_position);
+
+    let of_deposits = ReadFilter::event_types([Deposited::EVENT_TYPE]);
+    let of_withdrawals = ReadFilter::event_types([Withdrawn::EVENT_TYPE]);
+    let filters = [
+        of_deposits.clone(),
+        of_withdrawals.clone(),
+        of_withdrawals
+            .clone()
+            .with_tenant(TenantFilter::only(tenant)),
+        of_withdrawals.clone().with_aggregate_types(["PgAccount"]),
+        ReadFilter::all().with_tenant(TenantFilter::only(tenant)),
+        ReadFilter::all(),
+    ];
+    for _ in 0..5 {
+        for filter in &filters {
+            for limit in [1, 100] {
+                let page = store
+                    .read_filtered(head_before, limit, filter)
+                    .await
+                    .unwrap();
+                assert!(
+                    page.events.is_empty(),
+                    "{filter:?} passed a transaction in flight: {page:?}"
+                );
+                assert!(
+                    page.read_to < a_position,
+                    "{filter:?} read to {}, at or past the position {a_position} in flight",
+                    page.read_to
+                );
+                assert!(page.at_head, "nothing more is readable");
+            }
+        }
+        let lag = store
+            .backlog_filtered(head_before, &of_withdrawals)
+            .await
+            .unwrap();
+        assert_eq!(lag.events, 2, "lag counts B's committed withdrawals");
+        assert!(lag.held_back.is_some(), "and says what holds them back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    tx_a.commit().await.unwrap();
+    wait_head(&store, b.last_position).await;
+    let page = store
+        .read_filtered(head_before, 100, &of_deposits)
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&page.events), [a_id, b_ids[1]]);
+    assert!(page.read_to >= b.last_position);
+    let page = store
+        .read_filtered(head_before, 100, &filters[2])
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&page.events), [b_ids[0], b_ids[2]]);
+    let page = store
+        .read_filtered(head_before, 1, &of_withdrawals)
+        .await
+        .unwrap();
+    assert_eq!(event_ids(&page.events), [b_ids[0]]);
+    assert_eq!(
+        page.read_to, b.first_position,
+        "a full page reads to its last event"
+    );
+    t.drop().await;
+}
+
+/// Counts withdrawals, for the filtered catch-ups.
+#[derive(Default)]
+struct WithdrawalCount(Vec<i64>);
+
+#[projections::projection(name = "pg-tests-withdrawal-count")]
+impl WithdrawalCount {
+    #[handles(Withdrawn)]
+    async fn withdrawn(&mut self, event: &Envelope<Withdrawn>) {
+        self.0.push(event.amount);
+    }
+}
+
+/// A projection of one type in many reads its own events, its checkpoint reaches the head
+/// over pages of other types, and its lag counts its own; limited to a tenant, it applies
+/// that tenant's. A row of a type this program does not know is read too (it goes to the
+/// dead-letter queue rather than being passed over).
+#[tokio::test]
+async fn filtered_catch_ups_reach_the_head_and_keep_to_their_tenant() {
+    let t = TestSchema::new(4).await;
+    let store = t.store();
+    let (acme, globex) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut last = 0;
+    for round in 0..10_i64 {
+        let aggregate = Uuid::new_v4();
+        let mut events = deposits(aggregate, 30);
+        let tenant = if round % 2 == 0 { acme } else { globex };
+        events.push(withdrawal(aggregate, round, tenant));
+        events.extend(deposits(aggregate, 30));
+        last = store
+            .append(aggregate, ExpectedVersion::NoStream, events)
+            .await
+            .unwrap()
+            .last_position;
+    }
+    let head = wait_head(&store, last).await;
+
+    let catch_up = |runner: projections::ProjectionRunner<WithdrawalCount>| {
+        let store = store.clone();
+        async move {
+            let before = runner.lag_metrics(&store).await.unwrap().events_behind;
+            let mut registry = projections::ProjectionRegistry::new();
+            registry.register_projection(runner).unwrap();
+            let mut coordinator =
+                projections::ProjectionCoordinator::new(registry, Arc::new(store.clone()))
+                    .batch_size(3);
+            let report = coordinator.catch_up().await.unwrap();
+            let counted = report.projection("pg-tests-withdrawal-count").unwrap();
+            assert!(counted.is_ok(), "{counted:?}");
+            assert_eq!(
+                (counted.not_subscribed, counted.skipped),
+                (0, 0),
+                "the deposits are not read"
+            );
+            let runner = coordinator.registry().runner::<WithdrawalCount>().unwrap();
+            let lag = runner.lag_metrics(&store).await.unwrap();
+            (before, runner.projection().0.clone(), lag)
+        }
+    };
+    let (before, seen, lag) = catch_up(projections::ProjectionRunner::new(
+        WithdrawalCount::default(),
+    ))
+    .await;
+    assert_eq!(before, 10);
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    assert_eq!((lag.checkpoint_position, lag.events_behind), (head, 0));
+
+    let (before, seen, lag) = catch_up(
+        projections::ProjectionRunner::builder(WithdrawalCount::default())
+            .tenant(TenantFilter::only(globex))
+            .build(),
+    )
+    .await;
+    assert_eq!(before, 5, "lag counts the tenant's withdrawals");
+    assert_eq!(seen, [1, 3, 5, 7, 9]);
+    assert_eq!((lag.checkpoint_position, lag.events_behind), (head, 0));
+
+    // A row of a type this build does not know, among deposits: read, not passed over.
+    let mut conn = t.pool.acquire().await.unwrap();
+    let (unknown_position, _) = insert_row(
+        &mut conn,
+        &t,
+        None,
+        "pg_tests.from_a_newer_build",
+        "{}",
+        "{}",
+        1,
+    )
+    .await;
+    drop(conn);
+    let more = Uuid::new_v4();
+    let last = store
+        .append(more, ExpectedVersion::NoStream, deposits(more, 5))
+        .await
+        .unwrap()
+        .last_position;
+    wait_head(&store, last).await;
+    let page = store
+        .read_filtered(head, 100, &ReadFilter::event_types(["pg_tests.withdrawn"]))
+        .await
+        .unwrap();
+    assert_eq!(positions(&page.events), [unknown_position as u64]);
+    assert!(matches!(page.events[0], StoredEvent::Undecodable(_)));
+    assert!(page.read_to >= last);
+    // A page narrower than the range reads by type (a range no wider than a page reads by
+    // position): the unknown type is found among the stored types.
+    let one = store
+        .read_filtered(head, 1, &ReadFilter::event_types(["pg_tests.withdrawn"]))
+        .await
+        .unwrap();
+    assert_eq!(positions(&one.events), [unknown_position as u64]);
+    assert_eq!(one.read_to, unknown_position as u64);
+    let tenant_page = store
+        .read_filtered(
+            head,
+            100,
+            &ReadFilter::event_types(["pg_tests.withdrawn"])
+                .with_tenant(TenantFilter::only(acme).with_untenanted()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(positions(&tenant_page.events), [unknown_position as u64]);
     t.drop().await;
 }
 
@@ -1502,7 +1739,7 @@ async fn migration_6_upgrades_a_counter_store_in_place() {
     postgres::migrate_schema(&pool, &schema).await.unwrap();
     assert_eq!(
         ledger_versions(&pool, &ledger).await,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
     let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
     let appended = store
@@ -1545,7 +1782,7 @@ async fn concurrent_migrations_of_a_new_schema() {
     let ledger = format!("\"{name}\".{MIGRATIONS_TABLE}");
     assert_eq!(
         ledger_versions(&pool, &ledger).await,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
     for table in [
         "projection_events",
@@ -1607,7 +1844,7 @@ async fn default_schema_migrations_are_idempotent_and_leave_sqlx_alone() {
     postgres::migrate(&pool).await.unwrap();
     assert_eq!(
         ledger_versions(&pool, &format!("public.{MIGRATIONS_TABLE}")).await,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
     assert_eq!(sqlx_rows(pool.clone()).await, before);
 

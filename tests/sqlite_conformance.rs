@@ -20,7 +20,7 @@ use projections::sqlite::{
     self, OpenError, SqliteCheckpointRepository, SqliteDLQRepository, SqliteEventStore, SqlitePool,
 };
 use projections::storage::BoxFuture;
-use projections::store::{AppendError, AppendResult, Backlog};
+use projections::store::{AppendError, AppendResult, Backlog, ReadFilter, ReadPage};
 use projections::{
     AnyEvent, CheckpointRepository, DLQRepository, Envelope, EventStore, ExpectedVersion,
     StorageError, StoredEvent,
@@ -153,6 +153,21 @@ impl<T: EventStore> EventStore for Temp<T> {
         event_types: &'a [&'static str],
     ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
         self.inner.backlog(after, event_types)
+    }
+    fn read_filtered<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<ReadPage, StorageError>> {
+        self.inner.read_filtered(after, limit, filter)
+    }
+    fn backlog_filtered<'a>(
+        &'a self,
+        after: u64,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
+        self.inner.backlog_filtered(after, filter)
     }
     fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.subscribe()

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `projection.worker` | INFO | a coordinator's worker, for its life | `projection` |
 //! | `projection.coordinate` | INFO | one coordinator pass (`catch_up`) | `projections` |
-//! | `projection.batch` | INFO | one batch in a runner | `projection`, `events`, `applied`, `skipped`, `not_subscribed`, `dead_lettered`, `failed`, `checkpoint` (after the batch), `checkpoint_written`, `error` |
+//! | `projection.batch` | INFO | one batch in a runner | `projection`, `events`, `applied`, `skipped`, `not_subscribed`, `other_tenant`, `dead_lettered`, `failed`, `checkpoint` (after the batch), `checkpoint_written`, `error` |
 //! | `projection.handle` | DEBUG | one event in a runner | `projection`, `event_type`, `event_id`, `position`, `handler` (the `#[handles]` method), `attempts`, `outcome` |
 //! | `projection.handler` | DEBUG | one attempt of the handler | `handler`, `attempt` |
 //! | `projection.handle_set` | DEBUG | one call of a set-based handler | `projection`, `event_type`, `events`, `first_position`, `last_position` |

@@ -197,6 +197,9 @@ macro_rules! store_tests {
                 read_all_after_position_with_limit,
                 head_position_is_the_last_readable_event,
                 backlog_counts_types_after_position,
+                read_filtered_selects_types_aggregates_and_tenants,
+                read_filtered_reads_on_over_what_it_does_not_select,
+                backlog_filtered_counts_what_the_filter_selects,
                 subscribe_changes_after_append,
             ]
         );

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
-use projections::store::{AppendError, AppendResult};
+use projections::store::{AppendError, AppendResult, ReadFilter, ReadPage, TenantFilter};
 use projections::{
     AnyEvent, Envelope, Event, EventMetadata, EventStore, ExpectedVersion, StorageError,
     StoredEvent,
@@ -62,6 +62,57 @@ pub struct BacklogProbeA {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
 #[event(name = "conformance.backlog_probe_b")]
 pub struct BacklogProbeB {
+    /// Which probe.
+    pub n: u32,
+}
+
+/// Appended only by the filtered-read checks, so they can expect exactly their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
+#[event(name = "conformance.filter_probe_a", aggregate = "ConformanceFilter")]
+pub struct FilterProbeA {
+    /// Which probe.
+    pub n: u32,
+}
+
+/// The second type of the filtered-read checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
+#[event(name = "conformance.filter_probe_b", aggregate = "ConformanceFilter")]
+pub struct FilterProbeB {
+    /// Which probe.
+    pub n: u32,
+}
+
+/// The third type of the filtered-read checks, of another aggregate type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
+#[event(
+    name = "conformance.filter_probe_c",
+    aggregate = "ConformanceFilterOther"
+)]
+pub struct FilterProbeC {
+    /// Which probe.
+    pub n: u32,
+}
+
+/// Appended only by [`read_filtered_reads_on_over_what_it_does_not_select`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
+#[event(name = "conformance.filter_probe_d", aggregate = "ConformanceFilter")]
+pub struct FilterProbeD {
+    /// Which probe.
+    pub n: u32,
+}
+
+/// Appended only by [`backlog_filtered_counts_what_the_filter_selects`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
+#[event(name = "conformance.filter_probe_e", aggregate = "ConformanceFilter")]
+pub struct FilterProbeE {
+    /// Which probe.
+    pub n: u32,
+}
+
+/// The other type of [`backlog_filtered_counts_what_the_filter_selects`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, projections::Event)]
+#[event(name = "conformance.filter_probe_f", aggregate = "ConformanceFilter")]
+pub struct FilterProbeF {
     /// Which probe.
     pub n: u32,
 }
@@ -608,8 +659,20 @@ pub async fn events_read_back_exactly_as_appended(store: Store) {
         AnyEvent::new(assigned),
     ];
     let result = append(&store, aggregate, ExpectedVersion::NoStream, events).await;
-    for ((metadata, position), version) in expected.iter_mut().zip(result.first_position..).zip(1..)
-    {
+    // The positions of one append increase from its first to its last; on PostgreSQL a
+    // concurrent append may take some in between (ADR 0011), so they are taken as read.
+    let stored = read_stream(&store, aggregate).await;
+    let stored_positions: Vec<u64> = stored
+        .iter()
+        .map(|event| event.position().expect("a stored event has a position"))
+        .collect();
+    assert!(
+        stored_positions.windows(2).all(|p| p[0] < p[1]),
+        "positions out of order: {stored_positions:?}"
+    );
+    assert_eq!(stored_positions.first(), Some(&result.first_position));
+    assert_eq!(stored_positions.last(), Some(&result.last_position));
+    for ((metadata, position), version) in expected.iter_mut().zip(stored_positions).zip(1..) {
         metadata.position = Some(position);
         metadata.aggregate_version = version;
     }
@@ -901,4 +964,292 @@ pub async fn subscribe_changes_after_append(store: Store) {
         "no notification of position {} within {READABLE_WITHIN:?}",
         result.last_position
     );
+}
+
+/// A probe of the filtered-read checks: `payload` on `aggregate`, of `tenant`.
+fn probe<E: Event>(aggregate: Uuid, payload: E, tenant: Option<Uuid>) -> AnyEvent {
+    let envelope = Envelope::new(aggregate, payload);
+    AnyEvent::new(match tenant {
+        Some(tenant) => envelope.with_tenant(tenant),
+        None => envelope,
+    })
+}
+
+async fn read_filtered(store: &Store, after: u64, limit: usize, filter: &ReadFilter) -> ReadPage {
+    store
+        .read_filtered(after, limit, filter)
+        .await
+        .unwrap_or_else(|e| panic!("read_filtered({after}, {limit}, {filter:?}) failed: {e}"))
+}
+
+/// The ids of a page's events, in order.
+fn page_ids(page: &ReadPage) -> Vec<Uuid> {
+    page.events.iter().map(|e| decoded(e).event_id()).collect()
+}
+
+/// The first page of one event after `after` that holds an event, reading on over empty ones.
+async fn first_selected(store: &Store, mut after: u64, filter: &ReadFilter) -> ReadPage {
+    for _ in 0..10_000 {
+        let page = read_filtered(store, after, 1, filter).await;
+        assert_page(&page, after, 1, &format!("{filter:?}"));
+        if !page.events.is_empty() {
+            return page;
+        }
+        assert!(!page.at_head, "{filter:?}: nothing selected after {after}");
+        assert!(
+            page.read_to > after,
+            "{filter:?}: an empty page did not move on"
+        );
+        after = page.read_to;
+    }
+    panic!("{filter:?}: no event within 10,000 pages");
+}
+
+/// Checks what every page promises: events after `after`, in position order, at most `limit`,
+/// none past `read_to`, which is at least `after`.
+fn assert_page(page: &ReadPage, after: u64, limit: usize, what: &str) {
+    let at = positions(&page.events);
+    assert!(
+        at.len() <= limit,
+        "{what}: more than {limit} events: {at:?}"
+    );
+    assert!(
+        at.windows(2).all(|p| p[0] < p[1]),
+        "{what}: positions out of order: {at:?}"
+    );
+    assert!(
+        at.iter().all(|&p| p > after && p <= page.read_to),
+        "{what}: a position outside ({after}, {}]: {at:?}",
+        page.read_to
+    );
+    assert!(page.read_to >= after, "{what}: read_to went back");
+}
+
+/// `read_filtered` returns the events of the filter's types, of its aggregate types and of its
+/// tenants, in position order, up to `limit`; a full page reads to its last event.
+pub async fn read_filtered_selects_types_aggregates_and_tenants(store: Store) {
+    let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
+    let head_before = head(&store).await;
+    let cart = Uuid::new_v4();
+    let events = vec![
+        probe(cart, FilterProbeA { n: 1 }, Some(t1)),
+        probe(cart, FilterProbeB { n: 2 }, Some(t1)),
+        probe(cart, FilterProbeA { n: 3 }, Some(t2)),
+        probe(cart, FilterProbeB { n: 4 }, None),
+        probe(cart, FilterProbeA { n: 5 }, None),
+    ];
+    let other = Uuid::new_v4();
+    let others = vec![
+        probe(other, FilterProbeC { n: 6 }, Some(t1)),
+        probe(other, FilterProbeC { n: 7 }, None),
+    ];
+    let id = |event: &AnyEvent| event.event_id();
+    let [a1, b2, a3, b4, a5] = [0, 1, 2, 3, 4].map(|i| id(&events[i]));
+    let [c6, c7] = [0, 1].map(|i| id(&others[i]));
+    append(&store, cart, ExpectedVersion::NoStream, events).await;
+    let last = append(&store, other, ExpectedVersion::NoStream, others).await;
+    wait_readable(&store, last.last_position).await;
+
+    const A: &str = FilterProbeA::EVENT_TYPE;
+    const B: &str = FilterProbeB::EVENT_TYPE;
+    const C: &str = FilterProbeC::EVENT_TYPE;
+    let read = |filter: ReadFilter, limit: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            let page = read_filtered(&store, head_before, limit, &filter).await;
+            assert_page(&page, head_before, limit, &format!("{filter:?}"));
+            page
+        }
+    };
+
+    let of_a = read(ReadFilter::event_types([A]), ALL).await;
+    assert_eq!(page_ids(&of_a), [a1, a3, a5], "the events of type A");
+    assert!(of_a.read_to >= last.last_position, "a short page reads on");
+    assert!(of_a.at_head, "a short page is at the head");
+    let of_a_and_b = read(ReadFilter::event_types([A, B]), ALL).await;
+    assert_eq!(page_ids(&of_a_and_b), [a1, b2, a3, b4, a5]);
+
+    // A full page reads to its last event; the next one goes on from there. (A page may hold
+    // fewer events than its limit before the head: the store may stop early.)
+    let first = first_selected(&store, head_before, &ReadFilter::event_types([A])).await;
+    assert_eq!(page_ids(&first), [a1]);
+    assert_eq!(first.read_to, position(&first.events[0]));
+    assert!(!first.at_head, "a full page may not be the last");
+    let next = first_selected(&store, first.read_to, &ReadFilter::event_types([A])).await;
+    assert_eq!(page_ids(&next), [a3]);
+    assert_eq!(next.read_to, position(&next.events[0]));
+    let none = read(ReadFilter::event_types([A]), 0).await;
+    assert!(none.events.is_empty(), "a limit of 0 reads nothing");
+
+    // Aggregate types: every event of theirs, whatever its type.
+    let followed = read(
+        ReadFilter::event_types([A]).with_aggregate_types(["ConformanceFilterOther"]),
+        ALL,
+    )
+    .await;
+    assert_eq!(page_ids(&followed), [a1, a3, a5, c6, c7]);
+    let only_c = read(ReadFilter::event_types([C]), ALL).await;
+    assert_eq!(page_ids(&only_c), [c6, c7]);
+
+    // Tenants: one, several, with the untenanted ones, a predicate (a store may leave the
+    // predicate to the reader, so only what it must return is checked).
+    let tenant = |filter: TenantFilter| ReadFilter::event_types([A, B, C]).with_tenant(filter);
+    assert_eq!(
+        page_ids(&read(tenant(TenantFilter::only(t1)), ALL).await),
+        [a1, b2, c6]
+    );
+    assert_eq!(
+        page_ids(&read(tenant(TenantFilter::one_of([t1, t2])), ALL).await),
+        [a1, b2, a3, c6]
+    );
+    assert_eq!(
+        page_ids(&read(tenant(TenantFilter::only(t2).with_untenanted()), ALL).await),
+        [a3, b4, a5, c7]
+    );
+    assert_eq!(
+        page_ids(&read(tenant(TenantFilter::one_of([])), ALL).await),
+        Vec::<Uuid>::new()
+    );
+    let t1_of_a = first_selected(
+        &store,
+        head_before,
+        &ReadFilter::event_types([A]).with_tenant(TenantFilter::only(t1)),
+    )
+    .await;
+    assert_eq!(page_ids(&t1_of_a), [a1]);
+    let predicate = read(tenant(TenantFilter::matching(move |t| t == t2)), ALL).await;
+    let ids = page_ids(&predicate);
+    assert!(ids.contains(&a3), "the predicate's tenant: {ids:?}");
+    assert!(
+        !ids.contains(&b4) && !ids.contains(&a5),
+        "no untenanted event: {ids:?}"
+    );
+
+    // Every type of one tenant, among whatever else the store holds.
+    let all_of_t1 = read(ReadFilter::all().with_tenant(TenantFilter::only(t1)), ALL).await;
+    assert_eq!(page_ids(&all_of_t1), [a1, b2, c6]);
+    // Every event: what read_all returns.
+    let everything = read(ReadFilter::all(), ALL).await;
+    assert_eq!(
+        find(&everything.events, &[a1, b2, a3, b4, a5, c6, c7]).len(),
+        7
+    );
+}
+
+/// A page with nothing for the reader still reads on: `read_to` passes the events it does not
+/// select, so a reader's checkpoint moves past them.
+pub async fn read_filtered_reads_on_over_what_it_does_not_select(store: Store) {
+    const D: &str = FilterProbeD::EVENT_TYPE;
+    let head_before = head(&store).await;
+    let aggregate = Uuid::new_v4();
+    let filler = append(
+        &store,
+        aggregate,
+        ExpectedVersion::NoStream,
+        items(aggregate, 25),
+    )
+    .await;
+    let head_after = wait_readable(&store, filler.last_position).await;
+
+    // A type nobody appended: every page is empty, and the reads move on to the head.
+    let filter = ReadFilter::event_types(["conformance.filter_nothing"]);
+    let mut after = head_before;
+    let mut pages = 0;
+    loop {
+        let page = read_filtered(&store, after, 10, &filter).await;
+        assert_page(&page, after, 10, "an empty filter");
+        assert!(page.events.is_empty(), "nothing of that type: {page:?}");
+        pages += 1;
+        assert!(pages < 1_000, "the reads do not move on: stuck at {after}");
+        if page.at_head {
+            assert!(
+                page.read_to >= head_after,
+                "at the head, the read got to {} of {head_after}",
+                page.read_to
+            );
+            break;
+        }
+        assert!(
+            page.read_to > after,
+            "a page that is not at the head moves on"
+        );
+        after = page.read_to;
+    }
+
+    // Then one event of the type after the filler: found, and nothing of it missed by a
+    // reader that starts where the empty reads stopped.
+    let probe_event = probe(aggregate, FilterProbeD { n: 1 }, None);
+    let probe_id = probe_event.event_id();
+    let at = append(
+        &store,
+        aggregate,
+        ExpectedVersion::Exact(25),
+        vec![probe_event],
+    )
+    .await;
+    wait_readable(&store, at.last_position).await;
+    let mut found = Vec::new();
+    let filter = ReadFilter::event_types([D]);
+    let mut after = head_before;
+    loop {
+        let page = read_filtered(&store, after, 10, &filter).await;
+        found.extend(page.events.iter().map(|e| decoded(e).event_id()));
+        if page.at_head {
+            break;
+        }
+        after = page.read_to;
+    }
+    assert!(
+        found.contains(&probe_id),
+        "the event after the filler is found"
+    );
+}
+
+/// `backlog_filtered` counts the events after a position that the filter selects: its types,
+/// aggregate types and listed tenants.
+pub async fn backlog_filtered_counts_what_the_filter_selects(store: Store) {
+    const A: &str = FilterProbeE::EVENT_TYPE;
+    const B: &str = FilterProbeF::EVENT_TYPE;
+    let (t1, t2) = (Uuid::new_v4(), Uuid::new_v4());
+    let head_before = head(&store).await;
+    let aggregate = Uuid::new_v4();
+    let result = append(
+        &store,
+        aggregate,
+        ExpectedVersion::NoStream,
+        vec![
+            probe(aggregate, FilterProbeE { n: 1 }, Some(t1)),
+            probe(aggregate, FilterProbeE { n: 2 }, Some(t2)),
+            probe(aggregate, FilterProbeF { n: 3 }, Some(t1)),
+            probe(aggregate, FilterProbeE { n: 4 }, None),
+        ],
+    )
+    .await;
+    wait_readable(&store, result.last_position).await;
+    let count = |filter: ReadFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .backlog_filtered(head_before, &filter)
+                .await
+                .unwrap_or_else(|e| panic!("backlog_filtered({filter:?}) failed: {e}"))
+        }
+    };
+    let of_t1 = count(ReadFilter::event_types([A, B]).with_tenant(TenantFilter::only(t1))).await;
+    assert_eq!(of_t1.events, 2);
+    assert!(of_t1.head_position >= result.last_position);
+    assert!(of_t1.oldest_stored_at.is_some());
+    assert_eq!(
+        count(ReadFilter::event_types([A]).with_tenant(TenantFilter::only(t2).with_untenanted()))
+            .await
+            .events,
+        2
+    );
+    assert_eq!(count(ReadFilter::event_types([A])).await.events, 3);
+    assert_eq!(count(ReadFilter::event_types([A, B])).await.events, 4);
+    let nothing = count(ReadFilter::event_types(["conformance.filter_nothing"])).await;
+    assert_eq!((nothing.events, nothing.oldest_stored_at), (0, None));
+    let none_of_them =
+        count(ReadFilter::event_types([A]).with_tenant(TenantFilter::one_of([]))).await;
+    assert_eq!(none_of_them.events, 0);
 }

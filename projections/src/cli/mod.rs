@@ -479,7 +479,7 @@ pub(crate) fn summary(report: &ProjectionReport) -> String {
         "{}: {} applied, {} skipped, {} dead-lettered",
         report.name,
         report.applied,
-        report.skipped + report.not_subscribed,
+        report.skipped + report.not_subscribed + report.other_tenant,
         report.dead_lettered.len()
     );
     if let Some(stopped) = &report.stopped {

@@ -151,12 +151,16 @@ impl ProjectionCoordinator {
         self
     }
 
-    /// The store the workers read: shared when several projections run.
-    fn worker_store(&self, projections: usize) -> Arc<dyn EventStore> {
+    /// The stores `projections` workers read, one each: readers of one [`SharedReads`] when
+    /// several projections run, else the store itself.
+    fn worker_stores(&self, projections: usize) -> Vec<Arc<dyn EventStore>> {
         if self.shared_reads == 0 || projections < 2 {
-            return Arc::clone(&self.store);
+            return vec![Arc::clone(&self.store); projections];
         }
-        Arc::new(SharedReads::new(Arc::clone(&self.store), self.shared_reads))
+        let shared = Arc::new(SharedReads::new(Arc::clone(&self.store), self.shared_reads));
+        (0..projections)
+            .map(|_| Arc::new(shared.reader()) as Arc<dyn EventStore>)
+            .collect()
     }
 
     /// Runs the workers as one node of a cluster (feature `postgres`): each applies its
@@ -264,8 +268,9 @@ impl ProjectionCoordinator {
         projections: Vec<Box<dyn RegisteredProjection>>,
         shutdown: CancellationToken,
     ) -> CoordinatorHandle {
+        let mut stores = self.worker_stores(projections.len());
         let config = WorkerConfig {
-            store: self.worker_store(projections.len()),
+            store: Arc::clone(&self.store),
             batch_size: self.batch_size,
             poll_interval: self.poll_interval,
             backoff: self.backoff,
@@ -296,7 +301,11 @@ impl ProjectionCoordinator {
             let mut snapshot = status::ProjectionSnapshot::new(&name);
             snapshot.version = runner.version();
             let (status, watcher) = watch::channel(snapshot);
-            let worker = Worker::new(runner, config.clone(), receiver, status, shutdown.clone());
+            let mut worker_config = config.clone();
+            if let Some(store) = stores.pop() {
+                worker_config.store = store;
+            }
+            let worker = Worker::new(runner, worker_config, receiver, status, shutdown.clone());
             #[cfg(feature = "postgres")]
             let worker = match leases.pop().flatten() {
                 Some(lease) => worker.leased(lease),
@@ -359,8 +368,7 @@ impl ProjectionCoordinator {
     /// report, not an error.
     pub async fn catch_up(&mut self) -> Result<CatchUpReport, CoordinatorError> {
         refuse_if_ambiguous()?;
-        let store = self.worker_store(self.registry.projection_count());
-        let store = &*store;
+        let stores = self.worker_stores(self.registry.projection_count());
         let batch_size = self.batch_size;
         let never = CancellationToken::new();
         let never = &never;
@@ -373,9 +381,10 @@ impl ProjectionCoordinator {
         let work: Vec<BoxFuture<'_, ProjectionReport>> = self
             .registry
             .projections_mut()
-            .map(|projection| {
+            .zip(&stores)
+            .map(|(projection, store)| {
                 let future: BoxFuture<'_, _> =
-                    Box::pin(worker::pass(&mut **projection, store, batch_size, never));
+                    Box::pin(worker::pass(&mut **projection, &**store, batch_size, never));
                 future
             })
             .collect();

@@ -17,6 +17,9 @@ pub struct ProjectionReport {
     pub not_subscribed: u64,
     /// Events whose handler is live-only, passed over because they were replayed.
     pub live_only_passed: u64,
+    /// Events of tenants the projection is not limited to, passed over (the checkpoint moved
+    /// past them).
+    pub other_tenant: u64,
     /// Dead-letter entries written, in order.
     pub dead_lettered: Vec<i64>,
     /// Events at which a batch ended without applying or dead-lettering them (a stop, or an
@@ -41,6 +44,7 @@ impl ProjectionReport {
         self.skipped += batch.skipped;
         self.not_subscribed += batch.not_subscribed;
         self.live_only_passed += batch.live_only_passed;
+        self.other_tenant += batch.other_tenant;
         self.dead_lettered.extend_from_slice(&batch.dead_lettered);
         self.failed += batch.failed;
     }

@@ -100,32 +100,37 @@ pub(crate) async fn step(
     runner.prepare_replay(store).await?;
     let checkpoint = runner.checkpoint().await?;
     let after = checkpoint.unwrap_or(0);
-    let events =
-        store
-            .read_all(after, batch_size)
-            .await
-            .map_err(|source| RunnerError::Storage {
-                projection: runner.name().to_owned(),
-                source,
-            })?;
-    if events.is_empty() {
-        // Nothing new: the checkpoint is still worth publishing (a worker that starts caught
-        // up has read no batch that would report it).
+    // Only what the projection needs: its types, followed aggregate types, tenants.
+    let filter = runner.read_filter();
+    let page = store
+        .read_filtered(after, batch_size, &filter)
+        .await
+        .map_err(|source| RunnerError::Storage {
+            projection: runner.name().to_owned(),
+            source,
+        })?;
+    let pass = if page.at_head {
+        Pass::CaughtUp
+    } else {
+        Pass::More
+    };
+    if page.events.is_empty() && page.read_to <= after {
+        // Nothing new (a read that got nowhere is caught up, whatever it says): the checkpoint
+        // is still worth publishing (a worker that starts caught up has read no batch that
+        // would report it).
         let outcome = BatchOutcome {
             checkpoint,
             ..BatchOutcome::default()
         };
         return Ok((Pass::CaughtUp, outcome));
     }
+    // The checkpoint moves on to where the read got, past events that were not its business.
     let mut outcome = BatchOutcome::default();
-    let result = runner.handle_stored(&events, &mut outcome).await;
+    let result = runner
+        .handle_page(&page.events, page.read_to, &mut outcome)
+        .await;
     report.add(&outcome);
     result?;
-    let pass = if events.len() < batch_size {
-        Pass::CaughtUp
-    } else {
-        Pass::More
-    };
     Ok((pass, outcome))
 }
 

@@ -9,10 +9,14 @@ use super::lock;
 use crate::event::{AnyEvent, to_microseconds};
 use crate::storage::{BoxFuture, StorageError};
 use crate::store::{
-    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, check_append,
+    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, ReadFilter, ReadPage,
+    StoredEvent, check_append,
 };
 
 /// An event store in memory. Events are decoded once, at append, and shared on every read.
+///
+/// It keeps the positions of each event type and of each aggregate type, so that a
+/// [filtered read](EventStore::read_filtered) visits only the events of the filter's types.
 #[derive(Debug)]
 pub struct InMemoryEventStore {
     state: Mutex<State>,
@@ -25,6 +29,89 @@ struct State {
     events: Vec<(AnyEvent, DateTime<Utc>)>,
     /// Positions of each aggregate's events, in version order.
     streams: HashMap<Uuid, Vec<u64>>,
+    /// Positions of each event type's events, in position order.
+    by_type: HashMap<&'static str, Vec<u64>>,
+    /// Positions of each aggregate type's events, in position order.
+    by_aggregate_type: HashMap<String, Vec<u64>>,
+}
+
+impl State {
+    /// The events `filter` selects after `after`, at most `limit`.
+    fn read_filtered(&self, after: u64, limit: usize, filter: &ReadFilter) -> ReadPage {
+        let head = self.events.len() as u64;
+        if limit == 0 {
+            return ReadPage::new(Vec::new(), after, after >= head);
+        }
+        let mut events = Vec::new();
+        let mut read_to = after.max(head);
+        let Some(types) = filter.types() else {
+            // Every type: a scan, for the tenant.
+            let start = usize::try_from(after)
+                .unwrap_or(usize::MAX)
+                .min(self.events.len());
+            for (event, _) in &self.events[start..] {
+                if filter.tenant().admits(event.metadata().tenant_id) {
+                    events.push(StoredEvent::Event(event.clone()));
+                    if events.len() == limit {
+                        read_to = event.position().unwrap_or(head);
+                        break;
+                    }
+                }
+            }
+            return ReadPage::new(events, read_to, read_to >= head);
+        };
+        // The positions after `after` of each type and aggregate type, merged in order.
+        let mut lists: Vec<&[u64]> = types
+            .iter()
+            .filter_map(|t| self.by_type.get(t))
+            .chain(
+                filter
+                    .aggregate_types()
+                    .iter()
+                    .filter_map(|a| self.by_aggregate_type.get(a)),
+            )
+            .map(|positions| &positions[positions.partition_point(|&p| p <= after)..])
+            .collect();
+        while let Some(next) = lists.iter().filter_map(|l| l.first().copied()).min() {
+            for list in &mut lists {
+                if list.first() == Some(&next) {
+                    *list = &list[1..];
+                }
+            }
+            let Some((event, _)) = usize::try_from(next - 1)
+                .ok()
+                .and_then(|index| self.events.get(index))
+            else {
+                continue;
+            };
+            if !filter.tenant().admits(event.metadata().tenant_id) {
+                continue;
+            }
+            events.push(StoredEvent::Event(event.clone()));
+            if events.len() == limit {
+                read_to = next;
+                break;
+            }
+        }
+        ReadPage::new(events, read_to, read_to >= head)
+    }
+
+    /// The events `filter` selects after `after`, counted.
+    fn backlog_filtered(&self, after: u64, filter: &ReadFilter) -> Backlog {
+        let head = self.events.len() as u64;
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(self.events.len());
+        let mut events = 0;
+        let mut oldest = None;
+        for (event, stored_at) in &self.events[start..] {
+            if filter.selects(event) {
+                events += 1;
+                oldest.get_or_insert(*stored_at);
+            }
+        }
+        Backlog::new(head, events, oldest)
+    }
 }
 
 impl Default for InMemoryEventStore {
@@ -80,6 +167,19 @@ impl InMemoryEventStore {
                 // As PostgreSQL keeps it, for a time assigned to the field directly.
                 m.occurred_at = to_microseconds(m.occurred_at);
             });
+            state
+                .by_type
+                .entry(stored.event_type())
+                .or_default()
+                .push(position);
+            let aggregate_type = &stored.metadata().aggregate_type;
+            match state.by_aggregate_type.get_mut(aggregate_type) {
+                Some(list) => list.push(position),
+                None => {
+                    let key = aggregate_type.clone();
+                    state.by_aggregate_type.insert(key, vec![position]);
+                }
+            }
             state.events.push((stored, now));
             positions.push(position);
         }
@@ -166,6 +266,27 @@ impl EventStore for InMemoryEventStore {
             .map(StoredEvent::Event)
             .collect();
         Box::pin(std::future::ready(Ok(events)))
+    }
+
+    /// Visits only the events of the filter's event and aggregate types (a scan when it has
+    /// none, for the tenant); reads up to the head when it finds fewer than `limit`.
+    fn read_filtered<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<ReadPage, StorageError>> {
+        let page = lock(&self.state).read_filtered(after, limit, filter);
+        Box::pin(std::future::ready(Ok(page)))
+    }
+
+    fn backlog_filtered<'a>(
+        &'a self,
+        after: u64,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
+        let backlog = lock(&self.state).backlog_filtered(after, filter);
+        Box::pin(std::future::ready(Ok(backlog)))
     }
 
     fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>> {

@@ -6,7 +6,7 @@
 //! | name | kind | what |
 //! |---|---|---|
 //! | `projections_events_applied_total` | counter | events whose handler succeeded |
-//! | `projections_events_skipped_total` | counter | events nothing ran for; label `reason`: `redelivered` (at or below the checkpoint) or `not_subscribed` |
+//! | `projections_events_skipped_total` | counter | events nothing ran for; label `reason`: `redelivered` (at or below the checkpoint), `not_subscribed` or `other_tenant` (passed over by the tenant filter) |
 //! | `projections_events_retried_total` | counter | handler attempts after a failure |
 //! | `projections_events_dead_lettered_total` | counter | events sent to the dead-letter queue |
 //! | `projections_batch_duration_seconds` | histogram | time to run and commit a batch |
@@ -128,6 +128,7 @@ pub(crate) struct BatchCounts {
     pub(crate) applied: u64,
     pub(crate) skipped: u64,
     pub(crate) not_subscribed: u64,
+    pub(crate) other_tenant: u64,
     pub(crate) dead_lettered: u64,
 }
 
@@ -139,6 +140,7 @@ impl BatchCounts {
             applied: outcome.applied,
             skipped: outcome.skipped,
             not_subscribed: outcome.not_subscribed,
+            other_tenant: outcome.other_tenant,
             dead_lettered: outcome.dead_lettered.len() as u64,
         }
     }
@@ -149,6 +151,7 @@ impl BatchCounts {
             applied: outcome.applied.saturating_sub(self.applied),
             skipped: outcome.skipped.saturating_sub(self.skipped),
             not_subscribed: outcome.not_subscribed.saturating_sub(self.not_subscribed),
+            other_tenant: outcome.other_tenant.saturating_sub(self.other_tenant),
             dead_lettered: (outcome.dead_lettered.len() as u64).saturating_sub(self.dead_lettered),
         }
     }
@@ -169,6 +172,7 @@ pub(crate) fn batch(name: &str, counts: BatchCounts, took: Duration) {
         for (reason, n) in [
             ("redelivered", counts.skipped),
             ("not_subscribed", counts.not_subscribed),
+            ("other_tenant", counts.other_tenant),
         ] {
             if n > 0 {
                 ::metrics::counter!(EVENTS_SKIPPED, "projection" => projection.clone(), "reason" => reason)

@@ -71,6 +71,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "cluster: nodes, leases and fences",
         sql: include_str!("../../migrations/0009_cluster.sql"),
     },
+    Migration {
+        version: 10,
+        description: "filtered reads",
+        sql: include_str!("../../migrations/0010_filtered_reads.sql"),
+    },
 ];
 
 /// Creates or upgrades the crate's tables (event store, checkpoints, dead letters) in the

@@ -28,7 +28,7 @@
 //! increase in the order readers see them, and a failed append leaves a gap (lag counts events,
 //! not position differences). Before it takes a position, each appending transaction registers
 //! itself with a shared advisory lock that carries a lower bound of its positions. Readers
-//! ([`PostgresEventStore`]'s `read_all`, `head_position`, `backlog`) read the sequence, then the
+//! ([`PostgresEventStore`]'s `read_all`, `read_filtered`, `head_position`, `backlog`) read the sequence, then the
 //! registrations, and never pass the lowest bound: an append still in flight holds them back,
 //! and nothing else does. A long transaction that writes no events, in this database or
 //! another, delays no reader. `backlog` counts every committed event, and names the backend,
@@ -49,6 +49,7 @@
 mod announce;
 mod checkpoint;
 mod dlq;
+mod filtered;
 mod inline;
 mod listen;
 mod migrate;
@@ -64,7 +65,7 @@ pub use dlq::{PostgreSQLDLQRepository, add_failed_event_in, mark_resolved_in, ma
 pub use migrate::{MIGRATIONS_TABLE, migrate, migrate_schema};
 pub use schema::Schema;
 pub use sqlx::{PgConnection, PgPool};
-pub use store::{ACQUIRE_TIMEOUT, PostgresEventStore};
+pub use store::{ACQUIRE_TIMEOUT, PostgresEventStore, READ_WINDOW_PAGES};
 
 /// The `LISTEN`/`NOTIFY` channel on which appends are announced, once committed, by the
 /// process that made them (appends in quick succession share one notification).

@@ -10,14 +10,15 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::announce::Announcer;
+use super::filtered;
 use super::listen::Notifier;
 use super::timestamp::{self, Timestamptz};
 use super::{Schema, backend, migrate_schema, to_i64, to_u64};
 use crate::event::{AnyEvent, DecodeError, EventMetadata, EventRegistry, to_microseconds};
 use crate::storage::{BoxFuture, StorageError};
 use crate::store::{
-    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, ReadHold, StoredEvent,
-    UndecodableEvent, check_append,
+    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, ReadFilter, ReadHold,
+    ReadPage, StoredEvent, UndecodableEvent, check_append,
 };
 
 /// How long [`PostgresEventStore::connect`]'s pool waits for a connection before failing.
@@ -41,6 +42,14 @@ const ANY_VERSION_ATTEMPTS: u32 = 64;
 
 /// How many characters of the query of a transaction holding reads back a status shows.
 const HOLDER_QUERY_CHARS: i32 = 80;
+
+/// A filtered read looks at positions up to this many pages ahead (`limit` each), so that a
+/// filter the indexes cannot serve (a followed aggregate type, events without a tenant) never
+/// scans the whole store for one page.
+pub const READ_WINDOW_PAGES: u64 = 100;
+
+/// The smallest window of a filtered read, in positions.
+const MIN_READ_WINDOW: u64 = 10_000;
 
 /// The columns a stored event is decoded from. The payload comes as text, which decodes
 /// faster than a JSON value.
@@ -117,6 +126,24 @@ mod column {
 /// `nextval` on the sequence directly, is not protected. The registrations live in the lock
 /// table of the primary: read from the primary, not from a standby.
 ///
+/// # Filtered reads
+///
+/// [`read_filtered`](EventStore::read_filtered) reads below the same cut as `read_all`, and
+/// selects in the query. For a filter of event types it merges one ordered scan of the type
+/// index per type (per tenant and type, on the tenant index of migration 10, for a filter of a
+/// few tenants) in position order, and PostgreSQL reads each scan only as far as the page goes:
+/// a projection handling one type in twenty reads its own rows and no others. Stored types the
+/// program does not know (found by a skip scan of the type index, once per cut) are read like
+/// listed ones, so that the runner can send their events through its failure policy. Filters
+/// the indexes cannot serve (aggregate types to follow, every type of some tenants) are
+/// conditions on a scan of positions, which looks at most [`READ_WINDOW_PAGES`] pages' worth of
+/// positions ahead. When a read finds fewer than `limit` events, [`ReadPage::read_to`] says how
+/// far it looked, and a reader moves its checkpoint there. The statement is sent unnamed, so
+/// that PostgreSQL plans it with each page's bounds (a generic plan takes the range for a
+/// narrow one and scans the primary key). A range no wider than the page (a live read) is read
+/// by position with a prepared statement, in as many round trips as `read_all`. See
+/// `docs/adr/0017-filtered-reads.md`.
+///
 /// # Decoding
 ///
 /// Rows decode through [`EventRegistry::global`]. A row of an unknown type, or whose payload or
@@ -150,11 +177,23 @@ struct Inner {
     announcer: Announcer,
     /// Every position below this one is committed or never will be (0: not known yet).
     final_below: AtomicU64,
+    /// The event types stored below a cut, as last read (for filtered reads, which also read
+    /// the types this program does not know).
+    stored_types: std::sync::Mutex<Option<StoredTypes>>,
+}
+
+/// The distinct event types of the rows below a cut.
+#[derive(Debug, Clone)]
+struct StoredTypes {
+    below: u64,
+    types: Arc<Vec<String>>,
 }
 
 /// The statements, formatted once with the schema's table name.
 #[derive(Debug)]
 struct Sql {
+    /// The event table, qualified.
+    events: String,
     append: String,
     /// The positions and versions of an append's events, by id, in its transaction.
     appended: String,
@@ -168,6 +207,10 @@ struct Sql {
     committed_head: String,
     backlog_all: String,
     backlog_types: String,
+    /// Every distinct event type, by a skip scan of the type index.
+    stored_types: String,
+    /// The distinct event types of the rows from `$1` and below `$2`.
+    stored_types_between: String,
 }
 
 impl Sql {
@@ -176,21 +219,7 @@ impl Sql {
         let sequence = schema.table(POSITIONS_SEQUENCE);
         // The sequence as a constant, resolved when the statement is planned.
         let sequence_oid = format!("'{sequence}'::regclass::oid");
-        // What both statements of a backlog return beside their counts: the committed head,
-        // and who holds the oldest registration ($3: its pid), if events wait behind it.
-        let backlog = |filter: &str| {
-            format!(
-                "SELECT (SELECT coalesce(max(position), 0) FROM {events}) AS head,
-                        count(*) AS events,
-                        min(stored_at) AS oldest,
-                        count(*) FILTER (WHERE position >= $2) AS held,
-                        (SELECT xact_start FROM pg_stat_activity WHERE pid = $3) AS since,
-                        (SELECT left(query, {HOLDER_QUERY_CHARS}) FROM pg_stat_activity
-                         WHERE pid = $3) AS query
-                 FROM {events}
-                 WHERE position > $1{filter}"
-            )
-        };
+        let backlog = |filter: &str| backlog_statement(&events, filter);
         Self {
             // The steps, and why their order matters, are in migration 6.
             append: format!(
@@ -249,8 +278,38 @@ impl Sql {
             committed_head: format!("SELECT coalesce(max(position), 0) FROM {events}"),
             backlog_all: backlog(""),
             backlog_types: backlog(" AND event_type = ANY($4::text[])"),
+            stored_types: format!(
+                "WITH RECURSIVE stored(event_type) AS (
+                     SELECT min(event_type) FROM {events}
+                     UNION ALL
+                     SELECT (SELECT min(event_type) FROM {events} WHERE event_type > s.event_type)
+                     FROM stored s WHERE s.event_type IS NOT NULL
+                 )
+                 SELECT event_type FROM stored WHERE event_type IS NOT NULL"
+            ),
+            stored_types_between: format!(
+                "SELECT DISTINCT event_type FROM {events} WHERE position >= $1 AND position < $2"
+            ),
+            events,
         }
     }
+}
+
+/// A backlog statement: the committed head, and the events after `$1` that `filter` (SQL
+/// after `WHERE position > $1`) selects, counted; `$2` is the cut, `$3` the pid of who holds
+/// the oldest registration, if events wait behind it.
+fn backlog_statement(events: &str, filter: &str) -> String {
+    format!(
+        "SELECT (SELECT coalesce(max(position), 0) FROM {events}) AS head,
+                count(*) AS events,
+                min(stored_at) AS oldest,
+                count(*) FILTER (WHERE position >= $2) AS held,
+                (SELECT xact_start FROM pg_stat_activity WHERE pid = $3) AS since,
+                (SELECT left(query, {HOLDER_QUERY_CHARS}) FROM pg_stat_activity
+                 WHERE pid = $3) AS query
+         FROM {events}
+         WHERE position > $1{filter}"
+    )
 }
 
 /// What a reader learns from the registrations.
@@ -282,6 +341,7 @@ impl PostgresEventStore {
                 pool,
                 schema,
                 final_below: AtomicU64::new(0),
+                stored_types: std::sync::Mutex::new(None),
             }),
             inline: Arc::from([]),
         }
@@ -591,29 +651,218 @@ impl PostgresEventStore {
         Ok(events)
     }
 
+    /// Up to `limit` events after `after` that `filter` selects, and how far the read looked.
+    async fn read_filtered_page(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &ReadFilter,
+    ) -> Result<ReadPage, StorageError> {
+        if limit == 0 || after >= i64::MAX.cast_unsigned() {
+            return Ok(ReadPage::new(Vec::new(), after, true));
+        }
+        let window = (limit as u64)
+            .saturating_mul(READ_WINDOW_PAGES)
+            .max(MIN_READ_WINDOW);
+        let window_end = after.saturating_add(1).saturating_add(window);
+        let known = self.inner.final_below.load(Ordering::Acquire);
+        // Nothing known to be readable after `after`: look at the registrations first.
+        let refreshed = after.saturating_add(1) >= known;
+        let mut cut = if refreshed {
+            self.refresh_horizon().await?.cut
+        } else {
+            known
+        };
+        let (mut events, mut end) = self
+            .filtered_rows(filter, after, (cut, window_end), limit)
+            .await?;
+        if events.len() < limit && end == cut && !refreshed {
+            // The page stopped at the known cut: it may have moved since. Everything the
+            // filter selects below the old cut is in the page already.
+            let fresh = self.refresh_horizon().await?.cut;
+            if fresh > cut {
+                let from = cut - 1;
+                cut = fresh;
+                let (more, more_end) = self
+                    .filtered_rows(filter, from, (cut, window_end), limit - events.len())
+                    .await?;
+                events.extend(more);
+                end = more_end;
+            }
+        }
+        if events.len() == limit {
+            let read_to = events
+                .last()
+                .and_then(StoredEvent::position)
+                .unwrap_or(after)
+                .max(after);
+            return Ok(ReadPage::new(events, read_to, false));
+        }
+        // Short: every selected event below `end` is in the page.
+        let read_to = end.saturating_sub(1).max(after);
+        Ok(ReadPage::new(events, read_to, end >= cut))
+    }
+
+    /// The rows of a filtered read after `after` and below `cut` (a cut computed before), at
+    /// most `limit`, and the position the read looked below: `cut`, or `window_end` when the
+    /// filter has conditions that no index bounds and it comes first.
+    async fn filtered_rows(
+        &self,
+        filter: &ReadFilter,
+        after: u64,
+        (cut, window_end): (u64, u64),
+        limit: usize,
+    ) -> Result<(Vec<StoredEvent>, u64), StorageError> {
+        if cut.saturating_sub(after) <= limit as u64 {
+            // No wider than a page (a live read): by position, prepared, one round trip.
+            let statement = filtered::read_narrow(&self.inner.sql.events, COLUMNS, filter);
+            let (Ok(after_sql), Ok(limit_sql)) = (i64::try_from(after), i64::try_from(limit))
+            else {
+                return Ok((Vec::new(), cut));
+            };
+            let cut_sql = i64::try_from(cut).unwrap_or(i64::MAX);
+            if after_sql.saturating_add(1) >= cut_sql || limit == 0 {
+                return Ok((Vec::new(), cut));
+            }
+            let query = sqlx::query(&statement.sql)
+                .bind(after_sql)
+                .bind(cut_sql)
+                .bind(limit_sql);
+            return Ok((self.fetch_events(statement.bind(query)).await?, cut));
+        }
+        let unknown = match filter.types() {
+            Some(listed) => {
+                let stored = self.stored_types(cut).await?;
+                let registry = EventRegistry::global();
+                stored
+                    .iter()
+                    .filter(|t| !registry.contains(t) && !listed.contains(&t.as_str()))
+                    .cloned()
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let statement = filtered::read(&self.inner.sql.events, COLUMNS, filter, &unknown);
+        let before = if statement.windowed {
+            cut.min(window_end)
+        } else {
+            cut
+        };
+        let (Ok(after_sql), Ok(limit_sql)) = (i64::try_from(after), i64::try_from(limit)) else {
+            return Ok((Vec::new(), before));
+        };
+        let before_sql = i64::try_from(before).unwrap_or(i64::MAX);
+        if after_sql.saturating_add(1) >= before_sql || limit == 0 {
+            return Ok((Vec::new(), before));
+        }
+        // Unnamed, so planned with this page's bounds (see `filtered`).
+        let query = sqlx::query(&statement.sql)
+            .persistent(false)
+            .bind(after_sql)
+            .bind(before_sql)
+            .bind(limit_sql);
+        Ok((self.fetch_events(statement.bind(query)).await?, before))
+    }
+
+    /// The distinct event types of the rows below `cut`, which must be a cut computed before
+    /// this call (every row below it is committed or never will be): a later statement then
+    /// sees them all. Read once, then only for the rows after the cut last read.
+    async fn stored_types(&self, cut: u64) -> Result<Arc<Vec<String>>, StorageError> {
+        /// Beyond this many new positions, the skip scan of every type is cheaper.
+        const SCAN_NEW_ROWS_UP_TO: u64 = 10_000;
+        let known = self
+            .inner
+            .stored_types
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let sql = &self.inner.sql;
+        let cut_sql = i64::try_from(cut).unwrap_or(i64::MAX);
+        let fresh = match known {
+            Some(known) if known.below >= cut => return Ok(known.types),
+            Some(known) if cut - known.below <= SCAN_NEW_ROWS_UP_TO => {
+                let new: Vec<String> = sqlx::query_scalar(&sql.stored_types_between)
+                    .bind(i64::try_from(known.below).unwrap_or(i64::MAX))
+                    .bind(cut_sql)
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(backend)?;
+                let mut types = (*known.types).clone();
+                for event_type in new {
+                    if !types.contains(&event_type) {
+                        types.push(event_type);
+                    }
+                }
+                types
+            }
+            _ => sqlx::query_scalar(&sql.stored_types)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(backend)?,
+        };
+        let fresh = StoredTypes {
+            below: cut,
+            types: Arc::new(fresh),
+        };
+        let mut cached = self
+            .inner
+            .stored_types
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cached.as_ref().is_none_or(|c| c.below < cut) {
+            *cached = Some(fresh.clone());
+        }
+        Ok(fresh.types)
+    }
+
     async fn read_backlog(
         &self,
         after: u64,
         event_types: &[&'static str],
     ) -> Result<Backlog, StorageError> {
+        let sql = &self.inner.sql;
+        if event_types.is_empty() {
+            self.count_backlog(after, &sql.backlog_all, |query| query)
+                .await
+        } else {
+            self.count_backlog(after, &sql.backlog_types, |query| query.bind(event_types))
+                .await
+        }
+    }
+
+    async fn read_backlog_filtered(
+        &self,
+        after: u64,
+        filter: &ReadFilter,
+    ) -> Result<Backlog, StorageError> {
+        let condition = filtered::backlog_condition(3, filter);
+        let sql = backlog_statement(&self.inner.sql.events, &condition.sql);
+        self.count_backlog(after, &sql, |query| condition.bind(query))
+            .await
+    }
+
+    /// Runs a backlog statement (see [`backlog_statement`]), its parameters after the third
+    /// bound by `bind`.
+    async fn count_backlog<'q>(
+        &self,
+        after: u64,
+        sql: &'q str,
+        bind: impl FnOnce(
+            sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        )
+            -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Backlog, StorageError> {
         let horizon = self.refresh_horizon().await?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let cut = i64::try_from(horizon.cut).unwrap_or(i64::MAX);
-        let sql = &self.inner.sql;
-        let query = if event_types.is_empty() {
-            sqlx::query(&sql.backlog_all)
-        } else {
-            sqlx::query(&sql.backlog_types)
-        }
-        .bind(after)
-        .bind(cut)
-        .bind(horizon.holder.flatten());
-        let query = if event_types.is_empty() {
-            query
-        } else {
-            query.bind(event_types)
-        };
-        let row = query.fetch_one(&self.inner.pool).await.map_err(backend)?;
+        let query = sqlx::query(sql)
+            .bind(after)
+            .bind(cut)
+            .bind(horizon.holder.flatten());
+        let row = bind(query)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)?;
         let head = to_u64(row.try_get("head").map_err(backend)?, "position")?;
         let events = to_u64(row.try_get("events").map_err(backend)?, "count")?;
         let held = to_u64(row.try_get("held").map_err(backend)?, "count")?;
@@ -676,6 +925,17 @@ impl EventStore for PostgresEventStore {
         Box::pin(self.read_page(after, limit))
     }
 
+    /// Selects in the query (see "Filtered reads" above): a projection of one event type
+    /// reads the rows of that type, through the type index, and no others.
+    fn read_filtered<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<ReadPage, StorageError>> {
+        Box::pin(self.read_filtered_page(after, limit, filter))
+    }
+
     fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
         Box::pin(async move {
             let cut = self.refresh_horizon().await?.cut;
@@ -696,6 +956,15 @@ impl EventStore for PostgresEventStore {
         event_types: &'a [&'static str],
     ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
         Box::pin(self.read_backlog(after, event_types))
+    }
+
+    /// Counts as [`backlog`](EventStore::backlog) does, what the filter selects.
+    fn backlog_filtered<'a>(
+        &'a self,
+        after: u64,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
+        Box::pin(self.read_backlog_filtered(after, filter))
     }
 
     /// A receiver of the head position, fed by this store's own appends at once and by a

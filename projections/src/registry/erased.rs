@@ -8,7 +8,7 @@ use crate::event::AnyEvent;
 use crate::projection::{DatabaseProjection, EventHandler, HandlerError};
 use crate::runner::{BatchOutcome, CommitStrategy, Runner, RunnerError, RunnerReads, StoppedAt};
 use crate::storage::BoxFuture;
-use crate::store::{EventStore, StoredEvent};
+use crate::store::{EventStore, ReadFilter, StoredEvent};
 
 /// A registered projection: a [`Runner`] whose projection type and commit strategy are erased.
 /// Implemented once, for every runner.
@@ -34,6 +34,23 @@ pub trait RegisteredProjection: Send + Any {
         events: &'a [StoredEvent],
         outcome: &'a mut BatchOutcome,
     ) -> BoxFuture<'a, Result<(), RunnerError>>;
+    /// What its reads select (see [`Runner::read_filter`]): by default the types it
+    /// subscribes to and the aggregate types it follows.
+    fn read_filter(&self) -> ReadFilter {
+        ReadFilter::event_types(self.subscribed_to().iter().copied())
+            .with_aggregate_types(self.followed_aggregates().iter().cloned())
+    }
+    /// Handles the events of a page read up to `read_to`, then moves the checkpoint there
+    /// (see [`Runner::handle_page_into`]). By default, only handles the events.
+    fn handle_page<'a>(
+        &'a mut self,
+        events: &'a [StoredEvent],
+        read_to: u64,
+        outcome: &'a mut BatchOutcome,
+    ) -> BoxFuture<'a, Result<(), RunnerError>> {
+        let _ = read_to;
+        self.handle_stored(events, outcome)
+    }
     /// Clears checkpoint and read model.
     fn reset(&mut self) -> BoxFuture<'_, Result<(), RunnerError>>;
     /// Reads the checkpoint and halt from storage, the first time.
@@ -118,6 +135,19 @@ where
         outcome: &'a mut BatchOutcome,
     ) -> BoxFuture<'a, Result<(), RunnerError>> {
         Box::pin(self.handle_batch_into(events, outcome))
+    }
+
+    fn read_filter(&self) -> ReadFilter {
+        Runner::read_filter(self)
+    }
+
+    fn handle_page<'a>(
+        &'a mut self,
+        events: &'a [StoredEvent],
+        read_to: u64,
+        outcome: &'a mut BatchOutcome,
+    ) -> BoxFuture<'a, Result<(), RunnerError>> {
+        Box::pin(self.handle_page_into(events, read_to, outcome))
     }
 
     fn reset(&mut self) -> BoxFuture<'_, Result<(), RunnerError>> {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::panic::caught;
 use super::progress::Progress;
 use super::set;
-use super::step::{DecodeFailure, Step, classify, event_data, follows, is_listed};
+use super::step::{DecodeFailure, Scope, Step, classify, event_data, follows, is_listed};
 use super::{
     BatchItem, BatchOutcome, CommitStrategy, FailurePolicy, Runner, RunnerError, StoppedAt,
 };
@@ -148,6 +148,49 @@ where
         self.traced_batch(events, outcome).await
     }
 
+    /// Handles the events of a page read up to `read_to` (a
+    /// [`ReadPage`](crate::store::ReadPage) of [`read_filtered`](crate::EventStore::read_filtered)),
+    /// as [`handle_batch_into`](Self::handle_batch_into) does, then moves the checkpoint on to
+    /// `read_to`: the read found nothing else for the projection up to there. The move
+    /// commits with the batch's last commit when it can, in a commit of its own otherwise (a
+    /// page without events, or one whose last event was dead-lettered); not at all when the
+    /// batch ends with an error or the projection is halted.
+    pub async fn handle_page_into<T: BatchItem>(
+        &mut self,
+        events: &[T],
+        read_to: u64,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), RunnerError> {
+        if events.is_empty() {
+            self.refuse_if_ambiguous()?;
+            self.load().await?;
+            if let Some(halted) = self.halted() {
+                return Err(halted);
+            }
+        } else {
+            self.read_to = Some(read_to);
+            let result = self.handle_batch_into(events, outcome).await;
+            self.read_to = None;
+            result?;
+        }
+        if self
+            .known
+            .flatten()
+            .is_none_or(|checkpoint| read_to > checkpoint)
+        {
+            let (tx, checkpoint) = self.begin_locked().await?;
+            if checkpoint.is_none_or(|checkpoint| read_to > checkpoint) {
+                let mut progress = Progress::from(checkpoint, self.last_event);
+                progress.reach(read_to);
+                self.commit(tx, &progress).await?;
+            } else {
+                self.rollback(tx).await;
+            }
+        }
+        outcome.checkpoint = self.checkpoint().await?;
+        Ok(())
+    }
+
     /// [`handle_batch_into`](Self::handle_batch_into) in its span, when tracing is on.
     async fn traced_batch<T: BatchItem>(
         &mut self,
@@ -164,6 +207,7 @@ where
             applied = tracing::field::Empty,
             skipped = tracing::field::Empty,
             not_subscribed = tracing::field::Empty,
+            other_tenant = tracing::field::Empty,
             dead_lettered = tracing::field::Empty,
             failed = tracing::field::Empty,
             checkpoint = tracing::field::Empty,
@@ -180,6 +224,7 @@ where
             outcome.dead_lettered.len(),
             outcome.failed,
             self.checkpoint_writes,
+            outcome.other_tenant,
         );
         let result = self
             .run_batch(events, outcome)
@@ -188,6 +233,7 @@ where
         span.record("applied", outcome.applied - before.0);
         span.record("skipped", outcome.skipped - before.1);
         span.record("not_subscribed", outcome.not_subscribed - before.2);
+        span.record("other_tenant", outcome.other_tenant - before.6);
         span.record("dead_lettered", outcome.dead_lettered.len() - before.3);
         span.record("failed", outcome.failed - before.4);
         span.record("checkpoint", self.known.flatten());
@@ -277,7 +323,7 @@ where
         let (mut tx, checkpoint) = self.begin_locked().await?;
         let mut progress = Progress::from(checkpoint, self.last_event);
         let (mut applied, mut skipped, mut not_subscribed) = (0, 0, 0);
-        let mut live_only_passed = 0;
+        let (mut live_only_passed, mut other_tenant) = (0, 0);
         let mut failure = None;
         let mut unhandled = None;
         let following = !self.followed.is_empty();
@@ -286,8 +332,13 @@ where
         let mut index = from;
         while index < until {
             let item = &events[index];
-            let subscribed = self.projection.subscribed_to();
-            match classify(item, &progress, subscribed, following, self.partition) {
+            let scope = Scope {
+                subscribed: self.projection.subscribed_to(),
+                following,
+                tenant: &self.tenant,
+                partition: self.partition,
+            };
+            match classify(item, &progress, scope) {
                 Step::Skip => skipped += 1,
                 Step::PassOver {
                     position,
@@ -296,6 +347,14 @@ where
                 } => {
                     progress.advance(position, event_id, event_type, false);
                     not_subscribed += 1;
+                }
+                Step::OtherTenant {
+                    position,
+                    event_id,
+                    event_type,
+                } => {
+                    progress.advance(position, event_id, event_type, false);
+                    other_tenant += 1;
                 }
                 Step::Undecodable(raw) => {
                     let error = HandlerError::new(DecodeFailure(raw.error.to_string()));
@@ -392,11 +451,18 @@ where
         if S::ATOMIC && failure.is_some() {
             self.rollback(tx).await;
         } else {
+            if index == events.len() && failure.is_none() && unhandled.is_none() {
+                // The batch's last commit: it takes the checkpoint to where the read got.
+                if let Some(read_to) = self.read_to.take() {
+                    progress.reach(read_to);
+                }
+            }
             self.commit(tx, &progress).await?;
             outcome.applied += applied;
             outcome.skipped += skipped;
             outcome.not_subscribed += not_subscribed;
             outcome.live_only_passed += live_only_passed;
+            outcome.other_tenant += other_tenant;
         }
         Ok(match (failure, unhandled) {
             (Some(failure), _) => Segment::Failed(failure),

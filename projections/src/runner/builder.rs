@@ -1,6 +1,7 @@
 use super::{FailurePolicy, ProjectionRunner, Repositories, Runner};
 use crate::projection::Projection;
 use crate::retry::RetryPolicy;
+use crate::store::TenantFilter;
 
 /// Configures a [`ProjectionRunner`]. Anything left unset gets its default: in-memory
 /// [`Repositories`], [`ExponentialBackoffRetryPolicy::default`](crate::ExponentialBackoffRetryPolicy),
@@ -70,6 +71,14 @@ impl<P: Projection> RunnerBuilder<P> {
     {
         Self {
             runner: self.runner.follows_aggregates(aggregates),
+        }
+    }
+
+    /// Limits the projection to the events of the tenants `filter` admits; the others are
+    /// passed over and the checkpoint moves past them (see [`Runner::tenant`]).
+    pub fn tenant(self, filter: TenantFilter) -> Self {
+        Self {
+            runner: self.runner.tenant(filter),
         }
     }
 

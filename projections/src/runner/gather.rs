@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::progress::Progress;
-use super::step::{Step, classify};
+use super::step::{Scope, Step, classify};
 use super::{BatchItem, BatchOutcome, CommitStrategy, Runner, RunnerError};
 use crate::event::AnyEvent;
 use crate::projection::DatabaseProjection;
@@ -52,8 +52,7 @@ fn plan<'a, T: BatchItem>(
     events: &'a [T],
     (from, until): (usize, usize),
     progress: &Progress,
-    subscribed: &[&'static str],
-    partition: Option<super::partition::Partition>,
+    scope: Scope<'_>,
     live_only: impl Fn(&AnyEvent) -> bool,
 ) -> Option<Plan<'a>> {
     let mut groups: Vec<(&'static str, Vec<&'a AnyEvent>)> = Vec::new();
@@ -67,8 +66,8 @@ fn plan<'a, T: BatchItem>(
             return None;
         }
         previous = Some(position);
-        match classify(item, progress, subscribed, false, partition) {
-            Step::Skip | Step::PassOver { .. } => continue,
+        match classify(item, progress, scope) {
+            Step::Skip | Step::PassOver { .. } | Step::OtherTenant { .. } => continue,
             Step::Apply(event) if !live_only(event) => {
                 let group = match groups
                     .iter()
@@ -130,32 +129,14 @@ where
         // Planned first from the checkpoint as last known, so that a batch that cannot be
         // gathered costs no round trip; then again from the locked checkpoint.
         let known = Progress::from(self.known.flatten(), self.last_event);
-        let subscribed = self.projection.subscribed_to();
         let live_only = |e: &AnyEvent| self.is_replayed_live_only(e);
-        if plan(
-            events,
-            (from, until),
-            &known,
-            subscribed,
-            self.partition,
-            live_only,
-        )
-        .is_none()
-        {
+        if plan(events, (from, until), &known, self.scope(), live_only).is_none() {
             return Ok(false);
         }
         let (mut tx, checkpoint) = self.begin_locked().await?;
         let mut progress = Progress::from(checkpoint, self.last_event);
-        let subscribed = self.projection.subscribed_to();
         let live_only = |e: &AnyEvent| self.is_replayed_live_only(e);
-        let Some(plan) = plan(
-            events,
-            (from, until),
-            &progress,
-            subscribed,
-            self.partition,
-            live_only,
-        ) else {
+        let Some(plan) = plan(events, (from, until), &progress, self.scope(), live_only) else {
             self.rollback(tx).await;
             return Ok(false);
         };
@@ -182,10 +163,9 @@ where
                 return Ok(false);
             }
         }
-        let (mut applied, mut skipped, mut not_subscribed) = (0, 0, 0);
-        let subscribed = self.projection.subscribed_to();
+        let (mut applied, mut skipped, mut not_subscribed, mut other_tenant) = (0, 0, 0, 0);
         for item in &events[from..until] {
-            match classify(item, &progress, subscribed, false, self.partition) {
+            match classify(item, &progress, self.scope()) {
                 Step::Skip => skipped += 1,
                 Step::PassOver {
                     position,
@@ -195,6 +175,14 @@ where
                     progress.advance(position, event_id, event_type, false);
                     not_subscribed += 1;
                 }
+                Step::OtherTenant {
+                    position,
+                    event_id,
+                    event_type,
+                } => {
+                    progress.advance(position, event_id, event_type, false);
+                    other_tenant += 1;
+                }
                 Step::Apply(event) => {
                     progress.advance(event.position(), event.event_id(), event.event_type(), true);
                     applied += 1;
@@ -203,10 +191,17 @@ where
                 Step::NotHandled(_) | Step::Undecodable(_) => {}
             }
         }
+        if until == events.len()
+            && let Some(read_to) = self.read_to.take()
+        {
+            // The batch's last commit: it takes the checkpoint to where the read got.
+            progress.reach(read_to);
+        }
         self.commit(tx, &progress).await?;
         outcome.applied += applied;
         outcome.skipped += skipped;
         outcome.not_subscribed += not_subscribed;
+        outcome.other_tenant += other_tenant;
         Ok(true)
     }
 }

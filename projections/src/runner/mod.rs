@@ -69,7 +69,7 @@
 //! refuse to run a projection with live-only handlers from nothing, with a setup error.
 //!
 //! **Spans** (when [`tracing`](Runner::tracing) is on): `projection.batch` at INFO around
-//! each batch (`projection`, `events`, `applied`, `skipped`, `not_subscribed`,
+//! each batch (`projection`, `events`, `applied`, `skipped`, `not_subscribed`, `other_tenant`,
 //! `dead_lettered`, `failed`, `checkpoint`, `checkpoint_written`, `error`);
 //! `projection.handle` (`projection`, `event_type`, `event_id`, `position`, `handler`,
 //! `attempts`, `outcome`) and `projection.handler` (`handler`, `attempt`) at DEBUG per event,
@@ -101,6 +101,8 @@ pub use partition::Partition;
 pub use reads::RunnerReads;
 pub use strategy::{CommitStrategy, NoTransaction, Repositories};
 
+pub(crate) use step::is_listed;
+
 use set::SpecialHandlers;
 
 use std::future::Future;
@@ -114,7 +116,7 @@ use crate::failure::FailureKind;
 use crate::projection::{DatabaseProjection, Projection};
 use crate::retry::{ExponentialBackoffRetryPolicy, RetryPolicy};
 use crate::storage::StorageError;
-use crate::store::EventStore;
+use crate::store::{EventStore, ReadFilter, TenantFilter};
 
 #[allow(unused_imports)] // for the docs
 use crate::failure::FailureKind as _;
@@ -145,11 +147,17 @@ pub enum FailurePolicy {
 /// - at or below the checkpoint: skipped, nothing runs; an event without a position whose id
 ///   is that of the last event the runner moved past is skipped too (see "Push mode" in the
 ///   [module documentation](self));
+/// - of a tenant the projection is not limited to ([`tenant`](Self::tenant)): passed over (the
+///   checkpoint moves), whatever its type;
 /// - of a type the projection does not subscribe to: passed over (the checkpoint moves),
 ///   unless its aggregate type is one the projection
 ///   [follows](Self::follows_aggregates): then its unregistered-event policy decides;
 /// - otherwise the handler runs (a panic is caught and is that event's failure); a failure
 ///   goes where its [`FailureKind`] says.
+///
+/// The coordinator reads only what the projection selects ([`read_filter`](Self::read_filter))
+/// and hands each page to [`handle_page_into`](Self::handle_page_into), which also moves the
+/// checkpoint over the events the read left out.
 ///
 /// A runner refuses to run (every batch, reset and replay fails with
 /// [`RunnerError::AmbiguousEventType`]) while two event types of the program claim one wire
@@ -204,6 +212,11 @@ pub struct Runner<P, S> {
     fence: Option<crate::cluster::Fence>,
     /// The partition of the projection this runner applies, if it is partitioned.
     partition: Option<Partition>,
+    /// The tenants whose events the projection sees.
+    tenant: TenantFilter,
+    /// Where the read of the batch in hand got to ([`Runner::handle_page_into`]): the batch's
+    /// last commit takes the checkpoint there.
+    read_to: Option<u64>,
 }
 
 /// A runner whose handlers take no connection, with checkpoints and dead letters in
@@ -262,6 +275,8 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
             version: None,
             fence: None,
             partition: None,
+            tenant: TenantFilter::any(),
+            read_to: None,
         }
     }
 
@@ -407,6 +422,64 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
     /// [`follows_aggregates`](Self::follows_aggregates)).
     pub fn followed_aggregates(&self) -> &[String] {
         &self.followed
+    }
+
+    /// Limits the projection to the events of the tenants `filter` admits
+    /// ([`EventMetadata::tenant_id`](crate::EventMetadata::tenant_id)); every tenant by default.
+    ///
+    /// Every other event is passed over, whatever its type, before any handler, set-based or
+    /// not, and before the unregistered-event policy of a followed aggregate type: nothing
+    /// runs, the checkpoint moves past it, and it counts in
+    /// [`BatchOutcome::other_tenant`]. That holds for events the coordinator reads and for
+    /// events handed in ([`Runner::handle_batch`],
+    /// [`ProjectionRegistry::dispatch`](crate::ProjectionRegistry::dispatch)) alike. The
+    /// coordinator's reads carry the filter into the store ([`read_filter`](Self::read_filter)),
+    /// which leaves a listed tenant's others out of the read already, and lag counts the
+    /// listed tenants' events only.
+    ///
+    /// Events without a tenant are passed over too unless the filter lets them in
+    /// ([`TenantFilter::with_untenanted`]). Changing the filter of a projection that has
+    /// already passed events does not bring them back: rebuild it.
+    ///
+    /// ```
+    /// # use projections::{Envelope, Event, projection};
+    /// # use projections::runner::ProjectionRunner;
+    /// use projections::store::TenantFilter;
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize, Event)] struct Ping;
+    /// # #[derive(Default)] struct Pings(u32);
+    /// # #[projection] impl Pings { #[handles(Ping)] async fn on(&mut self, _e: &Envelope<Ping>) { self.0 += 1 } }
+    /// let acme = uuid::Uuid::new_v4();
+    /// let runner = ProjectionRunner::new(Pings::default()).tenant(TenantFilter::only(acme));
+    /// assert!(runner.tenant_filter().admits(Some(acme)));
+    /// ```
+    #[must_use]
+    pub fn tenant(mut self, filter: TenantFilter) -> Self {
+        self.tenant = filter;
+        self
+    }
+
+    /// The tenants whose events the projection sees (see [`tenant`](Self::tenant)).
+    pub fn tenant_filter(&self) -> &TenantFilter {
+        &self.tenant
+    }
+
+    /// What the projection's reads select: the event types it handles, the aggregate types it
+    /// follows, its tenants. The coordinator reads with it
+    /// ([`EventStore::read_filtered`]).
+    pub fn read_filter(&self) -> ReadFilter {
+        ReadFilter::event_types(self.projection.subscribed_to().iter().copied())
+            .with_aggregate_types(self.followed.iter().cloned())
+            .with_tenant(self.tenant.clone())
+    }
+
+    /// The projection's scope, for [`classify`](step::classify).
+    fn scope(&self) -> step::Scope<'_> {
+        step::Scope {
+            subscribed: self.projection.subscribed_to(),
+            following: !self.followed.is_empty(),
+            tenant: &self.tenant,
+            partition: self.partition,
+        }
     }
 
     /// The projection's stable name.
@@ -559,7 +632,7 @@ where
     pub fn reads(&self) -> RunnerReads {
         RunnerReads {
             name: self.name.clone(),
-            subscribed: self.projection.subscribed_to().to_vec(),
+            filter: self.read_filter(),
             checkpoints: self.storage.checkpoints(),
             dead_letters: self.storage.dead_letters(),
         }
@@ -580,7 +653,7 @@ where
         reads::lag_metrics(
             self.storage.checkpoints(),
             self.name.clone(),
-            self.projection.subscribed_to().to_vec(),
+            self.read_filter(),
             store,
         )
     }

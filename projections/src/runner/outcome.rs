@@ -19,6 +19,9 @@ pub enum EventOutcome {
     /// Its handler is live-only and the event is replayed (at or below the replay horizon):
     /// nothing ran, the checkpoint moved past it.
     LiveOnlyPassed,
+    /// Of a tenant the projection is not limited to (see
+    /// [`Runner::tenant`](super::Runner::tenant)): nothing ran, the checkpoint moved past it.
+    OtherTenant,
     /// The retry policy gave up; the event is in the dead-letter queue under `entry_id` and
     /// the checkpoint moved past it.
     DeadLettered {
@@ -40,6 +43,9 @@ pub struct BatchOutcome {
     /// Events whose handler is live-only, passed over because they are replayed (at or below
     /// the replay horizon; see "Live-only handlers" in [`Runner`](super::Runner)).
     pub live_only_passed: u64,
+    /// Events of tenants the projection is not limited to (see
+    /// [`Runner::tenant`](super::Runner::tenant)), passed over.
+    pub other_tenant: u64,
     /// Dead-letter entries written, in order.
     pub dead_lettered: Vec<i64>,
     /// Events the batch ended at without applying or dead-lettering them: the projection
@@ -60,6 +66,8 @@ impl BatchOutcome {
             EventOutcome::NotSubscribed
         } else if self.live_only_passed > 0 {
             EventOutcome::LiveOnlyPassed
+        } else if self.other_tenant > 0 {
+            EventOutcome::OtherTenant
         } else {
             EventOutcome::Skipped
         }

@@ -68,6 +68,23 @@ impl Progress {
         }
     }
 
+    /// Moves the position on to `position`, where no event is (a read got there without
+    /// finding another event for the projection); never backwards. The last event moved past
+    /// stays what it was.
+    pub(super) fn reach(&mut self, position: u64) {
+        if self.position.is_some_and(|p| position <= p) {
+            return;
+        }
+        if self.last_is_checkpoint {
+            self.last_other = self.event_id;
+            self.last_is_checkpoint = false;
+        }
+        self.position = Some(position);
+        self.event_id = None;
+        self.event_type.clear();
+        self.moved = true;
+    }
+
     /// The checkpoint write this progress needs, if any.
     pub(super) fn update(&self) -> Option<CheckpointUpdate> {
         if !self.moved {

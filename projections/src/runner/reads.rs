@@ -10,7 +10,7 @@ use super::RunnerError;
 use crate::checkpoint::{CheckpointData, CheckpointRepository, LagMetrics};
 use crate::dlq::{DLQEntry, DLQFilter, DLQRepository, DLQStatus};
 use crate::storage::StorageError;
-use crate::store::EventStore;
+use crate::store::{EventStore, ReadFilter};
 
 fn storage(name: &str) -> impl FnOnce(StorageError) -> RunnerError + '_ {
     move |source| RunnerError::Storage {
@@ -32,7 +32,7 @@ pub(crate) async fn checkpoint_data(
 pub(crate) async fn lag_metrics(
     checkpoints: Arc<dyn CheckpointRepository>,
     name: String,
-    subscribed: Vec<&'static str>,
+    filter: ReadFilter,
     store: &dyn EventStore,
 ) -> Result<LagMetrics, RunnerError> {
     let checkpoint = checkpoints
@@ -41,7 +41,7 @@ pub(crate) async fn lag_metrics(
         .map_err(storage(&name))?;
     let after = checkpoint.as_ref().map_or(0, |c| c.position);
     let backlog = store
-        .backlog(after, &subscribed)
+        .backlog_filtered(after, &filter)
         .await
         .map_err(storage(&name))?;
     Ok(LagMetrics::compute(
@@ -84,7 +84,8 @@ pub(crate) async fn failed_events(
 #[derive(Clone)]
 pub struct RunnerReads {
     pub(crate) name: String,
-    pub(crate) subscribed: Vec<&'static str>,
+    /// What the projection reads; lag counts what it selects.
+    pub(crate) filter: ReadFilter,
     pub(crate) checkpoints: Arc<dyn CheckpointRepository>,
     pub(crate) dead_letters: Arc<dyn DLQRepository>,
 }
@@ -93,7 +94,7 @@ impl std::fmt::Debug for RunnerReads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunnerReads")
             .field("name", &self.name)
-            .field("subscribed", &self.subscribed)
+            .field("filter", &self.filter)
             .finish_non_exhaustive()
     }
 }
@@ -114,7 +115,7 @@ impl RunnerReads {
         lag_metrics(
             Arc::clone(&self.checkpoints),
             self.name.clone(),
-            self.subscribed.clone(),
+            self.filter.clone(),
             store,
         )
         .await

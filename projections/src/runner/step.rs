@@ -7,7 +7,7 @@ use super::BatchItem;
 use super::partition::Partition;
 use super::progress::Progress;
 use crate::event::{AnyEvent, EventRegistry};
-use crate::store::UndecodableEvent;
+use crate::store::{TenantFilter, UndecodableEvent, stored_tenant};
 
 pub(crate) enum Step<'a> {
     /// At or below the checkpoint, or (without a position) the event the runner last moved
@@ -15,6 +15,12 @@ pub(crate) enum Step<'a> {
     Skip,
     /// Not this projection's business: the checkpoint moves past it.
     PassOver {
+        position: Option<u64>,
+        event_id: Uuid,
+        event_type: &'a str,
+    },
+    /// Of a tenant the projection is not limited to: the checkpoint moves past it.
+    OtherTenant {
         position: Option<u64>,
         event_id: Uuid,
         event_type: &'a str,
@@ -42,30 +48,37 @@ pub(super) fn follows(followed: &[String], passed_over: &[&'static str], event: 
     !aggregate.is_empty() && followed.iter().any(|followed| followed == aggregate)
 }
 
-/// What to do with `item`, after `progress`, for a projection handling `subscribed`,
-/// following aggregate types or not (`following`), in `partition` if it is partitioned.
+/// Who a projection is: the types it handles, whether it follows aggregate types, the
+/// tenants it is limited to, the partition it applies if it is partitioned.
+#[derive(Clone, Copy)]
+pub(super) struct Scope<'a> {
+    pub(super) subscribed: &'a [&'static str],
+    pub(super) following: bool,
+    pub(super) tenant: &'a TenantFilter,
+    pub(super) partition: Option<Partition>,
+}
+
+/// What to do with `item`, after `progress`, for a projection of `scope`.
 #[inline]
 pub(super) fn classify<'a, T: BatchItem>(
     item: &'a T,
     progress: &Progress,
-    subscribed: &[&'static str],
-    following: bool,
-    partition: Option<Partition>,
+    scope: Scope<'_>,
 ) -> Step<'a> {
     match item.decoded() {
-        Ok(event) => classify_event(event, progress, subscribed, following, partition),
-        Err(raw) => classify_undecodable(raw, progress.position, subscribed),
+        Ok(event) => classify_event(event, progress, scope),
+        Err(raw) => classify_undecodable(raw, progress.position, scope),
     }
 }
 
 #[inline]
-fn classify_event<'a>(
-    event: &'a AnyEvent,
-    progress: &Progress,
-    subscribed: &[&'static str],
-    following: bool,
-    partition: Option<Partition>,
-) -> Step<'a> {
+fn classify_event<'a>(event: &'a AnyEvent, progress: &Progress, scope: Scope<'_>) -> Step<'a> {
+    let Scope {
+        subscribed,
+        following,
+        tenant,
+        partition,
+    } = scope;
     let done = match event.position() {
         Some(position) => progress
             .position
@@ -78,6 +91,12 @@ fn classify_event<'a>(
     } else if partition.is_some_and(|p| !p.contains(event.metadata().aggregate_id)) {
         // Another partition's aggregate.
         Step::PassOver {
+            position: event.position(),
+            event_id: event.event_id(),
+            event_type: event.event_type(),
+        }
+    } else if !tenant.admits(event.metadata().tenant_id) {
+        Step::OtherTenant {
             position: event.position(),
             event_id: event.event_id(),
             event_type: event.event_type(),
@@ -98,11 +117,20 @@ fn classify_event<'a>(
 fn classify_undecodable<'a>(
     raw: &'a UndecodableEvent,
     checkpoint: Option<u64>,
-    subscribed: &[&'static str],
+    scope: Scope<'_>,
 ) -> Step<'a> {
     if checkpoint.is_some_and(|checkpoint| raw.position <= checkpoint) {
         return Step::Skip;
     }
+    // A tenant that cannot be read from the stored row is not passed over.
+    if stored_tenant(raw).is_some_and(|tenant| !scope.tenant.admits(tenant)) {
+        return Step::OtherTenant {
+            position: Some(raw.position),
+            event_id: raw.event_id,
+            event_type: &raw.event_type,
+        };
+    }
+    let subscribed = scope.subscribed;
     // A payload that does not decode for a type this projection does not handle is not its
     // business; an unknown type might be, so it is never passed over silently.
     if !is_listed(subscribed, &raw.event_type) && EventRegistry::global().contains(&raw.event_type)

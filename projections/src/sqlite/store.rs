@@ -13,8 +13,8 @@ use super::{OpenError, backend, time, to_i64, to_u64};
 use crate::event::{AnyEvent, DecodeError, EventMetadata, EventRegistry};
 use crate::storage::{BoxFuture, StorageError};
 use crate::store::{
-    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent, UndecodableEvent,
-    check_append,
+    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, ReadFilter, ReadPage,
+    StoredEvent, UndecodableEvent, check_append,
 };
 
 /// The columns a stored event is decoded from.
@@ -42,6 +42,82 @@ const BACKLOG: &str = "SELECT (SELECT coalesce(max(position), 0) FROM projection
      FROM projection_events
      WHERE position > ?1
        AND (?2 IS NULL OR event_type IN (SELECT value FROM json_each(?2)))";
+
+/// A filtered read looks at positions up to this many pages ahead (`limit` each).
+const READ_WINDOW_PAGES: u64 = 100;
+
+/// The smallest window of a filtered read, in positions.
+const MIN_READ_WINDOW: u64 = 10_000;
+
+/// The conditions of a filtered read or backlog (after `WHERE position > ?1 AND position <=
+/// ?2`): `?3` the event types as a JSON array (null: every type), `?4` the aggregate types,
+/// `?5` the types this program knows, a type outside them being selected (null: none is),
+/// `?6` the tenants (null: every tenant, or those of a predicate, which the reader evaluates),
+/// `?7` whether events without a tenant are selected.
+const FILTER: &str = "
+       AND (?3 IS NULL
+            OR event_type IN (SELECT value FROM json_each(?3))
+            OR aggregate_type IN (SELECT value FROM json_each(?4))
+            OR (?5 IS NOT NULL AND event_type NOT IN (SELECT value FROM json_each(?5))))
+       AND ((?6 IS NULL AND tenant_id IS NOT NULL)
+            OR tenant_id IN (SELECT value FROM json_each(?6))
+            OR (?7 AND tenant_id IS NULL))";
+
+/// The parameters `?3` to `?7` of [`FILTER`] for `filter`; a backlog leaves out types the
+/// program does not know (`unknown_types` false).
+struct FilterParams {
+    types: Option<String>,
+    aggregates: String,
+    known: Option<String>,
+    tenants: Option<String>,
+    untenanted: bool,
+}
+
+impl FilterParams {
+    fn of(filter: &ReadFilter, unknown_types: bool) -> Result<Self, StorageError> {
+        let types = filter.types();
+        let known = match types {
+            Some(types) if unknown_types => {
+                let mut known = EventRegistry::global().event_types();
+                known.extend(types.iter().copied());
+                Some(json(&known)?)
+            }
+            _ => None,
+        };
+        let tenants = filter
+            .tenant()
+            .tenants()
+            .map(|tenants| {
+                let text: Vec<String> = tenants.iter().map(Uuid::to_string).collect();
+                json(&text[..])
+            })
+            .transpose()?;
+        Ok(Self {
+            types: types.map(|types| json(&types)).transpose()?,
+            aggregates: json(&filter.aggregate_types())?,
+            known,
+            tenants,
+            untenanted: filter.tenant().admits_untenanted(),
+        })
+    }
+
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        query
+            .bind(self.types.as_deref())
+            .bind(self.aggregates.as_str())
+            .bind(self.known.as_deref())
+            .bind(self.tenants.as_deref())
+            .bind(self.untenanted)
+    }
+}
+
+/// A value as JSON text, for `json_each`.
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StorageError> {
+    serde_json::to_string(value).map_err(StorageError::backend)
+}
 
 /// An event store in a SQLite database (table `projection_events`, see
 /// [`migrate`](super::migrate)).
@@ -291,6 +367,60 @@ impl EventStore for SqliteEventStore {
         })
     }
 
+    /// Selects in the query, within a window of positions after `after` (at most 100 pages'
+    /// worth): the rows passed over are neither sent nor decoded. SQLite commits appends in
+    /// position order, so the read goes up to the head it saw first.
+    fn read_filtered<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<ReadPage, StorageError>> {
+        Box::pin(async move {
+            let (Ok(after_sql), Ok(limit_sql)) = (i64::try_from(after), i64::try_from(limit))
+            else {
+                return Ok(ReadPage::new(Vec::new(), after, true));
+            };
+            if limit == 0 {
+                return Ok(ReadPage::new(Vec::new(), after, true));
+            }
+            // Every position up to the head is committed: appends commit in position order.
+            let head: i64 = sqlx::query_scalar(HEAD)
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(backend)?;
+            let head = to_u64(head, "position")?;
+            let window = (limit as u64)
+                .saturating_mul(READ_WINDOW_PAGES)
+                .max(MIN_READ_WINDOW);
+            let end = head.min(after.saturating_add(window));
+            if end <= after {
+                return Ok(ReadPage::new(Vec::new(), after, true));
+            }
+            let params = FilterParams::of(filter, true)?;
+            let sql = format!(
+                "SELECT {COLUMNS} FROM projection_events
+                 WHERE position > ?1 AND position <= ?2{FILTER}
+                 ORDER BY position LIMIT ?8"
+            );
+            let query = sqlx::query(&sql)
+                .bind(after_sql)
+                .bind(i64::try_from(end).unwrap_or(i64::MAX));
+            let events = self
+                .fetch_events(params.bind(query).bind(limit_sql))
+                .await?;
+            if events.len() == limit {
+                let read_to = events
+                    .last()
+                    .and_then(StoredEvent::position)
+                    .unwrap_or(after)
+                    .max(after);
+                return Ok(ReadPage::new(events, read_to, false));
+            }
+            Ok(ReadPage::new(events, end, end >= head))
+        })
+    }
+
     fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
         Box::pin(async move {
             let head: i64 = sqlx::query_scalar(HEAD)
@@ -319,18 +449,32 @@ impl EventStore for SqliteEventStore {
                 .fetch_one(&self.inner.pool)
                 .await
                 .map_err(backend)?;
-            let head = to_u64(row.try_get("head").map_err(backend)?, "position")?;
-            let events = to_u64(row.try_get("events").map_err(backend)?, "count")?;
-            let oldest: Option<i64> = row.try_get("oldest").map_err(backend)?;
-            let oldest = oldest
-                .map(|micros| {
-                    time::from_stored(
-                        micros,
-                        &format_args!("stored_at of the oldest event after position {after}"),
-                    )
-                })
-                .transpose()?;
-            Ok(Backlog::new(head, events, oldest))
+            backlog_of(&row, after)
+        })
+    }
+
+    fn backlog_filtered<'a>(
+        &'a self,
+        after: u64,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
+        Box::pin(async move {
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            let params = FilterParams::of(filter, false)?;
+            let sql = format!(
+                "SELECT (SELECT coalesce(max(position), 0) FROM projection_events) AS head,
+                        count(*) AS events,
+                        min(stored_at) AS oldest
+                 FROM projection_events
+                 WHERE position > ?1 AND position <= ?2{FILTER}"
+            );
+            let query = sqlx::query(&sql).bind(after).bind(i64::MAX);
+            let row = params
+                .bind(query)
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(backend)?;
+            backlog_of(&row, after)
         })
     }
 
@@ -340,6 +484,22 @@ impl EventStore for SqliteEventStore {
     fn subscribe(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.head.subscribe())
     }
+}
+
+/// The backlog in a row of `head`, `events` and `oldest`.
+fn backlog_of(row: &SqliteRow, after: i64) -> Result<Backlog, StorageError> {
+    let head = to_u64(row.try_get("head").map_err(backend)?, "position")?;
+    let events = to_u64(row.try_get("events").map_err(backend)?, "count")?;
+    let oldest: Option<i64> = row.try_get("oldest").map_err(backend)?;
+    let oldest = oldest
+        .map(|micros| {
+            time::from_stored(
+                micros,
+                &format_args!("stored_at of the oldest event after position {after}"),
+            )
+        })
+        .transpose()?;
+    Ok(Backlog::new(head, events, oldest))
 }
 
 /// One event as its row's columns, apart from position, aggregate and version.

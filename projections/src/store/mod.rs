@@ -2,7 +2,11 @@
 
 mod shared;
 
-pub use shared::SharedReads;
+pub use shared::{SharedReader, SharedReads};
+mod filter;
+
+pub(crate) use filter::stored_tenant;
+pub use filter::{ReadFilter, ReadPage, TenantFilter};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -320,6 +324,29 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>>;
 
+    /// Up to `limit` events with a position above `after` that `filter` selects, in position
+    /// order, and how far the read looked ([`ReadPage::read_to`]). Never returns, nor reads
+    /// up to, a position that an unfinished append could still precede.
+    ///
+    /// A reader that handles the page's events may move its checkpoint to `read_to`, also when
+    /// the page holds no event: a projection that handles one type of twenty moves on over
+    /// pages of other types without reading them.
+    ///
+    /// The default reads one page of [`read_all`](Self::read_all) and keeps the events the
+    /// filter selects ([`ReadFilter::page_of`]): correct for every store, as slow as reading
+    /// everything. The stores of this crate select in the query.
+    fn read_filtered<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<ReadPage, StorageError>> {
+        Box::pin(async move {
+            let events = self.read_all(after, limit).await?;
+            Ok(filter.page_of(after, limit, events))
+        })
+    }
+
     /// The last readable position (0 when empty).
     fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>>;
 
@@ -329,6 +356,32 @@ pub trait EventStore: Send + Sync {
         after: u64,
         event_types: &'a [&'static str],
     ) -> BoxFuture<'a, Result<Backlog, StorageError>>;
+
+    /// The events `filter` selects after `after`, for lag metrics: what
+    /// [`read_filtered`](Self::read_filtered) would still return, counting those the read
+    /// horizon holds back (see [`backlog`](Self::backlog)). Events of types unknown to the
+    /// program are not counted; the tenants of a [`TenantFilter::matching`] predicate are all
+    /// counted.
+    ///
+    /// The default counts the filter's event types with [`backlog`](Self::backlog), every
+    /// tenant and aggregate type alike. The stores of this crate count exactly.
+    fn backlog_filtered<'a>(
+        &'a self,
+        after: u64,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
+        Box::pin(async move {
+            match filter.types() {
+                None => self.backlog(after, &[]).await,
+                Some(types) if !types.is_empty() => self.backlog(after, types).await,
+                // No type at all: nothing to count but the head.
+                Some(_) => {
+                    let head = self.backlog(after, &[]).await?.head_position;
+                    Ok(Backlog::new(head, 0, None))
+                }
+            }
+        })
+    }
 
     /// A receiver that changes whenever events are appended (carrying the new head), for
     /// live tailing; `None` if the store cannot notify, in which case readers poll.

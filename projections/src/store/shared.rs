@@ -9,13 +9,21 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
-use super::{AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, StoredEvent};
+use super::{
+    AppendError, AppendResult, Backlog, EventStore, ExpectedVersion, ReadFilter, ReadPage,
+    StoredEvent,
+};
 use crate::event::AnyEvent;
 use crate::storage::{BoxFuture, StorageError};
 
 /// How many events a read of the store asks for at least: pages of the readers' own size
 /// would make a reader ahead of the others read alone, page by page.
 const CHUNK: usize = 1_000;
+
+/// Two readers missing the kept ranges this close (in positions), this close in time, read
+/// together: the range is read for both.
+const NEAR: u64 = 2 * CHUNK as u64;
+const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An [`EventStore`] that shares its reads of `read_all` among its readers.
 ///
@@ -49,6 +57,16 @@ pub struct SharedReads {
     fetching: tokio::sync::Mutex<()>,
     events_read: AtomicU64,
     events_served: AtomicU64,
+    /// Where readers read a moment ago: (reader, position, when).
+    misses: Mutex<std::collections::VecDeque<(u64, u64, tokio::time::Instant)>>,
+    next_reader: AtomicU64,
+}
+
+/// One reader of a [`SharedReads`]: the coordinator gives one to each worker, so the shared
+/// reader can tell readers that read together from one reading alone.
+pub struct SharedReader {
+    shared: Arc<SharedReads>,
+    id: u64,
 }
 
 /// The kept ranges, by their lower bound (exclusive).
@@ -85,7 +103,65 @@ impl SharedReads {
             fetching: tokio::sync::Mutex::new(()),
             events_read: AtomicU64::new(0),
             events_served: AtomicU64::new(0),
+            misses: Mutex::new(std::collections::VecDeque::new()),
+            next_reader: AtomicU64::new(1),
         }
+    }
+
+    /// A reader of its own (see [`SharedReader`]).
+    pub fn reader(self: &Arc<Self>) -> SharedReader {
+        SharedReader {
+            shared: Arc::clone(self),
+            id: self.next_reader.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Whether a filtered read by `reader` at `after` should read the range for everyone:
+    /// another reader read near it a moment ago. Records this read.
+    fn read_together(&self, reader: u64, after: u64) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
+        while misses
+            .front()
+            .is_some_and(|(_, _, at)| now.duration_since(*at) > RECENT)
+        {
+            misses.pop_front();
+        }
+        let together = misses
+            .iter()
+            .any(|(other, position, _)| *other != reader && position.abs_diff(after) <= NEAR);
+        misses.push_back((reader, after, now));
+        if misses.len() > 256 {
+            misses.pop_front();
+        }
+        together
+    }
+
+    /// A filtered read: from the kept ranges (or read for everyone) when readers read
+    /// together, else the store's own filtered read, which leaves out what the reader does not
+    /// need.
+    async fn read_filtered_by(
+        &self,
+        reader: u64,
+        after: u64,
+        limit: usize,
+        filter: &ReadFilter,
+    ) -> Result<ReadPage, StorageError> {
+        let held = {
+            let cache = self.cache();
+            cache
+                .ranges
+                .range(..=after)
+                .next_back()
+                .is_some_and(|(_, range)| range.to > after)
+        };
+        // Every read counts as a reader's whereabouts, kept ranges or not.
+        let together = self.read_together(reader, after);
+        if filter.is_all() || held || together {
+            let events = self.read_shared(after, limit).await?;
+            return Ok(filter.page_of(after, limit, events));
+        }
+        self.inner.read_filtered(after, limit, filter).await
     }
 
     /// The store it reads.
@@ -223,44 +299,95 @@ impl SharedReads {
     }
 }
 
+macro_rules! forward_to_store {
+    ($shared:ident, $reader:expr) => {
+        fn append(
+            &self,
+            aggregate_id: Uuid,
+            expected: ExpectedVersion,
+            events: Vec<AnyEvent>,
+        ) -> BoxFuture<'_, Result<AppendResult, AppendError>> {
+            self.$shared().inner.append(aggregate_id, expected, events)
+        }
+
+        fn read_stream(
+            &self,
+            aggregate_id: Uuid,
+        ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
+            self.$shared().inner.read_stream(aggregate_id)
+        }
+
+        fn read_all(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
+            Box::pin(self.$shared().read_shared(after, limit))
+        }
+
+        fn read_filtered<'a>(
+            &'a self,
+            after: u64,
+            limit: usize,
+            filter: &'a ReadFilter,
+        ) -> BoxFuture<'a, Result<ReadPage, StorageError>> {
+            let reader = $reader(self);
+            Box::pin(
+                self.$shared()
+                    .read_filtered_by(reader, after, limit, filter),
+            )
+        }
+
+        fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
+            self.$shared().inner.head_position()
+        }
+
+        fn backlog<'a>(
+            &'a self,
+            after: u64,
+            event_types: &'a [&'static str],
+        ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
+            self.$shared().inner.backlog(after, event_types)
+        }
+
+        fn backlog_filtered<'a>(
+            &'a self,
+            after: u64,
+            filter: &'a ReadFilter,
+        ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
+            self.$shared().inner.backlog_filtered(after, filter)
+        }
+
+        fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+            self.$shared().inner.subscribe()
+        }
+    };
+}
+
+impl SharedReads {
+    fn this(&self) -> &Self {
+        self
+    }
+}
+
+impl SharedReader {
+    fn shared(&self) -> &SharedReads {
+        &self.shared
+    }
+}
+
+impl std::fmt::Debug for SharedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedReader")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStore for SharedReader {
+    forward_to_store!(shared, |reader: &SharedReader| reader.id);
+}
+
 impl EventStore for SharedReads {
-    fn append(
-        &self,
-        aggregate_id: Uuid,
-        expected: ExpectedVersion,
-        events: Vec<AnyEvent>,
-    ) -> BoxFuture<'_, Result<AppendResult, AppendError>> {
-        self.inner.append(aggregate_id, expected, events)
-    }
-
-    fn read_stream(
-        &self,
-        aggregate_id: Uuid,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
-        self.inner.read_stream(aggregate_id)
-    }
-
-    fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StorageError>> {
-        Box::pin(self.read_shared(after, limit))
-    }
-
-    fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
-        self.inner.head_position()
-    }
-
-    fn backlog<'a>(
-        &'a self,
-        after: u64,
-        event_types: &'a [&'static str],
-    ) -> BoxFuture<'a, Result<Backlog, StorageError>> {
-        self.inner.backlog(after, event_types)
-    }
-
-    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.subscribe()
-    }
+    forward_to_store!(this, |_: &SharedReads| 0);
 }
