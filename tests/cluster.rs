@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "common/fixture.rs"]
+mod fixture;
 #[path = "common/nodes.rs"]
 mod nodes;
 
@@ -23,32 +25,14 @@ use projections::cluster::ClusterNode;
 use projections::coordinator::{
     CoordinatorError, CoordinatorHandle, ProjectionCoordinator, WorkerState,
 };
-use projections::postgres::{PostgresEventStore, Schema};
 use projections::runner::{Partition, RunnerError};
 use projections::transactional::{PgTransactionUnit, TransactionalRunner};
 use projections::{AnyEvent, Envelope, EventStore, ExpectedVersion, ProjectionRegistry};
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(2);
 const HEARTBEAT: Duration = Duration::from_millis(200);
 const WAIT: Duration = Duration::from_secs(20);
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-async fn connect() -> PgPool {
-    let url = database_url();
-    PgPoolOptions::new()
-        .max_connections(12)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}; set DATABASE_URL"))
-}
 
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future)
@@ -70,27 +54,19 @@ where
     .await;
 }
 
-struct Test {
-    pool: PgPool,
-    schema: Schema,
-    store: Arc<PostgresEventStore>,
+/// A schema of the test's own (`common::fixture::Fixture`), and the nodes the test runs on it.
+struct Test(fixture::Fixture);
+
+impl std::ops::Deref for Test {
+    type Target = fixture::Fixture;
+    fn deref(&self) -> &fixture::Fixture {
+        &self.0
+    }
 }
 
 impl Test {
     async fn new() -> Self {
-        let pool = connect().await;
-        let name = format!("cl_{}", Uuid::new_v4().simple());
-        let schema = Schema::named(&name[..24]).unwrap();
-        nodes::prepare(&pool, &schema).await.unwrap();
-        let store = Arc::new(PostgresEventStore::with_schema(
-            pool.clone(),
-            schema.clone(),
-        ));
-        Self {
-            pool,
-            schema,
-            store,
-        }
+        Self(fixture::Fixture::new("cl", 12).await)
     }
 
     /// A node running the first `projections` counters.
@@ -230,18 +206,6 @@ impl Test {
             .count()
     }
 
-    async fn checkpoint(&self, projection: &str) -> i64 {
-        let table = format!("\"{}\".projection_checkpoints", self.schema.name().unwrap());
-        sqlx::query_scalar::<_, i64>(&format!(
-            "SELECT position FROM {table} WHERE projection_name = $1"
-        ))
-        .bind(projection)
-        .fetch_optional(&self.pool)
-        .await
-        .unwrap()
-        .unwrap_or(0)
-    }
-
     /// Every projection of `names` has its checkpoint at `head`.
     async fn caught_up(&self, names: &[&str], head: u64) -> bool {
         for name in names {
@@ -255,16 +219,6 @@ impl Test {
     /// (rows, rows applied more than once, applications) per projection.
     async fn tally(&self) -> Vec<(String, i64, i64, i64)> {
         nodes::tally(&self.pool, &self.schema).await.unwrap()
-    }
-
-    async fn drop_schema(&self) {
-        sqlx::raw_sql(&format!(
-            "DROP SCHEMA \"{}\" CASCADE",
-            self.schema.name().unwrap()
-        ))
-        .execute(&self.pool)
-        .await
-        .unwrap();
     }
 }
 
@@ -447,11 +401,11 @@ async fn a_rebuild_is_asked_of_the_owner() {
     })
     .await;
     let b = test.node("b", 1);
-    until("b standing by", || async {
-        matches!(
-            b.projection_status("count_0").unwrap().state,
-            WorkerState::Standby { .. }
-        )
+    until("b standing by for a", || async {
+        b.projection_status("count_0").unwrap().state
+            == WorkerState::Standby {
+                owner: Some("a".to_owned()),
+            }
     })
     .await;
     let refused = b.rebuild("count_0").await.unwrap_err();

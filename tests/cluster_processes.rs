@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "common/fixture.rs"]
+mod fixture;
 #[path = "common/nodes.rs"]
 mod nodes;
 
@@ -25,23 +27,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nodes::{Beat, PROJECTIONS};
-use projections::postgres::{PostgresEventStore, Schema};
+use projections::postgres::Schema;
 use projections::runner::Partition;
 use projections::{AnyEvent, Envelope, EventStore, ExpectedVersion};
 use serde_json::Value;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 /// The longest any one step may take.
 const STEP: Duration = Duration::from_secs(30);
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -56,34 +51,19 @@ async fn within<T>(what: &str, limit: Duration, future: impl Future<Output = T>)
         .unwrap_or_else(|_| panic!("{what} did not happen within {limit:?}"))
 }
 
-/// A schema of the test's own, with the crate's tables and the read model.
-struct Test {
-    pool: PgPool,
-    schema: Schema,
-    store: Arc<PostgresEventStore>,
+/// A schema of the test's own (`common::fixture::Fixture`), and the nodes the test runs on it.
+struct Test(fixture::Fixture);
+
+impl std::ops::Deref for Test {
+    type Target = fixture::Fixture;
+    fn deref(&self) -> &fixture::Fixture {
+        &self.0
+    }
 }
 
 impl Test {
     async fn new() -> Self {
-        let url = database_url();
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(STEP)
-            .connect(&url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}; set DATABASE_URL"));
-        let name = format!("clp_{}", Uuid::new_v4().simple());
-        let schema = Schema::named(&name[..24]).unwrap();
-        nodes::prepare(&pool, &schema).await.unwrap();
-        let store = Arc::new(PostgresEventStore::with_schema(
-            pool.clone(),
-            schema.clone(),
-        ));
-        Self {
-            pool,
-            schema,
-            store,
-        }
+        Self(fixture::Fixture::new("clp", 8).await)
     }
 
     fn node(&self, id: &str, options: &[&str]) -> Node {
@@ -130,18 +110,6 @@ impl Test {
             }
         })
         .await;
-    }
-
-    async fn checkpoint(&self, projection: &str) -> i64 {
-        sqlx::query_scalar::<_, i64>(&format!(
-            "SELECT position FROM \"{}\".projection_checkpoints WHERE projection_name = $1",
-            self.schema.name().unwrap()
-        ))
-        .bind(projection)
-        .fetch_optional(&self.pool)
-        .await
-        .unwrap()
-        .unwrap_or(0)
     }
 
     async fn caught_up(&self, names: &[&str], head: u64) {
@@ -196,16 +164,6 @@ impl Test {
             );
         }
     }
-
-    async fn drop_schema(&self) {
-        sqlx::raw_sql(&format!(
-            "DROP SCHEMA \"{}\" CASCADE",
-            self.schema.name().unwrap()
-        ))
-        .execute(&self.pool)
-        .await
-        .unwrap();
-    }
 }
 
 /// A running `cluster-node` process and what it has said so far.
@@ -221,7 +179,7 @@ struct Node {
 impl Node {
     fn start(schema: &Schema, id: &str, options: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-node"))
-            .args([&database_url(), schema.name().unwrap(), id])
+            .args([&fixture::database_url(), schema.name().unwrap(), id])
             .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
