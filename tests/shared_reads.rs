@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use projections::coordinator::ProjectionCoordinator;
+use projections::runner::Repositories;
 use projections::runner::{Partition, ProjectionRunner};
 use projections::storage::BoxFuture;
 use projections::store::{
-    AppendError, AppendResult, Backlog, ExpectedVersion, SharedReads, StoredEvent,
+    AppendError, AppendResult, Backlog, ExpectedVersion, ReadFilter, ReadPage, SharedReads,
+    StoredEvent,
 };
 use projections::{
     AnyEvent, Envelope, Event, EventStore, InMemoryEventStore, ProjectionRegistry, StorageError,
@@ -26,6 +28,23 @@ use uuid::Uuid;
 #[event(name = "shared.tick", aggregate = "Clock")]
 struct Tick {
     n: u64,
+}
+
+/// A rare event: one in a hundred.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(name = "shared.rare", aggregate = "Clock")]
+struct Rare;
+
+/// Counts rare events.
+#[derive(Default)]
+struct Rares(u64);
+
+#[projection(name = "rares")]
+impl Rares {
+    #[handles(Rare)]
+    async fn rare(&mut self, _e: &Envelope<Rare>) {
+        self.0 += 1;
+    }
 }
 
 /// Counts the events read through it.
@@ -55,6 +74,20 @@ impl EventStore for Counting {
             let events = self.inner.read_all(after, limit).await?;
             self.read.fetch_add(events.len() as u64, Ordering::SeqCst);
             Ok(events)
+        })
+    }
+    /// The in-memory store's own filtered read, counting what it returns.
+    fn read_filtered<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        filter: &'a ReadFilter,
+    ) -> BoxFuture<'a, Result<ReadPage, StorageError>> {
+        Box::pin(async move {
+            let page = self.inner.read_filtered(after, limit, filter).await?;
+            self.read
+                .fetch_add(page.events.len() as u64, Ordering::SeqCst);
+            Ok(page)
         })
     }
     fn head_position(&self) -> BoxFuture<'_, Result<u64, StorageError>> {
@@ -190,4 +223,64 @@ async fn a_reader_behind_the_kept_range_reads_the_store_and_misses_nothing() {
     }
     assert_eq!(positions, (1..=head).collect::<Vec<_>>());
     assert!(shared.events_read() < 3 * head, "{}", shared.events_read());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_catching_up_alone_keeps_its_filtered_read() {
+    let store = Arc::new(Counting {
+        inner: InMemoryEventStore::new(),
+        read: AtomicU64::new(0),
+    });
+    let mut head = 0;
+    for i in 0..5_000_u64 {
+        let id = Uuid::new_v4();
+        let event: AnyEvent = if i % 100 == 0 {
+            Envelope::new(id, Rare).into()
+        } else {
+            Envelope::new(id, Tick { n: 1 }).into()
+        };
+        head = store
+            .append(id, ExpectedVersion::NoStream, vec![event])
+            .await
+            .unwrap()
+            .last_position;
+    }
+    // The ticks' projection is at the head already (its checkpoint kept in `ticks`).
+    let ticks = Repositories::in_memory();
+    let mut registry = ProjectionRegistry::new();
+    registry
+        .register(
+            ProjectionRunner::builder(Ordered::default())
+                .storage(ticks.clone())
+                .build(),
+        )
+        .unwrap();
+    let mut alone = ProjectionCoordinator::new(registry, store.clone() as Arc<dyn EventStore>);
+    alone.catch_up().await.unwrap();
+    store.read.store(0, Ordering::SeqCst);
+
+    // With it, the rare events' projection catches up from nothing, alone.
+    let mut registry = ProjectionRegistry::new();
+    registry
+        .register(
+            ProjectionRunner::builder(Ordered::default())
+                .storage(ticks)
+                .build(),
+        )
+        .unwrap();
+    registry
+        .register(ProjectionRunner::new(Rares::default()))
+        .unwrap();
+    let handle = ProjectionCoordinator::new(registry, store.clone() as Arc<dyn EventStore>)
+        .batch_size(100)
+        .start()
+        .unwrap();
+    handle.wait_for_checkpoint("rares", head).await.unwrap();
+    assert_eq!(handle.read(|r: &Rares| r.0).await.unwrap(), 50);
+    let read = store.read.load(Ordering::SeqCst);
+    eprintln!("alone: {read} events read to catch up 50 rare events in {head}");
+    // At most the first shared chunk (before the other reader showed it was at the head) and
+    // the rare events: far from the whole log.
+    assert!(read < head / 2, "{read} events read");
+    assert!(handle.shutdown(Duration::from_secs(5)).await.is_ok());
 }

@@ -20,10 +20,9 @@ use crate::storage::{BoxFuture, StorageError};
 /// would make a reader ahead of the others read alone, page by page.
 const CHUNK: usize = 1_000;
 
-/// Two readers missing the kept ranges this close (in positions), this close in time, read
-/// together: the range is read for both.
+/// A reader catching up this close behind (or ahead of) a read, in positions, will want the
+/// same range soon.
 const NEAR: u64 = 2 * CHUNK as u64;
-const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An [`EventStore`] that shares its reads of `read_all` among its readers.
 ///
@@ -57,8 +56,9 @@ pub struct SharedReads {
     fetching: tokio::sync::Mutex<()>,
     events_read: AtomicU64,
     events_served: AtomicU64,
-    /// Where readers read a moment ago: (reader, position, when).
-    misses: Mutex<std::collections::VecDeque<(u64, u64, tokio::time::Instant)>>,
+    /// Where each reader got to with its last filtered read: `None` before its first read
+    /// (it may be anywhere), else the position and whether it was at the head.
+    readers: Mutex<std::collections::HashMap<u64, Option<(u64, bool)>>>,
     next_reader: AtomicU64,
 }
 
@@ -103,38 +103,44 @@ impl SharedReads {
             fetching: tokio::sync::Mutex::new(()),
             events_read: AtomicU64::new(0),
             events_served: AtomicU64::new(0),
-            misses: Mutex::new(std::collections::VecDeque::new()),
+            readers: Mutex::new(std::collections::HashMap::new()),
             next_reader: AtomicU64::new(1),
         }
     }
 
     /// A reader of its own (see [`SharedReader`]).
     pub fn reader(self: &Arc<Self>) -> SharedReader {
+        let id = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        self.readers().insert(id, None);
         SharedReader {
             shared: Arc::clone(self),
-            id: self.next_reader.fetch_add(1, Ordering::Relaxed),
+            id,
         }
     }
 
-    /// Whether a filtered read by `reader` at `after` should read the range for everyone:
-    /// another reader read near it a moment ago. Records this read.
+    fn readers(&self) -> MutexGuard<'_, std::collections::HashMap<u64, Option<(u64, bool)>>> {
+        self.readers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a filtered read by `reader` at `after`, which no kept range holds, should read
+    /// the range for everyone: another reader is catching up near it or behind it (or has not
+    /// read yet, so may be anywhere), and will want it too. A reader alone in catching up, the
+    /// others at the head, reads with its own filter instead.
     fn read_together(&self, reader: u64, after: u64) -> bool {
-        let now = tokio::time::Instant::now();
-        let mut misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
-        while misses
-            .front()
-            .is_some_and(|(_, _, at)| now.duration_since(*at) > RECENT)
-        {
-            misses.pop_front();
+        self.readers().iter().any(|(other, state)| {
+            *other != reader
+                && match state {
+                    None => true,
+                    Some((position, at_head)) => !at_head && *position <= after + NEAR,
+                }
+        })
+    }
+
+    fn read_by(&self, reader: u64, page: &ReadPage) {
+        if reader != 0 {
+            self.readers()
+                .insert(reader, Some((page.read_to, page.at_head)));
         }
-        let together = misses
-            .iter()
-            .any(|(other, position, _)| *other != reader && position.abs_diff(after) <= NEAR);
-        misses.push_back((reader, after, now));
-        if misses.len() > 256 {
-            misses.pop_front();
-        }
-        together
     }
 
     /// A filtered read: from the kept ranges (or read for everyone) when readers read
@@ -155,13 +161,14 @@ impl SharedReads {
                 .next_back()
                 .is_some_and(|(_, range)| range.to > after)
         };
-        // Every read counts as a reader's whereabouts, kept ranges or not.
-        let together = self.read_together(reader, after);
-        if filter.is_all() || held || together {
+        let page = if filter.is_all() || held || self.read_together(reader, after) {
             let events = self.read_shared(after, limit).await?;
-            return Ok(filter.page_of(after, limit, events));
-        }
-        self.inner.read_filtered(after, limit, filter).await
+            filter.page_of(after, limit, events)
+        } else {
+            self.inner.read_filtered(after, limit, filter).await?
+        };
+        self.read_by(reader, &page);
+        Ok(page)
     }
 
     /// The store it reads.
@@ -373,6 +380,13 @@ impl SharedReads {
 impl SharedReader {
     fn shared(&self) -> &SharedReads {
         &self.shared
+    }
+}
+
+impl Drop for SharedReader {
+    /// A reader gone (its worker ended) is no longer waited for.
+    fn drop(&mut self) {
+        self.shared.readers().remove(&self.id);
     }
 }
 
