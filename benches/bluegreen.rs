@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use projections::bluegreen::{BlueGreen, PgReadModelVersions};
+use projections::bluegreen::{BlueGreen, PostgreSQLReadModelVersions};
 use projections::coordinator::{ProjectionCoordinator, WorkerState};
-use projections::postgres::{self, PostgresEventStore, Schema};
+use projections::postgres::{self, PostgreSQLEventStore, Schema};
 use projections::{
     AnyEvent, Envelope, Event, EventStore, ExpectedVersion, PgConnection, ProjectionRegistry,
     projection,
@@ -136,7 +136,7 @@ async fn read_continuously(pool: PgPool, stop: Arc<AtomicBool>) -> Reads {
 }
 
 async fn write_continuously(
-    store: Arc<PostgresEventStore>,
+    store: Arc<PostgreSQLEventStore>,
     first: i64,
     stop: Arc<AtomicBool>,
 ) -> i64 {
@@ -165,7 +165,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Builds the v2 shape by hand into `HAND.orders` from the store, up to `target`, as the
 /// runner does: read a page outside any transaction, then one transaction that locks the
 /// checkpoint row, inserts the page's rows and moves the checkpoint.
-async fn build_by_hand(pool: &PgPool, store: &PostgresEventStore, target: u64) -> u64 {
+async fn build_by_hand(pool: &PgPool, store: &PostgreSQLEventStore, target: u64) -> u64 {
     let mut applied = 0;
     let mut after: i64 = sqlx::query_scalar(&format!(
         "SELECT position FROM \"{HAND}\".checkpoint WHERE id = 1"
@@ -298,7 +298,7 @@ async fn main() {
     .execute(&pool)
     .await
     .unwrap();
-    let store = Arc::new(PostgresEventStore::with_schema(
+    let store = Arc::new(PostgreSQLEventStore::with_schema(
         pool.clone(),
         schema.clone(),
     ));
@@ -321,7 +321,7 @@ async fn main() {
         );
     }
 
-    let versions = PgReadModelVersions::new(
+    let versions = PostgreSQLReadModelVersions::new(
         pool.clone(),
         schema.clone(),
         Schema::named(SERVING).unwrap(),

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use projections::cluster::ClusterNode;
 use projections::coordinator::ProjectionCoordinator;
-use projections::postgres::{self, PostgresEventStore, Schema};
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::postgres::{self, PostgreSQLEventStore, Schema};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{
     AnyEvent, Envelope, Event, EventStore, ExpectedVersion, PgConnection, ProjectionRegistry,
     projection,
@@ -59,7 +59,7 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn prepare(pool: &PgPool, store: &PostgresEventStore, events: usize) -> u64 {
+async fn prepare(pool: &PgPool, store: &PostgreSQLEventStore, events: usize) -> u64 {
     let schema = Schema::named(SCHEMA).unwrap();
     postgres::migrate_schema(pool, &schema).await.unwrap();
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS projections_bench_cluster.ticks (n bigint NOT NULL)")
@@ -95,7 +95,7 @@ async fn prepare(pool: &PgPool, store: &PostgresEventStore, events: usize) -> u6
 /// seconds it took.
 async fn catch_up(
     pool: &PgPool,
-    store: &Arc<PostgresEventStore>,
+    store: &Arc<PostgreSQLEventStore>,
     head: u64,
     batch: usize,
     cluster: bool,
@@ -111,7 +111,10 @@ async fn catch_up(
     .await
     .unwrap();
     let schema = Schema::named(SCHEMA).unwrap();
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), &schema));
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+        pool.clone(),
+        &schema,
+    ));
     let mut registry = ProjectionRegistry::new();
     registry
         .register(TransactionalRunner::new(Ticks, unit).tracing(false))
@@ -147,7 +150,7 @@ async fn main() {
         .connect(&url)
         .await
         .unwrap();
-    let store = Arc::new(PostgresEventStore::with_schema(
+    let store = Arc::new(PostgreSQLEventStore::with_schema(
         pool.clone(),
         Schema::named(SCHEMA).unwrap(),
     ));

@@ -15,7 +15,7 @@
 //! 5% of the events.
 //!
 //! Sides, each reading from position 0 to the end in pages of 1,000, decoding what it keeps:
-//! - **ours, filtered**: `PostgresEventStore::read_filtered` with the projection's filter
+//! - **ours, filtered**: `PostgreSQLEventStore::read_filtered` with the projection's filter
 //!   (its one type), from a fresh store; after each page it goes on from `read_to`.
 //! - **ours, every event**: `read_all`, keeping the events of the type (what every projection
 //!   did before filtered reads).
@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use projections::postgres::{self, PostgresEventStore, Schema};
+use projections::postgres::{self, PostgreSQLEventStore, Schema};
 use projections::storage::BoxFuture;
 use projections::store::{AppendError, AppendResult, Backlog, ReadFilter, ReadPage, TenantFilter};
 use projections::{
@@ -184,7 +184,7 @@ fn add(found: &mut Found, event: &AnyEvent) {
     found.sum += k7.n;
 }
 
-async fn ours_filtered(store: &PostgresEventStore, filter: &ReadFilter) -> Found {
+async fn ours_filtered(store: &PostgreSQLEventStore, filter: &ReadFilter) -> Found {
     let mut found = Found { events: 0, sum: 0 };
     let mut after = 0;
     loop {
@@ -200,7 +200,7 @@ async fn ours_filtered(store: &PostgresEventStore, filter: &ReadFilter) -> Found
     }
 }
 
-async fn ours_every_event(store: &PostgresEventStore) -> Found {
+async fn ours_every_event(store: &PostgreSQLEventStore) -> Found {
     let mut found = Found { events: 0, sum: 0 };
     let mut after = 0;
     loop {
@@ -305,7 +305,7 @@ enum Bind {
 
 /// The store with only what `EventStore` requires: its filtered read is the trait's default,
 /// which reads every event.
-struct EveryEvent(PostgresEventStore);
+struct EveryEvent(PostgreSQLEventStore);
 
 impl EventStore for EveryEvent {
     fn append(
@@ -351,7 +351,7 @@ async fn catch_up(store: Arc<dyn EventStore>) -> Found {
         )
         .unwrap();
     let mut coordinator = ProjectionCoordinator::new(registry, store).batch_size(PAGE);
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     assert!(report.is_ok(), "{report:?}");
     let sevens = coordinator.registry().projection::<Sevens>().unwrap();
     Found {
@@ -400,7 +400,7 @@ impl Side {
 
 async fn run(side: Side, pool: &PgPool, schema: &Schema) -> Found {
     // A fresh store per run: it knows nothing of the horizon yet.
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     let name = schema_name();
     let of_type = ReadFilter::event_types([K7::EVENT_TYPE]);
     match side {
@@ -451,7 +451,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Appends one event and reads it back, `times` times, with `read_all` and `read_filtered`.
 async fn live(pool: &PgPool, schema: &Schema, times: usize) {
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     let filter = ReadFilter::event_types([K7::EVENT_TYPE]);
     let mut took: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     // Both paths have read up to the head (the horizon and the stored types are known).

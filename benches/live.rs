@@ -17,14 +17,14 @@
 //! - memory: `InMemoryEventStore`; each projection is a `#[projection]` behind a
 //!   `ProjectionRunner` with its default in-memory repositories, recording in its handler when
 //!   it applied each event.
-//! - postgres: `PostgresEventStore`; each projection is a `TransactionalRunner` over
-//!   `PgTransactionUnit::with_schema` (the runner users deploy for a database read model),
+//! - postgres: `PostgreSQLEventStore`; each projection is a `TransactionalRunner` over
+//!   `PostgreSQLTransactionUnit::with_schema` (the runner users deploy for a database read model),
 //!   whose handler inserts one row per event into the projection's own table. The projections
 //!   share one pool with one connection per projection plus one for the listener and one
 //!   spare, so that no worker waits for a connection. Two instants are recorded per event:
 //!   when the handler's `INSERT` returned (inside the open transaction) and when the batch's
 //!   `COMMIT` returned (the read model visible). The second comes from a `TransactionUnit`
-//!   that delegates everything to `PgTransactionUnit` and notes the time after `commit`.
+//!   that delegates everything to `PostgreSQLTransactionUnit` and notes the time after `commit`.
 //! - The appender runs on its own thread and Tokio runtime (as another process would), so the
 //!   workers' load never delays its clock: one event (one new aggregate) per append, one
 //!   append started per tick of a 1 ms `tokio::time::interval` with
@@ -50,9 +50,9 @@ use std::time::{Duration, Instant};
 use projections::checkpoint::CheckpointUpdate;
 use projections::coordinator::{ProjectionCoordinator, WorkerState};
 use projections::dlq::FailedEvent;
-use projections::postgres::{self, PostgresEventStore, Schema};
+use projections::postgres::{self, PostgreSQLEventStore, Schema};
 use projections::storage::{BoxFuture, StorageError};
-use projections::transactional::{PgTransactionUnit, TransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionUnit, TransactionalRunner};
 use projections::{
     CheckpointRepository, DLQRepository, Envelope, Event, EventStore, ExpectedVersion,
     InMemoryEventStore, PgConnection, ProjectionRegistry, projection,
@@ -201,7 +201,7 @@ macro_rules! live_projections {
             $(
                 if let Some(recorder) = recorders.next() {
                     let unit = Arc::new(TimedUnit {
-                        inner: PgTransactionUnit::with_schema(pool.clone(), schema),
+                        inner: PostgreSQLTransactionUnit::with_schema(pool.clone(), schema),
                         recorder: recorder.clone(),
                     });
                     let insert =
@@ -238,9 +238,9 @@ live_projections!(
     (Live20, PgLive20, "live_20"),
 );
 
-/// `PgTransactionUnit`, noting when each commit returned.
+/// `PostgreSQLTransactionUnit`, noting when each commit returned.
 struct TimedUnit {
-    inner: PgTransactionUnit,
+    inner: PostgreSQLTransactionUnit,
     recorder: Arc<Recorder>,
 }
 
@@ -750,11 +750,11 @@ async fn run_postgres(url: &str, projections: usize, load: Load, async_appends: 
         .connect_with(append_options)
         .await
         .unwrap();
-    let store = Arc::new(PostgresEventStore::with_schema(
+    let store = Arc::new(PostgreSQLEventStore::with_schema(
         pool.clone(),
         schema.clone(),
     ));
-    let append_store = Arc::new(PostgresEventStore::with_schema(
+    let append_store = Arc::new(PostgreSQLEventStore::with_schema(
         append_pool.clone(),
         schema.clone(),
     ));

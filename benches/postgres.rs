@@ -8,12 +8,12 @@
 //! the same every time), the read model is reset before every timed run.
 //!
 //! Data: 50,000 orders over 30 days, each an `OrderCreated` then an `OrderShipped` (100,000
-//! events), appended through `PostgresEventStore` (setup, not timed) and read back once, so
+//! events), appended through `PostgreSQLEventStore` (setup, not timed) and read back once, so
 //! both sides of the projection benchmark take the same decoded events and reading is timed
 //! separately.
 //!
 //! Projection, per batch size (1, 100, 1,000; batch size 1 on the first 5,000 events only):
-//! - ours: `TransactionalRunner` over `PgTransactionUnit` (default `PgPool`, default runner
+//! - ours: `TransactionalRunner` over `PostgreSQLTransactionUnit` (default `PgPool`, default runner
 //!   settings: tracing spans on, no subscriber installed), `handle_batch` per batch. Per batch:
 //!   `pool.begin()`, `SELECT position ... FOR UPDATE` of its checkpoint row (plus an
 //!   `INSERT ... ON CONFLICT DO NOTHING` the first time), for each event the handler's two
@@ -37,7 +37,7 @@
 //! starts with a different side. Each side's best run is reported, with the median per-round
 //! ratio of throughputs (ours / by hand). Every side must leave the same read model.
 //!
-//! Reads: the whole event table in pages of 1,000, through `PostgresEventStore::read_all`
+//! Reads: the whole event table in pages of 1,000, through `PostgreSQLEventStore::read_all`
 //! (gap-safe: a fresh store per round, which reads the registrations of appends in flight
 //! before its first page and whenever a page reaches the cut; rows decoded to typed events with
 //! their metadata), beside a plain `SELECT ... WHERE position > $1 ORDER BY position LIMIT
@@ -66,9 +66,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use projections::postgres::{self, PostgresEventStore, Schema};
+use projections::postgres::{self, PostgreSQLEventStore, Schema};
 use projections::runner::EventOrder;
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{
     AnyEvent, Envelope, Event, EventStore, ExpectedVersion, NoRetryPolicy, PgConnection,
     StoredEvent, projection,
@@ -442,7 +442,7 @@ async fn append_orders(schema: &Schema) {
         .connect_with(options)
         .await
         .unwrap();
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..8 {
         let store = store.clone();
@@ -463,7 +463,7 @@ async fn append_orders(schema: &Schema) {
 }
 
 /// Every event, read once through the store.
-async fn read_everything(store: &PostgresEventStore) -> Vec<StoredEvent> {
+async fn read_everything(store: &PostgreSQLEventStore) -> Vec<StoredEvent> {
     let mut events = Vec::with_capacity(2 * ORDERS);
     let mut stalls: u32 = 0;
     while events.len() < 2 * ORDERS {
@@ -535,7 +535,7 @@ async fn ours(
     events: &[StoredEvent],
     batch: usize,
 ) -> Duration {
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), schema));
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(pool.clone(), schema));
     let mut runner =
         TransactionalRunner::new(Dashboard { sql: sql.clone() }, unit).retry_policy(NoRetryPolicy);
     let start = Instant::now();
@@ -556,7 +556,7 @@ async fn ours_set_based(
     events: &[StoredEvent],
     batch: usize,
 ) -> Duration {
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), schema));
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(pool.clone(), schema));
     let mut runner = TransactionalRunner::new(SetDashboard::new(sql), unit)
         .retry_policy(NoRetryPolicy)
         .event_order(EventOrder::PerAggregate);
@@ -951,7 +951,7 @@ fn plain_select() -> String {
 
 async fn read_ours(pool: &PgPool, schema: &Schema) -> (usize, Duration) {
     // A fresh store: it knows nothing of the horizon yet.
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     let start = Instant::now();
     let (mut after, mut count) = (0, 0);
     loop {
@@ -1026,7 +1026,7 @@ async fn read_by_hand(pool: &PgPool, decoded: bool) -> (usize, Duration) {
 /// read.
 async fn read_interleaved(pool: &PgPool, schema: &Schema, round: usize) -> ([Duration; 3], usize) {
     // A fresh store: it knows nothing of the horizon yet.
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     let select = plain_select();
     let mut times = [Duration::ZERO; 3];
     let (mut after, mut count) = (0_u64, 0);
@@ -1124,7 +1124,7 @@ async fn stall(pool: &PgPool, seconds: u64) {
             .unwrap(),
     ];
 
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     let until = Instant::now() + Duration::from_secs(seconds);
     let appender = {
         let store = store.clone();
@@ -1304,7 +1304,7 @@ async fn run() {
     if append {
         append_orders(&schema).await;
     }
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     let events = read_everything(&store).await;
     println!(
         "PostgreSQL {version} (synchronous_commit = {synchronous_commit}), schema {SCHEMA}: \

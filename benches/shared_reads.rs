@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use projections::coordinator::ProjectionCoordinator;
-use projections::postgres::{self, PostgresEventStore, Schema};
+use projections::postgres::{self, PostgreSQLEventStore, Schema};
 use projections::runner::{Partition, ProjectionRunner};
 use projections::storage::BoxFuture;
 use projections::store::{AppendError, AppendResult, Backlog, ExpectedVersion, StoredEvent};
@@ -46,7 +46,7 @@ impl Count {
 
 /// Counts the events read through it.
 struct Counting {
-    inner: PostgresEventStore,
+    inner: PostgreSQLEventStore,
     read: AtomicU64,
 }
 
@@ -138,7 +138,7 @@ async fn main() {
     let schema = Schema::named(SCHEMA).unwrap();
     postgres::migrate_schema(&pool, &schema).await.unwrap();
     let store = Arc::new(Counting {
-        inner: PostgresEventStore::with_schema(pool, schema),
+        inner: PostgreSQLEventStore::with_schema(pool, schema),
         read: AtomicU64::new(0),
     });
     let mut head = store.head_position().await.unwrap();

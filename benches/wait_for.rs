@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use projections::checkpoint::CheckpointUpdate;
 use projections::coordinator::{ProjectionCoordinator, Waited};
 use projections::dlq::{DLQRepository, FailedEvent};
-use projections::postgres::{self, PostgresEventStore, Schema};
+use projections::postgres::{self, PostgreSQLEventStore, Schema};
 use projections::storage::BoxFuture;
-use projections::transactional::{PgTransactionUnit, TransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionUnit, TransactionalRunner};
 use projections::{
     CheckpointRepository, Envelope, Event, EventStore, ExpectedVersion, PgConnection,
     ProjectionRegistry, StorageError, projection,
@@ -55,9 +55,9 @@ impl Orders {
     }
 }
 
-/// `PgTransactionUnit`, noting when each commit returned.
+/// `PostgreSQLTransactionUnit`, noting when each commit returned.
 struct Timed {
-    inner: PgTransactionUnit,
+    inner: PostgreSQLTransactionUnit,
     committed: Arc<Mutex<Option<Instant>>>,
 }
 
@@ -156,14 +156,14 @@ async fn main() {
         .unwrap();
     let committed = Arc::new(Mutex::new(None));
     let unit = Arc::new(Timed {
-        inner: PgTransactionUnit::with_schema(pool.clone(), &schema),
+        inner: PostgreSQLTransactionUnit::with_schema(pool.clone(), &schema),
         committed: committed.clone(),
     });
     let mut registry = ProjectionRegistry::new();
     registry
         .register(TransactionalRunner::new(Orders, unit))
         .unwrap();
-    let store = Arc::new(PostgresEventStore::with_schema(pool.clone(), schema));
+    let store = Arc::new(PostgreSQLEventStore::with_schema(pool.clone(), schema));
     let handle = ProjectionCoordinator::new(registry, store.clone())
         .start()
         .unwrap();

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use projections::cluster::ClusterNode;
 use projections::coordinator::{CoordinatorHandle, ProjectionCoordinator, WorkerState};
-use projections::postgres::{self, PgPool, PostgresEventStore, Schema};
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::postgres::{self, PgPool, PostgreSQLEventStore, Schema};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{
     Envelope, Event, EventStore, ExpectedVersion, PgConnection, ProjectionRegistry, projection,
 };
@@ -161,7 +161,10 @@ async fn main() -> anyhow::Result<()> {
     postgres::migrate_schema(&pool, &schema).await?;
     sqlx::raw_sql(CREATE_TABLES).execute(&pool).await?;
 
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), &schema));
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+        pool.clone(),
+        &schema,
+    ));
     let mut registry = ProjectionRegistry::new();
     registry.register(TransactionalRunner::new(CustomerTotals, unit.clone()))?;
     registry.register(TransactionalRunner::new(DailyRevenue, unit.clone()))?;
@@ -174,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The one line that makes this process a node: the same id must not run twice.
     let node = ClusterNode::new(pool.clone(), args.node.clone())?.schema(&schema);
-    let store = Arc::new(PostgresEventStore::with_schema(pool, schema));
+    let store = Arc::new(PostgreSQLEventStore::with_schema(pool, schema));
     let handle = ProjectionCoordinator::new(registry, store.clone())
         .poll_interval(Duration::from_millis(250))
         .cluster(node)

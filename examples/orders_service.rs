@@ -255,8 +255,8 @@ async fn open(args: &Args, database_url: Option<&str>) -> anyhow::Result<Opened>
 
 #[cfg(feature = "postgres")]
 async fn open_postgres(url: &str) -> anyhow::Result<Opened> {
-    use projections::postgres::PostgresEventStore;
-    let store = PostgresEventStore::connect(url).await?;
+    use projections::postgres::PostgreSQLEventStore;
+    let store = PostgreSQLEventStore::connect(url).await?;
     let pool = store.pool().clone();
     let repositories = Repositories::postgres(pool.clone());
     Ok((Arc::new(store), repositories, Backend::Postgres(pool)))

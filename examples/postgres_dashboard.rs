@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use projections::coordinator::ProjectionCoordinator;
-use projections::postgres::{self, PgPool, PostgresEventStore, Schema};
+use projections::postgres::{self, PgPool, PostgreSQLEventStore, Schema};
 use projections::runner::EventOrder;
 use projections::store::AppendError;
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{
     AnyEvent, Envelope, Event, EventStore, ExpectedVersion, PgConnection, ProjectionRegistry,
     projection,
@@ -202,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
     postgres::migrate_schema(&pool, &schema).await?;
     sqlx::raw_sql(CREATE_TABLES).execute(&pool).await?;
 
-    let store = Arc::new(PostgresEventStore::with_schema(
+    let store = Arc::new(PostgreSQLEventStore::with_schema(
         pool.clone(),
         schema.clone(),
     ));
@@ -210,7 +210,10 @@ async fn main() -> anyhow::Result<()> {
     println!("== Events ==");
     println!("  appended {appended} new events; the store's last position is {head}");
 
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), &schema));
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+        pool.clone(),
+        &schema,
+    ));
     let mut registry = ProjectionRegistry::new();
     // Per-aggregate order: each batch's events of one type reach their handler in one call.
     let runner =
@@ -229,7 +232,7 @@ async fn main() -> anyhow::Result<()> {
             report.applied
         );
     } else {
-        let report = coordinator.catch_up().await?;
+        let report = coordinator.catch_up_all().await?;
         for projection in &report.projections {
             let name = &projection.name;
             match &projection.error {
@@ -260,7 +263,7 @@ async fn main() -> anyhow::Result<()> {
 /// Five orders over three days; four of them shipped. Each order is appended as a stream of
 /// its own with `NoStream`, so an order stored by an earlier run is a conflict, skipped here.
 /// Returns the number of events appended and the last position.
-async fn append_orders(store: &PostgresEventStore) -> anyhow::Result<(u64, u64)> {
+async fn append_orders(store: &PostgreSQLEventStore) -> anyhow::Result<(u64, u64)> {
     // (customer, total in cents, created at, shipped at)
     let orders = [
         ("alice", 4_200, at(3, 9, 15), Some(at(3, 16, 40))),

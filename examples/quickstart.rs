@@ -301,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
         coordinator.rebuild_all().await?
     } else {
         println!("== Catch-up ==");
-        coordinator.catch_up().await?
+        coordinator.catch_up_all().await?
     };
     for projection in &report.projections {
         let name = &projection.name;
@@ -659,7 +659,7 @@ mod tests {
             .register(TransactionalRunner::new(DailyMetrics, unit))
             .unwrap();
         let mut coordinator = ProjectionCoordinator::new(registry, store).batch_size(1);
-        coordinator.catch_up().await.unwrap();
+        coordinator.catch_up_all().await.unwrap();
         let incremental = (summary(&pool).await, metrics(&pool).await);
 
         let report = coordinator.rebuild_all().await.unwrap();

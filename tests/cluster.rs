@@ -26,7 +26,7 @@ use projections::coordinator::{
     CoordinatorError, CoordinatorHandle, ProjectionCoordinator, WorkerState,
 };
 use projections::runner::{Partition, RunnerError};
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{AnyEvent, Envelope, EventStore, ExpectedVersion, ProjectionRegistry};
 use uuid::Uuid;
 
@@ -71,7 +71,7 @@ impl Test {
 
     /// A node running the first `projections` counters.
     fn node(&self, id: &str, projections: usize) -> CoordinatorHandle {
-        let unit = Arc::new(PgTransactionUnit::with_schema(
+        let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
             self.pool.clone(),
             &self.schema,
         ));
@@ -105,7 +105,7 @@ impl Test {
     /// A node (or, with no id, a plain coordinator) running `count` partitions of
     /// [`Sequenced`].
     fn partitioned(&self, id: Option<&str>, count: u32) -> CoordinatorHandle {
-        let unit = Arc::new(PgTransactionUnit::with_schema(
+        let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
             self.pool.clone(),
             &self.schema,
         ));

@@ -53,7 +53,7 @@ async fn catch_up_reads_in_batches_until_the_head() {
     let mut coordinator =
         ProjectionCoordinator::new(registry(FailurePolicy::DeadLetter), store.clone())
             .batch_size(7);
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     assert!(report.is_ok());
     assert_eq!(report.applied(), 50);
     assert_eq!(
@@ -66,7 +66,7 @@ async fn catch_up_reads_in_batches_until_the_head() {
     );
 
     // A second pass finds nothing new; new events are picked up from the checkpoint.
-    assert_eq!(coordinator.catch_up().await.unwrap().applied(), 0);
+    assert_eq!(coordinator.catch_up_all().await.unwrap().applied(), 0);
     store
         .append(
             account,
@@ -75,7 +75,7 @@ async fn catch_up_reads_in_batches_until_the_head() {
         )
         .await
         .unwrap();
-    assert_eq!(coordinator.catch_up().await.unwrap().applied(), 2);
+    assert_eq!(coordinator.catch_up_all().await.unwrap().applied(), 2);
     assert_eq!(
         coordinator
             .registry()
@@ -100,7 +100,7 @@ async fn a_stopped_projection_does_not_hold_back_the_others() {
     .await;
     let mut coordinator =
         ProjectionCoordinator::new(registry(FailurePolicy::Stop), store).batch_size(1);
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     let failures: Vec<_> = report.failures().map(|(name, _)| name.to_owned()).collect();
     assert_eq!(failures, vec!["balances"]);
     let tally = coordinator.registry().projection::<Tally>().unwrap();
@@ -131,7 +131,7 @@ async fn health_reports_failing_with_its_dead_letter_count_and_lagging() {
         ProjectionStatus::Lagging { events_behind: 2 }
     );
 
-    coordinator.catch_up().await.unwrap();
+    coordinator.catch_up_all().await.unwrap();
     let health = coordinator.health_check().await;
     assert_eq!(health.status, ProjectionStatus::Failing { dead_letters: 1 });
     assert_eq!(health.projections[0].dead_letters, 1);
@@ -152,7 +152,7 @@ async fn rebuild_gives_the_same_read_model_and_counts_what_it_applied() {
     ])
     .await;
     let mut coordinator = ProjectionCoordinator::new(registry(FailurePolicy::DeadLetter), store);
-    coordinator.catch_up().await.unwrap();
+    coordinator.catch_up_all().await.unwrap();
     let before = coordinator
         .registry()
         .projection::<Balances>()

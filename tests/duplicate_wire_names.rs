@@ -169,7 +169,7 @@ async fn run_refuses_at_once_without_waiting_for_the_token() {
 async fn every_one_shot_pass_refuses_and_applies_nothing() {
     let checkpoints = Arc::new(InMemoryCheckpointRepository::new());
     let mut coordinator = coordinator(checkpoints.clone()).await;
-    assert_coordinator_refuses(&coordinator.catch_up().await.unwrap_err());
+    assert_coordinator_refuses(&coordinator.catch_up_all().await.unwrap_err());
     assert_coordinator_refuses(&coordinator.rebuild_all().await.unwrap_err());
     assert_coordinator_refuses(&coordinator.catchup("revenue").await.unwrap_err());
     assert_coordinator_refuses(&coordinator.rebuild_projection("revenue").await.unwrap_err());

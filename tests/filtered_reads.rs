@@ -149,7 +149,7 @@ async fn one_type_in_twenty(store: Arc<dyn EventStore>) {
     assert_eq!(before.events_behind, 20, "lag counts its own type only");
 
     let mut coordinator = coordinator(Arc::clone(&store), runner);
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     let sevens = report.projection("sevens").unwrap();
     assert!(sevens.is_ok(), "{sevens:?}");
     assert_eq!(sevens.applied, 20);
@@ -158,7 +158,10 @@ async fn one_type_in_twenty(store: Arc<dyn EventStore>) {
         (0, 0),
         "the events of other types are not read"
     );
-    let runner = coordinator.registry().runner::<Sevens>().unwrap();
+    let runner = coordinator
+        .registry()
+        .projection_runner::<Sevens>()
+        .unwrap();
     let seen: Vec<u64> = runner.projection().seen.iter().map(|(n, _)| *n).collect();
     assert_eq!(seen, (0..20).map(|i| i * 20 + 7).collect::<Vec<_>>());
     let lag = runner.lag_metrics(&*store).await.unwrap();
@@ -182,7 +185,10 @@ async fn a_projection_of_one_type_in_twenty_reads_its_own_and_reaches_the_head_o
 
 /// The stored checkpoint of the coordinator's `sevens`.
 async fn checkpoint(coordinator: &ProjectionCoordinator) -> Option<u64> {
-    let runner = coordinator.registry().runner::<Sevens>().unwrap();
+    let runner = coordinator
+        .registry()
+        .projection_runner::<Sevens>()
+        .unwrap();
     let data = runner.checkpoint_data().await.unwrap();
     data.map(|c| c.position)
 }
@@ -193,7 +199,7 @@ async fn pages_of_other_types(store: Arc<dyn EventStore>) {
     events.extend((0..300).map(|n| kind(3, Uuid::nil(), n, None)));
     let head = append_all(&*store, events).await;
     let mut coordinator = coordinator(Arc::clone(&store), ProjectionRunner::new(Sevens::default()));
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     assert_eq!(report.projection("sevens").unwrap().applied, 1);
     assert_eq!(checkpoint(&coordinator).await, Some(head));
 
@@ -203,7 +209,7 @@ async fn pages_of_other_types(store: Arc<dyn EventStore>) {
         (0..50).map(|n| kind(3, Uuid::nil(), n, None)).collect(),
     )
     .await;
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     assert_eq!(report.projection("sevens").unwrap().applied, 0);
     assert_eq!(checkpoint(&coordinator).await, Some(head));
 
@@ -272,10 +278,13 @@ async fn limited_to(
         .tenant(filter)
         .build();
     let mut coordinator = coordinator(Arc::clone(&store), runner);
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     let sevens = report.projection("sevens").unwrap();
     assert!(sevens.is_ok(), "{sevens:?}");
-    let runner = coordinator.registry().runner::<Sevens>().unwrap();
+    let runner = coordinator
+        .registry()
+        .projection_runner::<Sevens>()
+        .unwrap();
     let seen = &runner.projection().seen;
     assert_eq!(sevens.applied, seen.len() as u64);
     assert_eq!(seen.len(), 20 * expect_tenants.len());
@@ -461,7 +470,7 @@ async fn a_transactional_projection_keeps_to_its_tenant() {
             .unwrap();
         let mut coordinator =
             ProjectionCoordinator::new(registry, Arc::clone(&store)).batch_size(7);
-        let report = coordinator.catch_up().await.unwrap();
+        let report = coordinator.catch_up_all().await.unwrap();
         let rows = report.projection("tenant_rows").unwrap();
         assert!(rows.is_ok(), "{rows:?}");
         assert_eq!(rows.applied, 20);
@@ -509,7 +518,7 @@ async fn an_unknown_stored_type_is_not_filtered_away() {
     assert_eq!(page.events.len(), 2);
     assert_eq!(page.events[1].event_type(), "filtered.from_a_newer_build");
     let mut coordinator = coordinator(store, ProjectionRunner::new(Sevens::default()));
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     let sevens = report.projection("sevens").unwrap();
     assert_eq!((sevens.applied, sevens.dead_lettered.len()), (1, 1));
 }

@@ -75,16 +75,16 @@ async fn a_rebuild_of_a_million_events_fires_none_and_live_events_fire_once() {
     registry.register_projection(receipts).unwrap();
     let mut coordinator = ProjectionCoordinator::new(registry, store.clone()).batch_size(1_000);
 
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     assert!(report.is_ok());
     let first = &report.projections[0];
     assert_eq!((first.applied, first.live_only_passed), (0, 1_000_000));
     assert_eq!(sent.load(Ordering::SeqCst), 0, "the first start replays");
 
     append_deposits(&store, 25).await;
-    coordinator.catch_up().await.unwrap();
+    coordinator.catch_up_all().await.unwrap();
     assert_eq!(sent.load(Ordering::SeqCst), 25, "live events fire");
-    coordinator.catch_up().await.unwrap();
+    coordinator.catch_up_all().await.unwrap();
     assert_eq!(sent.load(Ordering::SeqCst), 25, "each once");
 
     let rebuilt = coordinator.rebuild_projection("receipts").await.unwrap();
@@ -93,7 +93,7 @@ async fn a_rebuild_of_a_million_events_fires_none_and_live_events_fire_once() {
     assert_eq!(sent.load(Ordering::SeqCst), 25, "a rebuild replays");
 
     append_deposits(&store, 3).await;
-    coordinator.catch_up().await.unwrap();
+    coordinator.catch_up_all().await.unwrap();
     assert_eq!(sent.load(Ordering::SeqCst), 28);
 }
 
@@ -178,9 +178,9 @@ async fn a_rebuild_fires_the_events_the_projection_had_not_reached_once() {
     registry.register_projection(receipts).unwrap();
     let mut coordinator = ProjectionCoordinator::new(registry, store.clone()).batch_size(4);
     // An empty store: every event is live.
-    coordinator.catch_up().await.unwrap();
+    coordinator.catch_up_all().await.unwrap();
     append_deposits(&store, 10).await;
-    coordinator.catch_up().await.unwrap();
+    coordinator.catch_up_all().await.unwrap();
     assert_eq!(sent.load(Ordering::SeqCst), 10);
 
     // Five more arrive; the projection is rebuilt before it reads them.
@@ -188,6 +188,6 @@ async fn a_rebuild_fires_the_events_the_projection_had_not_reached_once() {
     let rebuilt = coordinator.rebuild_projection("receipts").await.unwrap();
     assert_eq!((rebuilt.live_only_passed, rebuilt.applied), (10, 5));
     assert_eq!(sent.load(Ordering::SeqCst), 15);
-    coordinator.catch_up().await.unwrap();
+    coordinator.catch_up_all().await.unwrap();
     assert_eq!(sent.load(Ordering::SeqCst), 15);
 }

@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use projections::bluegreen::{
-    BlueGreen, BlueGreenError, PgReadModelVersions, ReadModelVersions, Switch, VersionRole,
+    BlueGreen, BlueGreenError, PostgreSQLReadModelVersions, ReadModelVersions, Switch, VersionRole,
 };
 use projections::coordinator::{CoordinatorHandle, ProjectionCoordinator, WorkerState};
-use projections::postgres::{PostgresEventStore, Schema, migrate_schema};
+use projections::postgres::{PostgreSQLEventStore, Schema, migrate_schema};
 use projections::{
     AnyEvent, Envelope, Event, EventStore, ExpectedVersion, PgConnection, ProjectionRegistry,
     projection,
@@ -155,7 +155,7 @@ struct TestDb {
     pool: PgPool,
     name: String,
     schema: Schema,
-    store: Arc<PostgresEventStore>,
+    store: Arc<PostgreSQLEventStore>,
 }
 
 impl TestDb {
@@ -164,7 +164,7 @@ impl TestDb {
         let name = format!("bg_{}", &Uuid::new_v4().simple().to_string()[..16]);
         let schema = Schema::named(&name).unwrap();
         migrate_schema(&pool, &schema).await.unwrap();
-        let store = Arc::new(PostgresEventStore::with_schema(
+        let store = Arc::new(PostgreSQLEventStore::with_schema(
             pool.clone(),
             schema.clone(),
         ));
@@ -180,8 +180,8 @@ impl TestDb {
         format!("{}_orders", self.name)
     }
 
-    fn blue_green(&self) -> Arc<BlueGreen<PgReadModelVersions>> {
-        let versions = PgReadModelVersions::new(
+    fn blue_green(&self) -> Arc<BlueGreen<PostgreSQLReadModelVersions>> {
+        let versions = PostgreSQLReadModelVersions::new(
             self.pool.clone(),
             self.schema.clone(),
             Schema::named(&self.serving()).unwrap(),
@@ -652,7 +652,7 @@ async fn a_version_behind_the_serving_one_is_not_switched_to_and_a_replaced_one_
         Switch::Unknown
     ));
     let other = BlueGreen::new(
-        PgReadModelVersions::new(
+        PostgreSQLReadModelVersions::new(
             db.pool.clone(),
             db.schema.clone(),
             Schema::named(&serving).unwrap(),

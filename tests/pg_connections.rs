@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use nodes::{Beat, Counting, Sequenced};
 use projections::coordinator::ProjectionCoordinator;
-use projections::postgres::{PostgresEventStore, Schema};
+use projections::postgres::{PostgreSQLEventStore, Schema};
 use projections::runner::Partition;
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{AnyEvent, Envelope, EventStore, ExpectedVersion, ProjectionRegistry};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -81,8 +81,11 @@ async fn two_hundred_projections_run_on_ten_connections_and_none_starves() {
         .connect_with(options)
         .await
         .unwrap();
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), &schema));
-    let store = Arc::new(PostgresEventStore::with_schema(
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+        pool.clone(),
+        &schema,
+    ));
+    let store = Arc::new(PostgreSQLEventStore::with_schema(
         pool.clone(),
         schema.clone(),
     ));

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use projections::coordinator::ProjectionCoordinator;
 use projections::dlq::DLQFilter;
-use projections::postgres::{PostgresEventStore, Schema, migrate_schema};
+use projections::postgres::{PostgreSQLEventStore, Schema, migrate_schema};
 use projections::runner::Repositories;
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{
     AnyEvent, DLQStatus, Envelope, Event, EventStore, ExpectedVersion, FailurePolicy,
     NoRetryPolicy, PgConnection, ProjectionRegistry, projection,
@@ -116,7 +116,7 @@ async fn dead_letters_of_a_type_unknown_to_an_older_build_replay_once_it_is_know
         .await
         .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}; set DATABASE_URL"));
     let (schema, name) = schema(&pool).await;
-    let store = Arc::new(PostgresEventStore::with_schema(
+    let store = Arc::new(PostgreSQLEventStore::with_schema(
         pool.clone(),
         schema.clone(),
     ));
@@ -173,7 +173,10 @@ async fn dead_letters_of_a_type_unknown_to_an_older_build_replay_once_it_is_know
     );
 
     // The new build replays them all, in position order.
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), &schema));
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+        pool.clone(),
+        &schema,
+    ));
     let runner = TransactionalRunner::new(
         Cards {
             schema: name.clone(),
@@ -291,7 +294,7 @@ async fn a_transactional_projection_parks_an_aggregate_and_releases_it_in_order(
     .execute(&pool)
     .await
     .unwrap();
-    let store = Arc::new(PostgresEventStore::with_schema(
+    let store = Arc::new(PostgreSQLEventStore::with_schema(
         pool.clone(),
         schema.clone(),
     ));
@@ -318,7 +321,10 @@ async fn a_transactional_projection_parks_an_aggregate_and_releases_it_in_order(
             .unwrap();
     }
     let broken = Arc::new(AtomicBool::new(true));
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), &schema));
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+        pool.clone(),
+        &schema,
+    ));
     let runner = TransactionalRunner::new(
         OrderedCards {
             schema: name.clone(),

@@ -6,7 +6,7 @@
 //! skips, without them. Every wait is bounded, so a broken machine fails fast.
 //!
 //! The projection under fault is `common::faults::Ledger`, transactional (one transaction per
-//! batch, `PgTransactionUnit`), run by `ProjectionCoordinator::start`: one row per event under
+//! batch, `PostgreSQLTransactionUnit`), run by `ProjectionCoordinator::start`: one row per event under
 //! a primary key, written with a plain `INSERT`, so an event applied twice would fail (and be
 //! dead-lettered). "Exactly once" below is: one row per stored event, none missing, no dead
 //! letter, and the checkpoint's own count of applied events equal to the number of events.
@@ -28,10 +28,10 @@ use projections::coordinator::{
     CoordinatorHandle, InfrastructureBackoff, ProjectionCoordinator, ProjectionSnapshot,
     WorkerState,
 };
-use projections::postgres::PostgresEventStore;
+use projections::postgres::PostgreSQLEventStore;
 use projections::registry::RegisteredProjection;
 use projections::store::AppendError;
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{EventStore, ExpectedVersion, FailureKind, NoRetryPolicy, ProjectionRegistry};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -176,8 +176,8 @@ const CATCH_UP: Duration = Duration::from_secs(20);
 const LEDGER: &str = "ledger";
 
 impl Rig {
-    fn unit(&self) -> Arc<PgTransactionUnit> {
-        Arc::new(PgTransactionUnit::new(self.pool.clone()))
+    fn unit(&self) -> Arc<PostgreSQLTransactionUnit> {
+        Arc::new(PostgreSQLTransactionUnit::new(self.pool.clone()))
     }
 
     /// Starts a coordinator of `runner`: batches of `batch_size`, polling every 50 ms, waiting
@@ -312,7 +312,7 @@ struct Appended {
 /// failed append (the same event, to the same new aggregate, expecting no stream) until it
 /// succeeds, so that it knows exactly what was committed. It ends only between appends.
 fn spawn_appender(
-    store: PostgresEventStore,
+    store: PostgreSQLEventStore,
     every: Duration,
     stop: CancellationToken,
 ) -> (Arc<Appended>, tokio::task::JoinHandle<()>) {

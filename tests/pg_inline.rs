@@ -1,6 +1,6 @@
 //! Inline projections on a real PostgreSQL server (`DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`): a projection run in each append's transaction
-//! (`PostgresEventStore::inline`) has its read model written when `append` returns; a handler
+//! (`PostgreSQLEventStore::inline`) has its read model written when `append` returns; a handler
 //! that fails or panics fails the append and nothing is stored; concurrent writers each apply
 //! their own events once, with the positions the store gave them.
 //!
@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use projections::postgres::{PostgresEventStore, Schema, migrate_schema};
+use projections::postgres::{PostgreSQLEventStore, Schema, migrate_schema};
 use projections::store::AppendError;
 use projections::{
     AnyEvent, Envelope, Event, EventStore, ExpectedVersion, HandlerError, PgConnection,
@@ -72,7 +72,7 @@ impl Balances {
 struct Test {
     pool: PgPool,
     schema: String,
-    store: PostgresEventStore,
+    store: PostgreSQLEventStore,
 }
 
 impl Test {
@@ -96,7 +96,7 @@ impl Test {
         .execute(&pool)
         .await
         .unwrap();
-        let store = PostgresEventStore::with_schema(pool.clone(), schema).inline(Balances {
+        let store = PostgreSQLEventStore::with_schema(pool.clone(), schema).inline(Balances {
             table: format!("\"{name}\".balances"),
         });
         Self {

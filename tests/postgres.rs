@@ -28,7 +28,7 @@ use projections::checkpoint::CheckpointUpdate;
 use projections::dlq::{DLQFilter, FailedEvent};
 use projections::postgres::{
     self, MIGRATIONS_TABLE, PostgreSQLCheckpointRepository, PostgreSQLDLQRepository,
-    PostgresEventStore, Schema,
+    PostgreSQLEventStore, Schema,
 };
 use projections::store::{AppendError, ReadFilter, TenantFilter};
 use projections::{
@@ -86,8 +86,8 @@ impl TestSchema {
         Self { pool, schema, name }
     }
 
-    fn store(&self) -> PostgresEventStore {
-        PostgresEventStore::with_schema(self.pool.clone(), self.schema.clone())
+    fn store(&self) -> PostgreSQLEventStore {
+        PostgreSQLEventStore::with_schema(self.pool.clone(), self.schema.clone())
     }
 
     fn table(&self, table: &str) -> String {
@@ -171,7 +171,7 @@ fn event_ids(events: &[StoredEvent]) -> Vec<Uuid> {
 }
 
 /// Waits until the head reaches `position`.
-async fn wait_head(store: &PostgresEventStore, position: u64) -> u64 {
+async fn wait_head(store: &PostgreSQLEventStore, position: u64) -> u64 {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let head = store.head_position().await.unwrap();
@@ -473,7 +473,7 @@ async fn filtered_catch_ups_reach_the_head_and_keep_to_their_tenant() {
             let mut coordinator =
                 projections::ProjectionCoordinator::new(registry, Arc::new(store.clone()))
                     .batch_size(3);
-            let report = coordinator.catch_up().await.unwrap();
+            let report = coordinator.catch_up_all().await.unwrap();
             let counted = report.projection("pg-tests-withdrawal-count").unwrap();
             assert!(counted.is_ok(), "{counted:?}");
             assert_eq!(
@@ -481,7 +481,10 @@ async fn filtered_catch_ups_reach_the_head_and_keep_to_their_tenant() {
                 (0, 0),
                 "the deposits are not read"
             );
-            let runner = coordinator.registry().runner::<WithdrawalCount>().unwrap();
+            let runner = coordinator
+                .registry()
+                .projection_runner::<WithdrawalCount>()
+                .unwrap();
             let lag = runner.lag_metrics(&store).await.unwrap();
             (before, runner.projection().0.clone(), lag)
         }
@@ -1363,7 +1366,7 @@ async fn out_of_range_event_times_are_undecodable_not_a_panic() {
             .unwrap()
             < Some(last)
         {
-            let report = coordinator.catch_up().await.unwrap();
+            let report = coordinator.catch_up_all().await.unwrap();
             assert!(
                 report.projections.iter().all(|p| p.error.is_none()),
                 "{report:?}"
@@ -1741,7 +1744,7 @@ async fn migration_6_upgrades_a_counter_store_in_place() {
         ledger_versions(&pool, &ledger).await,
         [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     let appended = store
         .append(
             old_aggregate,
@@ -1849,7 +1852,9 @@ async fn default_schema_migrations_are_idempotent_and_leave_sqlx_alone() {
     assert_eq!(sqlx_rows(pool.clone()).await, before);
 
     // `connect` migrates too, and the default-schema store works.
-    let store = PostgresEventStore::connect(&database_url()).await.unwrap();
+    let store = PostgreSQLEventStore::connect(&database_url())
+        .await
+        .unwrap();
     let aggregate = Uuid::new_v4();
     let result = store
         .append(aggregate, ExpectedVersion::NoStream, deposits(aggregate, 2))
@@ -2332,9 +2337,9 @@ async fn conformance_dead_letters() -> Arc<PostgreSQLDLQRepository> {
     ))
 }
 
-async fn conformance_store() -> Arc<PostgresEventStore> {
+async fn conformance_store() -> Arc<PostgreSQLEventStore> {
     let schema = conformance_schema().await;
-    Arc::new(PostgresEventStore::with_schema(connect(4).await, schema))
+    Arc::new(PostgreSQLEventStore::with_schema(connect(4).await, schema))
 }
 
 conformance::checkpoint_tests!(checkpoint, conformance_checkpoints());

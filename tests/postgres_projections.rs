@@ -12,7 +12,7 @@
 //! model's, dropped when the test passes.
 //!
 //! Faults are injected by [`Probe`] (`common::probe`, shared with the SQLite tests): it delegates
-//! every method to [`PgTransactionUnit`] and can, at a chosen occurrence of a chosen step, fail
+//! every method to [`PostgreSQLTransactionUnit`] and can, at a chosen occurrence of a chosen step, fail
 //! or hang forever. A hang is a crash: the test waits until the step is reached, drops the
 //! runner's future and closes the crashed runner's own pool, so the server rolls back its open
 //! transaction as it would when a process dies.
@@ -30,11 +30,11 @@ use common::probe::{Action, Faults, Point};
 use projections::coordinator::ProjectionCoordinator;
 use projections::dlq::DLQFilter;
 use projections::postgres::{
-    PostgreSQLCheckpointRepository, PostgreSQLDLQRepository, PostgresEventStore, Schema,
+    PostgreSQLCheckpointRepository, PostgreSQLDLQRepository, PostgreSQLEventStore, Schema,
     migrate_schema,
 };
 use projections::runner::RunnerError;
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{
     AnyEvent, CheckpointRepository, DLQRepository, DLQStatus, Envelope, Event, EventStore,
     ExpectedVersion, ExponentialBackoffRetryPolicy, FailurePolicy, NoRetryPolicy, PgConnection,
@@ -240,7 +240,7 @@ impl Orders {
     }
 }
 
-type Probe = common::probe::Probe<PgTransactionUnit>;
+type Probe = common::probe::Probe<PostgreSQLTransactionUnit>;
 type Runner = TransactionalRunner<Orders, Probe>;
 
 // ---------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ impl TestDb {
 
     fn unit(&self, pool: &PgPool, faults: &Arc<Faults>) -> Arc<Probe> {
         Arc::new(Probe::new(
-            PgTransactionUnit::with_schema(pool.clone(), &self.schema),
+            PostgreSQLTransactionUnit::with_schema(pool.clone(), &self.schema),
             faults.clone(),
         ))
     }
@@ -336,8 +336,8 @@ impl TestDb {
         self.runner_on(&self.pool, faults)
     }
 
-    fn store(&self) -> PostgresEventStore {
-        PostgresEventStore::with_schema(self.pool.clone(), self.schema.clone())
+    fn store(&self) -> PostgreSQLEventStore {
+        PostgreSQLEventStore::with_schema(self.pool.clone(), self.schema.clone())
     }
 
     fn table(&self, table: &str) -> String {
@@ -846,7 +846,7 @@ async fn insert_raw_event(db: &TestDb, event_type: &str, payload: &str) -> (u64,
     (u64::try_from(position).unwrap(), event_id)
 }
 
-async fn append(store: &PostgresEventStore, event: AnyEvent) -> u64 {
+async fn append(store: &PostgreSQLEventStore, event: AnyEvent) -> u64 {
     let aggregate = event.metadata().aggregate_id;
     store
         .append(aggregate, ExpectedVersion::NoStream, vec![event])
@@ -861,7 +861,7 @@ async fn append(store: &PostgresEventStore, event: AnyEvent) -> u64 {
 async fn catch_up_to(coordinator: &mut ProjectionCoordinator, position: u64) {
     within(&format!("catching up to {position}"), async {
         loop {
-            let report = coordinator.catch_up().await.unwrap();
+            let report = coordinator.catch_up_all().await.unwrap();
             let failures: Vec<String> = report
                 .failures()
                 .map(|(name, error)| format!("{name}: {error}"))
@@ -918,7 +918,7 @@ async fn health_names_the_append_that_holds_reads_back() {
         let behind = append(&store, order(3, "2026-11-03", 30)).await;
         assert!(behind > u64::try_from(held).unwrap());
 
-        coordinator.catch_up().await.unwrap();
+        coordinator.catch_up_all().await.unwrap();
         let report = coordinator.health_check().await;
         let health = &report.projections[0];
         let lag = health.lag.as_ref().unwrap();
@@ -1264,7 +1264,10 @@ async fn a_set_based_projection_leaves_the_read_model_of_the_per_event_one() {
         let db = TestDb::new().await;
         let projection = SetOrders::new(&db);
         let runs = projection.runs.clone();
-        let unit = Arc::new(PgTransactionUnit::with_schema(db.pool.clone(), &db.schema));
+        let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+            db.pool.clone(),
+            &db.schema,
+        ));
         let mut runner = TransactionalRunner::new(projection, unit).retry_policy(NoRetryPolicy);
         let outcome = runner.handle_batch(&events).await.unwrap();
         assert_eq!((outcome.applied, outcome.dead_lettered.len()), (7, 1));
@@ -1319,7 +1322,10 @@ async fn live_only_handlers_keep_their_horizon_in_postgres() {
         }
         let coordinator = |db: &TestDb| {
             let insert = ReadModelSql::new(&db.schema).insert_order;
-            let unit = Arc::new(PgTransactionUnit::with_schema(db.pool.clone(), &db.schema));
+            let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+                db.pool.clone(),
+                &db.schema,
+            ));
             let mut registry = ProjectionRegistry::new();
             registry
                 .register(TransactionalRunner::new(Notifier { insert }, unit))

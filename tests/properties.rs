@@ -88,10 +88,10 @@ proptest! {
             let prefix: Vec<AnyEvent> = all[..cut].iter().filter_map(|e| e.event().cloned()).collect();
             let (_, report) = incremental.dispatch_events(&prefix).await;
             prop_assert!(report.is_ok());
-            incremental.catch_up().await.unwrap();
+            incremental.catch_up_all().await.unwrap();
 
             let mut rebuilt = ProjectionCoordinator::new(registry(), store.clone()).batch_size(batch);
-            rebuilt.catch_up().await.unwrap();
+            rebuilt.catch_up_all().await.unwrap();
             rebuilt.rebuild_all().await.unwrap();
             prop_assert_eq!(snapshot(&incremental), snapshot(&rebuilt));
             Ok(())
@@ -103,7 +103,7 @@ proptest! {
         block_on(async {
             let (store, _) = store_of(&steps).await;
             let mut coordinator = ProjectionCoordinator::new(registry(), store.clone());
-            coordinator.catch_up().await.unwrap();
+            coordinator.catch_up_all().await.unwrap();
             let before = snapshot(&coordinator);
             let all: Vec<AnyEvent> = store
                 .read_all(0, usize::MAX)

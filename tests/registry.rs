@@ -371,7 +371,7 @@ async fn push_mode_skips_the_immediate_repeat_of_a_dead_lettered_event() {
     let second = registry.dispatch(&poison).await;
     let second = second.projection("balances").unwrap().as_ref().unwrap();
     assert_eq!((second.dead_lettered.len(), second.skipped), (0, 1));
-    let runner = registry.runner::<Balances>().unwrap();
+    let runner = registry.projection_runner::<Balances>().unwrap();
     assert_eq!(runner.dead_letter_count().await.unwrap(), 1);
     assert_eq!(
         runner

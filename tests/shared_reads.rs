@@ -256,7 +256,7 @@ async fn a_projection_catching_up_alone_keeps_its_filtered_read() {
         )
         .unwrap();
     let mut alone = ProjectionCoordinator::new(registry, store.clone() as Arc<dyn EventStore>);
-    alone.catch_up().await.unwrap();
+    alone.catch_up_all().await.unwrap();
     store.read.store(0, Ordering::SeqCst);
 
     // With it, the rare events' projection catches up from nothing, alone.

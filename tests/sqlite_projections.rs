@@ -915,7 +915,7 @@ async fn undecodable_stored_events_are_dead_lettered_and_passed() {
             let mut registry = ProjectionRegistry::new();
             registry.register(db.runner(&Faults::none())).unwrap();
             let mut coordinator = ProjectionCoordinator::new(registry, Arc::new(store));
-            let report = coordinator.catch_up().await.unwrap();
+            let report = coordinator.catch_up_all().await.unwrap();
             assert!(report.failures().next().is_none(), "{report:?}");
 
             let orders = db.orders().await;
@@ -989,7 +989,7 @@ async fn reset_is_one_transaction_and_a_rebuild_gives_the_same_read_model() {
             let mut registry = ProjectionRegistry::new();
             registry.register(db.runner(&faults)).unwrap();
             let mut coordinator = ProjectionCoordinator::new(registry, Arc::new(store));
-            assert!(coordinator.catch_up().await.unwrap().is_ok());
+            assert!(coordinator.catch_up_all().await.unwrap().is_ok());
             let before = db.snapshot().await;
             assert_eq!(before.orders.len(), 4);
             assert_eq!(before.checkpoint.as_ref().unwrap().position, last);
@@ -1329,7 +1329,7 @@ async fn live_only_handlers_keep_their_horizon_in_the_file() {
             ProjectionCoordinator::new(registry, Arc::new(SqliteEventStore::new(pool.clone())))
         };
         let mut first = coordinator(&db.pool);
-        first.catch_up().await.unwrap();
+        first.catch_up_all().await.unwrap();
         assert!(
             db.order_numbers().await.is_empty(),
             "stored orders are replayed"
@@ -1342,7 +1342,7 @@ async fn live_only_handlers_keep_their_horizon_in_the_file() {
             Some(5)
         );
         append(&store, order(6, "d2", 60)).await;
-        first.catch_up().await.unwrap();
+        first.catch_up_all().await.unwrap();
         assert_eq!(db.order_numbers().await, [6]);
         drop(first);
 
@@ -1350,7 +1350,7 @@ async fn live_only_handlers_keep_their_horizon_in_the_file() {
         let other = db.process().await;
         let mut second = coordinator(&other);
         let last = append(&store, order(7, "d2", 70)).await;
-        second.catch_up().await.unwrap();
+        second.catch_up_all().await.unwrap();
         assert_eq!(db.order_numbers().await, [6, 7]);
 
         // A rebuild replays what the projection had passed: nothing is written again.
@@ -1364,7 +1364,7 @@ async fn live_only_handlers_keep_their_horizon_in_the_file() {
         );
         assert_eq!(db.order_numbers().await, [6, 7]);
         append(&store, order(8, "d3", 80)).await;
-        second.catch_up().await.unwrap();
+        second.catch_up_all().await.unwrap();
         assert_eq!(db.order_numbers().await, [6, 7, 8]);
     })
     .await;

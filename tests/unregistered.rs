@@ -195,7 +195,7 @@ async fn error_dead_letters_each_unhandled_event_of_a_followed_aggregate_without
         .follows_aggregates(["Order"])
         .build();
     let mut coordinator = coordinator(runner).await;
-    let report = tokio::time::timeout(Duration::from_secs(5), coordinator.catch_up())
+    let report = tokio::time::timeout(Duration::from_secs(5), coordinator.catch_up_all())
         .await
         .expect("no retry delays")
         .unwrap();
@@ -281,7 +281,7 @@ async fn warn_logs_once_per_event_type_and_passes_over() {
         .build()
         .follows_aggregates(["Order"]);
     let mut coordinator = coordinator(runner).await;
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
 
     let loud = report.projection("loud").unwrap();
     assert!(loud.is_ok(), "{loud:?}");
@@ -316,7 +316,7 @@ async fn ignore_passes_over_without_a_word() {
     let _guard = captured.install();
     let runner = ProjectionRunner::new(Quiet::default()).follows_aggregates(["Order"]);
     let mut coordinator = coordinator(runner).await;
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     let quiet = report.projection("quiet").unwrap();
     assert!(quiet.is_ok(), "{quiet:?}");
     // Both cancellations passed over; the customer's event left out by the filtered read.
@@ -337,7 +337,7 @@ async fn a_strict_projection_follows_the_aggregates_of_the_events_it_handles() {
         .build();
     assert_eq!(runner.followed_aggregates(), ["Order"]);
     let mut coordinator = coordinator(runner).await;
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     let strict = report.projection("strict").unwrap();
     assert_eq!(strict.applied, 2);
     assert_eq!(strict.dead_lettered.len(), 2, "{strict:?}");
@@ -358,7 +358,7 @@ async fn without_followed_aggregates_every_unhandled_event_is_passed_over() {
     let runner = ProjectionRunner::new(Strict::default()).follows_aggregates(Vec::<String>::new());
     assert!(runner.followed_aggregates().is_empty());
     let mut coordinator = coordinator(runner).await;
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     let strict = report.projection("strict").unwrap();
     assert!(strict.is_ok(), "{strict:?}");
     // Following nothing, the projection reads only the types it handles.
@@ -373,7 +373,7 @@ async fn a_projection_may_declare_the_aggregates_it_follows() {
         .build();
     assert_eq!(runner.followed_aggregates(), ["Order"]);
     let mut coordinator = coordinator(runner).await;
-    let report = coordinator.catch_up().await.unwrap();
+    let report = coordinator.catch_up_all().await.unwrap();
     let audited = report.projection("audited").unwrap();
     assert_eq!(
         (

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use projections::event::UpcasterError;
-use projections::postgres::{PostgresEventStore, Schema};
+use projections::postgres::{PostgreSQLEventStore, Schema};
 use projections::sqlite::SqliteEventStore;
 use projections::{
     DecodeError, Envelope, Event, EventMetadata, EventRegistry, EventStore, ExpectedVersion,
@@ -263,7 +263,7 @@ async fn stored_versions_1_and_2_read_back_as_version_3_from_postgres() {
     projections::postgres::migrate_schema(&pool, &schema)
         .await
         .unwrap();
-    let store = PostgresEventStore::with_schema(pool.clone(), schema.clone());
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
     append_three(&store).await;
     for (position, version, payload) in [(1i64, 1i32, v1()), (2, 2, v2())] {
         sqlx::query(&format!(

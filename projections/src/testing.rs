@@ -120,7 +120,7 @@ impl Given {
             .expect("a registry of one projection");
         let mut coordinator =
             ProjectionCoordinator::new(registry, store).batch_size(self.batch_size);
-        let mut report = match coordinator.catch_up().await {
+        let mut report = match coordinator.catch_up_all().await {
             Ok(report) => report,
             #[allow(clippy::panic)]
             Err(error) => panic!("the scenario cannot run: {error}"),
@@ -240,7 +240,7 @@ pub async fn rebuild_equals_incremental<P, T>(
     let (store, _) = stored(events).await;
     // Built once, then rebuilt: the reset must clear everything the first pass built.
     let mut rebuilt = single(make(), &store, events.len().max(1)).await;
-    passed(rebuilt.catch_up().await);
+    passed(rebuilt.catch_up_all().await);
     passed(rebuilt.rebuild_all().await);
     let expected = state(projection_of::<P>(&rebuilt));
     let mut rng = fastrand::Rng::with_seed(events.len() as u64);
@@ -253,7 +253,7 @@ pub async fn rebuild_equals_incremental<P, T>(
             let take = rng.usize(1..=rest.len());
             append_all(&incremental_store, &rest[..take]).await;
             rest = &rest[take..];
-            passed(coordinator.catch_up().await);
+            passed(coordinator.catch_up_all().await);
         }
         let actual = state(projection_of::<P>(&coordinator));
         assert_eq!(
@@ -279,7 +279,7 @@ pub async fn redelivery_changes_nothing<P, T>(
 {
     let (store, positioned) = stored(events).await;
     let mut coordinator = single(make(), &store, 100).await;
-    passed(coordinator.catch_up().await);
+    passed(coordinator.catch_up_all().await);
     let expected = state(projection_of::<P>(&coordinator));
     let _ = coordinator.dispatch_events(&positioned).await;
     assert_eq!(

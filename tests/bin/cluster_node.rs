@@ -2,7 +2,7 @@
 //! that start, pause, kill and stop several of them (`tests/cluster_processes.rs`).
 //!
 //! It runs the counting projections of `common::nodes` (transactional, on
-//! `PgTransactionUnit`) as node `NODE_ID` of a cluster coordinated through `SCHEMA`, and
+//! `PostgreSQLTransactionUnit`) as node `NODE_ID` of a cluster coordinated through `SCHEMA`, and
 //! reports on stdout, one line each: `ready` once its coordinator runs, `status <json>` each
 //! time a projection's worker publishes, and `left` after a graceful shutdown.
 //!
@@ -24,9 +24,9 @@ use nodes::{Count0, Count1, Count2, Count3, Count4, Count5, Counting, Sequenced}
 use projections::ProjectionRegistry;
 use projections::cluster::ClusterNode;
 use projections::coordinator::{InfrastructureBackoff, ProjectionCoordinator};
-use projections::postgres::{PostgresEventStore, Schema};
+use projections::postgres::{PostgreSQLEventStore, Schema};
 use projections::runner::Partition;
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use sqlx::postgres::PgPoolOptions;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -98,7 +98,7 @@ async fn run(options: Options) -> Result<(), Error> {
         .acquire_timeout(Duration::from_secs(5))
         .connect(&options.url)
         .await?;
-    let unit = Arc::new(PgTransactionUnit::with_schema(
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
         pool.clone(),
         &options.schema,
     ));
@@ -133,7 +133,7 @@ async fn run(options: Options) -> Result<(), Error> {
         .schema(&options.schema)
         .lease(options.lease)
         .heartbeat(options.heartbeat);
-    let store = Arc::new(PostgresEventStore::with_schema(
+    let store = Arc::new(PostgreSQLEventStore::with_schema(
         pool,
         options.schema.clone(),
     ));

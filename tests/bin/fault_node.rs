@@ -6,7 +6,7 @@
 //! - `handled <projection> <position>` at each handler call, `panicking ledger <position>`
 //!   before the poison panic (modes that announce).
 //!
-//! Modes (every projection transactional, one transaction per batch, on `PgTransactionUnit`):
+//! Modes (every projection transactional, one transaction per batch, on `PostgreSQLTransactionUnit`):
 //! - `stop-on-poison`: `ledger`, failing on the poison tick, no retries, `FailurePolicy::Stop`;
 //! - `panic-on-poison`: `ledger`, panicking on the poison tick, no retries, dead letters; and
 //!   `steady`, beside it;
@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use faults::{Ledger, OnPoison, Steady};
 use projections::coordinator::{InfrastructureBackoff, ProjectionCoordinator};
-use projections::postgres::PostgresEventStore;
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::postgres::PostgreSQLEventStore;
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{FailurePolicy, NoRetryPolicy, ProjectionRegistry};
 use sqlx::postgres::PgPoolOptions;
 
@@ -46,7 +46,7 @@ async fn main() -> Result<(), Error> {
         .acquire_timeout(Duration::from_secs(2))
         .connect(&url)
         .await?;
-    let unit = Arc::new(PgTransactionUnit::new(pool.clone()));
+    let unit = Arc::new(PostgreSQLTransactionUnit::new(pool.clone()));
     let mut registry = ProjectionRegistry::new();
     let mut batch_size = 20;
     match mode.as_str() {
@@ -76,7 +76,7 @@ async fn main() -> Result<(), Error> {
         other => return Err(format!("unknown mode `{other}`").into()),
     }
 
-    let store = Arc::new(PostgresEventStore::new(pool));
+    let store = Arc::new(PostgreSQLEventStore::new(pool));
     let handle = ProjectionCoordinator::new(registry, store)
         .batch_size(batch_size)
         .poll_interval(Duration::from_millis(50))

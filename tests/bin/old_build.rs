@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use projections::coordinator::ProjectionCoordinator;
-use projections::postgres::{PostgresEventStore, Schema};
-use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+use projections::postgres::{PostgreSQLEventStore, Schema};
+use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 use projections::{Envelope, Event, NoRetryPolicy, PgConnection, ProjectionRegistry, projection};
 use serde::{Deserialize, Serialize};
 
@@ -56,16 +56,19 @@ async fn main() -> Result<(), Error> {
     let expected: usize = expected.parse()?;
     let schema = Schema::named(&name)?;
     let pool = sqlx::PgPool::connect(&url).await?;
-    let unit = Arc::new(PgTransactionUnit::with_schema(pool.clone(), &schema));
+    let unit = Arc::new(PostgreSQLTransactionUnit::with_schema(
+        pool.clone(),
+        &schema,
+    ));
     let runner = TransactionalRunner::new(Cards { schema: name }, unit).retry_policy(NoRetryPolicy);
     let mut registry = ProjectionRegistry::new();
     registry.register(runner)?;
-    let store = Arc::new(PostgresEventStore::with_schema(pool, schema));
+    let store = Arc::new(PostgreSQLEventStore::with_schema(pool, schema));
     let mut coordinator = ProjectionCoordinator::new(registry, store);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead_lettered = 0;
     while dead_lettered < expected && Instant::now() < deadline {
-        let report = coordinator.catch_up().await?;
+        let report = coordinator.catch_up_all().await?;
         for projection in &report.projections {
             if let Some(error) = &projection.error {
                 eprintln!("{}: {error}", projection.name);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use projections::postgres::{PostgresEventStore, migrate};
+use projections::postgres::{PostgreSQLEventStore, migrate};
 use projections::store::AppendError;
 use projections::{
     AnyEvent, Envelope, Event, EventStore, ExpectedVersion, PgConnection, StorageError, projection,
@@ -63,7 +63,7 @@ pub fn audited(n: i64) -> AnyEvent {
 /// Appends ticks `ns`, `per_append` to an append (each append a new aggregate); returns the
 /// last position.
 pub async fn append_ticks(
-    store: &PostgresEventStore,
+    store: &PostgreSQLEventStore,
     ns: impl IntoIterator<Item = i64>,
     per_append: usize,
 ) -> Result<u64, AppendError> {

@@ -19,7 +19,7 @@ pub fn database_url() -> String {
 pub struct Fixture {
     pub pool: PgPool,
     pub schema: Schema,
-    pub store: std::sync::Arc<projections::postgres::PostgresEventStore>,
+    pub store: std::sync::Arc<projections::postgres::PostgreSQLEventStore>,
 }
 
 impl Fixture {
@@ -38,7 +38,7 @@ impl Fixture {
         super::nodes::prepare(&pool, &schema)
             .await
             .unwrap_or_else(|e| panic!("cannot prepare {name}: {e}"));
-        let store = std::sync::Arc::new(projections::postgres::PostgresEventStore::with_schema(
+        let store = std::sync::Arc::new(projections::postgres::PostgreSQLEventStore::with_schema(
             pool.clone(),
             schema.clone(),
         ));

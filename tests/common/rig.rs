@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use projections::postgres::PostgresEventStore;
+use projections::postgres::PostgreSQLEventStore;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -56,7 +56,7 @@ impl Rig {
     }
 
     /// The event store on the pool.
-    pub fn store(&self) -> PostgresEventStore {
-        PostgresEventStore::new(self.pool.clone())
+    pub fn store(&self) -> PostgreSQLEventStore {
+        PostgreSQLEventStore::new(self.pool.clone())
     }
 }

@@ -143,10 +143,10 @@ impl Storage {
     }
 
     /// The PostgreSQL database at `url`, migrated (tables in the connection's
-    /// `search_path`); see [`PostgresEventStore::connect`](crate::postgres::PostgresEventStore::connect).
+    /// `search_path`); see [`PostgreSQLEventStore::connect`](crate::postgres::PostgreSQLEventStore::connect).
     #[cfg(feature = "postgres")]
     pub async fn postgres(url: &str) -> Result<Self, ConnectError> {
-        let store = crate::postgres::PostgresEventStore::connect(url)
+        let store = crate::postgres::PostgreSQLEventStore::connect(url)
             .await
             .map_err(ConnectError::Postgres)?;
         let pool = store.pool().clone();

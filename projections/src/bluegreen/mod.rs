@@ -15,7 +15,7 @@
 //!
 //! | | a version's tables | the stable views | handlers write to |
 //! |---|---|---|---|
-//! | PostgreSQL (`PgReadModelVersions`, feature `postgres`) | schema `<serving>_v<N>` | schema `<serving>`, one view per table | unqualified names: each batch runs with `SET LOCAL search_path` to the version's schema |
+//! | PostgreSQL (`PostgreSQLReadModelVersions`, feature `postgres`) | schema `<serving>_v<N>` | schema `<serving>`, one view per table | unqualified names: each batch runs with `SET LOCAL search_path` to the version's schema |
 //! | SQLite (`SqliteReadModelVersions`, feature `sqlite`) | tables `<table>_v<N>` in the same file | view `<table>` | the version's own names (`orders_v2`), written in that version's code |
 //!
 //! **The switch.** [`BlueGreen::promote`] waits until the new version's worker is live, then
@@ -36,13 +36,13 @@
 //! # async fn deploy<P>(pool: sqlx::PgPool, store: std::sync::Arc<dyn projections::EventStore>, orders_v2: P) -> Result<(), Box<dyn std::error::Error>>
 //! # where P: projections::DatabaseProjection<Connection = projections::PgConnection> + 'static {
 //! use std::time::Duration;
-//! use projections::bluegreen::{BlueGreen, PgReadModelVersions};
+//! use projections::bluegreen::{BlueGreen, PostgreSQLReadModelVersions};
 //! use projections::coordinator::ProjectionCoordinator;
 //! use projections::postgres::Schema;
 //! use projections::ProjectionRegistry;
 //!
 //! // Checkpoints in `app`; readers query the views in schema `orders`.
-//! let versions = PgReadModelVersions::new(pool, Schema::named("app")?, Schema::named("orders")?)?;
+//! let versions = PostgreSQLReadModelVersions::new(pool, Schema::named("app")?, Schema::named("orders")?)?;
 //! let orders = std::sync::Arc::new(BlueGreen::new(versions, "orders"));
 //!
 //! let mut registry = ProjectionRegistry::new();
@@ -70,7 +70,11 @@ pub use role::{VersionRole, VersionStatus, versioned_name};
 pub use versions::{ReadModelVersions, Switch};
 
 #[cfg(feature = "postgres")]
-pub use postgres::PgReadModelVersions;
+pub use postgres::PostgreSQLReadModelVersions;
+/// The former name of [`PostgreSQLReadModelVersions`].
+#[cfg(feature = "postgres")]
+#[deprecated(note = "renamed `PostgreSQLReadModelVersions`, like the other PostgreSQL types")]
+pub type PgReadModelVersions = PostgreSQLReadModelVersions;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteReadModelVersions;
 

@@ -7,7 +7,7 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction};
 use super::{ReadModelVersions, Switch, VersionRole, invalid, quote, versioned_name};
 use crate::postgres::Schema;
 use crate::storage::{BoxFuture, StorageError};
-use crate::transactional::PgTransactionUnit;
+use crate::transactional::PostgreSQLTransactionUnit;
 
 /// The versions of blue/green projections in PostgreSQL.
 ///
@@ -22,13 +22,13 @@ use crate::transactional::PgTransactionUnit;
 ///
 /// One serving schema per projection: its views are the projection's.
 #[derive(Debug, Clone)]
-pub struct PgReadModelVersions {
+pub struct PostgreSQLReadModelVersions {
     pool: PgPool,
     schema: Schema,
     serving: String,
 }
 
-impl PgReadModelVersions {
+impl PostgreSQLReadModelVersions {
     /// Versions on `pool`, with the crate's tables in `schema` and the stable views in
     /// `serving`, which must be a named schema ([`StorageError::Invalid`] otherwise, or when
     /// `<serving>_v<N>` would be too long for a schema name: keep it under 50 characters).
@@ -158,7 +158,7 @@ fn version_i32(version: u32) -> Result<i32, StorageError> {
     i32::try_from(version).map_err(|_| invalid(format!("version {version} is too large")))
 }
 
-impl PgReadModelVersions {
+impl PostgreSQLReadModelVersions {
     async fn prepare_now(
         &self,
         projection: &str,
@@ -350,8 +350,8 @@ impl PgReadModelVersions {
     }
 }
 
-impl ReadModelVersions for PgReadModelVersions {
-    type Unit = PgTransactionUnit;
+impl ReadModelVersions for PostgreSQLReadModelVersions {
+    type Unit = PostgreSQLTransactionUnit;
 
     fn prepare<'a>(
         &'a self,
@@ -365,7 +365,7 @@ impl ReadModelVersions for PgReadModelVersions {
     fn unit(&self, _projection: &str, version: u32) -> Result<Arc<Self::Unit>, StorageError> {
         let schema = self.version_schema(version)?;
         Ok(Arc::new(
-            PgTransactionUnit::with_schema(self.pool.clone(), &self.schema)
+            PostgreSQLTransactionUnit::with_schema(self.pool.clone(), &self.schema)
                 .read_model_schema(&schema),
         ))
     }

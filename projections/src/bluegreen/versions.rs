@@ -30,7 +30,7 @@ pub enum Switch {
 }
 
 /// A database that keeps the versions of blue/green projections: PostgreSQL
-/// (`PgReadModelVersions`, feature `postgres`: a schema per version) and
+/// (`PostgreSQLReadModelVersions`, feature `postgres`: a schema per version) and
 /// SQLite (`SqliteReadModelVersions`, feature `sqlite`: tables
 /// named per version). Every method is one transaction.
 pub trait ReadModelVersions: Send + Sync + 'static {

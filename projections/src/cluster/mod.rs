@@ -33,7 +33,7 @@
 //!
 //! **What is guaranteed across nodes.** Transactional projections
 //! ([`TransactionalRunner`](crate::transactional::TransactionalRunner) on
-//! [`PgTransactionUnit`](crate::transactional::PgTransactionUnit)): every event's effect
+//! [`PostgreSQLTransactionUnit`](crate::transactional::PostgreSQLTransactionUnit)): every event's effect
 //! exactly once, whatever dies when. Projections with [`Repositories`](crate::runner::Repositories)
 //! (handlers without the batch's connection) are **at least once across a handover**: a node
 //! only starts a batch while it holds the lease, but a paused node may finish the batch it

@@ -366,7 +366,7 @@ impl ProjectionCoordinator {
     ///
     /// Refuses to start as [`start`](Self::start) does; a projection's failure is in its
     /// report, not an error.
-    pub async fn catch_up(&mut self) -> Result<CatchUpReport, CoordinatorError> {
+    pub async fn catch_up_all(&mut self) -> Result<CatchUpReport, CoordinatorError> {
         refuse_if_ambiguous()?;
         let stores = self.worker_stores(self.registry.projection_count());
         let batch_size = self.batch_size;
@@ -393,6 +393,13 @@ impl ProjectionCoordinator {
             None => join_all(work, None).await,
         };
         Ok(CatchUpReport { projections })
+    }
+
+    /// The former name of [`catch_up_all`](Self::catch_up_all) (beside `catchup(name)`,
+    /// the Python library's name for one projection, it read as a typo).
+    #[deprecated(note = "renamed `catch_up_all`, as `rebuild_all`")]
+    pub async fn catch_up(&mut self) -> Result<CatchUpReport, CoordinatorError> {
+        self.catch_up_all().await
     }
 
     /// Catches up one projection from its checkpoint (no reset).
@@ -467,7 +474,7 @@ impl ProjectionCoordinator {
                 failed_resets.push((name, error));
             }
         }
-        let mut report = self.catch_up().await?;
+        let mut report = self.catch_up_all().await?;
         for (name, error) in failed_resets {
             if let Some(entry) = report.projections.iter_mut().find(|p| p.name == name) {
                 entry.error = Some(error);

@@ -4,11 +4,11 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use projections::postgres::{
-//!     PostgreSQLCheckpointRepository, PostgreSQLDLQRepository, PostgresEventStore,
+//!     PostgreSQLCheckpointRepository, PostgreSQLDLQRepository, PostgreSQLEventStore,
 //! };
 //!
 //! // Connects and applies the crate's migrations.
-//! let store = PostgresEventStore::connect("postgres://postgres@127.0.0.1/app").await?;
+//! let store = PostgreSQLEventStore::connect("postgres://postgres@127.0.0.1/app").await?;
 //! let checkpoints = PostgreSQLCheckpointRepository::new(store.pool().clone());
 //! let dead_letters = PostgreSQLDLQRepository::new(store.pool().clone());
 //! # Ok(()) }
@@ -28,7 +28,7 @@
 //! increase in the order readers see them, and a failed append leaves a gap (lag counts events,
 //! not position differences). Before it takes a position, each appending transaction registers
 //! itself with a shared advisory lock that carries a lower bound of its positions. Readers
-//! ([`PostgresEventStore`]'s `read_all`, `read_filtered`, `head_position`, `backlog`) read the sequence, then the
+//! ([`PostgreSQLEventStore`]'s `read_all`, `read_filtered`, `head_position`, `backlog`) read the sequence, then the
 //! registrations, and never pass the lowest bound: an append still in flight holds them back,
 //! and nothing else does. A long transaction that writes no events, in this database or
 //! another, delays no reader. `backlog` counts every committed event, and names the backend,
@@ -65,7 +65,10 @@ pub use dlq::{PostgreSQLDLQRepository, add_failed_event_in, mark_resolved_in, ma
 pub use migrate::{MIGRATIONS_TABLE, migrate, migrate_schema};
 pub use schema::Schema;
 pub use sqlx::{PgConnection, PgPool};
-pub use store::{ACQUIRE_TIMEOUT, PostgresEventStore, READ_WINDOW_PAGES};
+pub use store::{ACQUIRE_TIMEOUT, PostgreSQLEventStore, READ_WINDOW_PAGES};
+/// The former name of [`PostgreSQLEventStore`].
+#[deprecated(note = "renamed `PostgreSQLEventStore`, like the other PostgreSQL types")]
+pub type PostgresEventStore = PostgreSQLEventStore;
 
 /// The `LISTEN`/`NOTIFY` channel on which appends are announced, once committed, by the
 /// process that made them (appends in quick succession share one notification).
@@ -112,8 +115,8 @@ mod send_checks {
         spawnable(async move { migrate(&p).await });
         let p = pool.clone();
         spawnable(async move { migrate_schema(&p, &Schema::default()).await });
-        spawnable(async move { PostgresEventStore::connect("").await });
-        let store = PostgresEventStore::new(pool.clone());
+        spawnable(async move { PostgreSQLEventStore::connect("").await });
+        let store = PostgreSQLEventStore::new(pool.clone());
         spawnable(async move { store.stream_version(uuid::Uuid::nil()).await });
         let checkpoints = PostgreSQLCheckpointRepository::new(pool.clone());
         let dead_letters = PostgreSQLDLQRepository::new(pool.clone());

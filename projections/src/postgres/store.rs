@@ -21,7 +21,7 @@ use crate::store::{
     ReadPage, StoredEvent, UndecodableEvent, check_append,
 };
 
-/// How long [`PostgresEventStore::connect`]'s pool waits for a connection before failing.
+/// How long [`PostgreSQLEventStore::connect`]'s pool waits for a connection before failing.
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The event table.
@@ -150,15 +150,15 @@ mod column {
 /// metadata does not decode, comes back as [`StoredEvent::Undecodable`] with the whole row as
 /// JSON, never as an error of the read.
 #[derive(Clone)]
-pub struct PostgresEventStore {
+pub struct PostgreSQLEventStore {
     inner: Arc<Inner>,
     /// Projections applied inside each append's transaction.
     inline: Arc<[Arc<dyn super::inline::Inline>]>,
 }
 
-impl std::fmt::Debug for PostgresEventStore {
+impl std::fmt::Debug for PostgreSQLEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresEventStore")
+        f.debug_struct("PostgreSQLEventStore")
             .field("inner", &self.inner)
             .field(
                 "inline",
@@ -322,7 +322,7 @@ struct Horizon {
     holder: Option<Option<i32>>,
 }
 
-impl PostgresEventStore {
+impl PostgreSQLEventStore {
     /// A store on `pool`, with its tables in the connection's `search_path`. The tables must
     /// exist: see [`migrate`](super::migrate).
     pub fn new(pool: PgPool) -> Self {
@@ -365,10 +365,10 @@ impl PostgresEventStore {
     /// store once (a coordinator's `rebuild_projection` does both), then append again.
     ///
     /// ```no_run
-    /// # use projections::postgres::PostgresEventStore;
+    /// # use projections::postgres::PostgreSQLEventStore;
     /// # fn run<P: projections::DatabaseProjection<Connection = projections::PgConnection> + Clone + Send + Sync + 'static>(
     /// #     pool: sqlx::PgPool, order_totals: P) {
-    /// let store = PostgresEventStore::new(pool).inline(order_totals);
+    /// let store = PostgreSQLEventStore::new(pool).inline(order_totals);
     /// # }
     /// ```
     #[must_use]
@@ -897,7 +897,7 @@ impl PostgresEventStore {
     }
 }
 
-impl EventStore for PostgresEventStore {
+impl EventStore for PostgreSQLEventStore {
     fn append(
         &self,
         aggregate_id: Uuid,

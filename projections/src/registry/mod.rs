@@ -171,16 +171,27 @@ impl ProjectionRegistry {
         self.projections.iter_mut().find(|p| p.name() == name)
     }
 
-    /// The runner of the first projection of type `P`.
-    pub fn runner<P: Projection + 'static>(&self) -> Option<&ProjectionRunner<P>> {
+    /// The runner of the first projection of type `P` (a projection type, where
+    /// [`runner_of`](Self::runner_of) and [`runner_mut`](Self::runner_mut) take a runner type).
+    pub fn projection_runner<P: Projection + 'static>(&self) -> Option<&ProjectionRunner<P>> {
         self.projections
             .iter()
             .find_map(|p| p.as_any().downcast_ref::<ProjectionRunner<P>>())
     }
 
+    /// The former name of [`projection_runner`](Self::projection_runner).
+    #[deprecated(
+        note = "renamed `projection_runner`: it takes a projection type, where \
+                         `runner_of` and `runner_mut` take a runner type"
+    )]
+    pub fn runner<P: Projection + 'static>(&self) -> Option<&ProjectionRunner<P>> {
+        self.projection_runner::<P>()
+    }
+
     /// The first projection of type `P` (its read model).
     pub fn projection<P: Projection + 'static>(&self) -> Option<&P> {
-        self.runner::<P>().map(ProjectionRunner::projection)
+        self.projection_runner::<P>()
+            .map(ProjectionRunner::projection)
     }
 
     /// Delivers one event to the projections subscribed to its type and to the handlers that

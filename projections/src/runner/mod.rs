@@ -288,9 +288,9 @@ impl<P: DatabaseProjection, S> Runner<P, S> {
     /// ```no_run
     /// # use std::sync::Arc;
     /// # use projections::runner::Partition;
-    /// # use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+    /// # use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
     /// # fn run<P: projections::DatabaseProjection<Connection = projections::PgConnection> + Clone + 'static>(
-    /// #     projection: P, unit: Arc<PgTransactionUnit>, registry: &mut projections::ProjectionRegistry,
+    /// #     projection: P, unit: Arc<PostgreSQLTransactionUnit>, registry: &mut projections::ProjectionRegistry,
     /// # ) -> Result<(), Box<dyn std::error::Error>> {
     /// for partition in Partition::all(4)? {
     ///     registry.register(TransactionalRunner::new(projection.clone(), unit.clone()).partition(partition))?;

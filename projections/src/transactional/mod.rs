@@ -8,7 +8,11 @@ mod sqlite;
 mod unit;
 
 #[cfg(feature = "postgres")]
-pub use postgres::PgTransactionUnit;
+pub use postgres::PostgreSQLTransactionUnit;
+/// The former name of [`PostgreSQLTransactionUnit`].
+#[cfg(feature = "postgres")]
+#[deprecated(note = "renamed `PostgreSQLTransactionUnit`, like the other PostgreSQL types")]
+pub type PgTransactionUnit = PostgreSQLTransactionUnit;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTransactionUnit;
 pub use unit::TransactionUnit;

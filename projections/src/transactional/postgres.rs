@@ -14,14 +14,14 @@ use crate::storage::{BoxFuture, StorageError};
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// # use projections::transactional::{PgTransactionUnit, TransactionalRunner};
+/// # use projections::transactional::{PostgreSQLTransactionUnit, TransactionalRunner};
 /// # async fn run<P: projections::DatabaseProjection<Connection = projections::PgConnection>>(pool: sqlx::PgPool, projection: P) {
-/// let unit = Arc::new(PgTransactionUnit::new(pool));
+/// let unit = Arc::new(PostgreSQLTransactionUnit::new(pool));
 /// let runner = TransactionalRunner::new(projection, unit);
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct PgTransactionUnit {
+pub struct PostgreSQLTransactionUnit {
     pool: PgPool,
     checkpoints: Arc<PostgreSQLCheckpointRepository>,
     dead_letters: Arc<PostgreSQLDLQRepository>,
@@ -29,7 +29,7 @@ pub struct PgTransactionUnit {
     read_model: Option<String>,
 }
 
-impl PgTransactionUnit {
+impl PostgreSQLTransactionUnit {
     /// Transactions on `pool`, tables in the connection's `search_path`.
     pub fn new(pool: PgPool) -> Self {
         Self {
@@ -56,7 +56,7 @@ impl PgTransactionUnit {
     /// Runs every batch with `schema` first in the `search_path` (`SET LOCAL`, so only for
     /// that transaction): the handlers' unqualified table names resolve to the read model's
     /// tables in `schema`. This is how a blue/green version writes into its own schema
-    /// ([`PgReadModelVersions`](crate::bluegreen::PgReadModelVersions)). The crate's own
+    /// ([`PostgreSQLReadModelVersions`](crate::bluegreen::PostgreSQLReadModelVersions)). The crate's own
     /// tables are found as before: through the unit's schema, or the rest of the path.
     #[must_use]
     pub fn read_model_schema(mut self, schema: &Schema) -> Self {
@@ -78,7 +78,7 @@ fn conn<'a>(tx: &'a mut Transaction<'static, Postgres>) -> &'a mut PgConnection 
     tx
 }
 
-impl TransactionUnit for PgTransactionUnit {
+impl TransactionUnit for PostgreSQLTransactionUnit {
     type Connection = PgConnection;
     type Transaction = Transaction<'static, Postgres>;
 

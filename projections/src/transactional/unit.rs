@@ -10,7 +10,7 @@ use crate::storage::{BoxFuture, StorageError};
 /// transaction whose connection the handlers write through, and the checkpoint and
 /// dead-letter writes made inside that same transaction.
 ///
-/// The PostgreSQL implementation is `PgTransactionUnit` (feature `postgres`); tests may
+/// The PostgreSQL implementation is `PostgreSQLTransactionUnit` (feature `postgres`); tests may
 /// implement it to inject failures at each step.
 pub trait TransactionUnit: Send + Sync + 'static {
     /// The connection handlers receive.
