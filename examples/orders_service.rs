@@ -222,7 +222,7 @@ enum Backend {
 }
 
 impl Backend {
-    async fn migrate(self) -> Result<(), projections::BoxError> {
+    async fn migrate(self) -> Result<(), projections::projection::BoxError> {
         match self {
             Self::Sqlite(pool) => projections::sqlite::migrate(&pool).await?,
             #[cfg(feature = "postgres")]

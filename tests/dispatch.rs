@@ -5,9 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use projections::projection::UnhandledEventError;
 use projections::{
-    AnyEvent, Envelope, Event, HandlerError, Projection, SyncProjection, UnhandledEventError,
-    projection,
+    AnyEvent, Envelope, Event, HandlerError, Projection, SyncProjection, projection,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -71,7 +71,7 @@ impl Cards {
         &mut self,
         conn: &mut PgConnection,
         event: &Envelope<GiftCardLoaded>,
-    ) -> Result<(), projections::BoxError> {
+    ) -> Result<(), projections::projection::BoxError> {
         let sql = format!(
             "UPDATE \"{}\".card_balances SET cents = cents + $2 WHERE card = $1",
             self.schema
@@ -255,7 +255,7 @@ impl OrderedCards {
         &mut self,
         conn: &mut PgConnection,
         event: &Envelope<GiftCardLoaded>,
-    ) -> Result<(), projections::BoxError> {
+    ) -> Result<(), projections::projection::BoxError> {
         if event.cents == 5000 && self.broken.load(Ordering::SeqCst) {
             return Err("a load this build cannot read".into());
         }

@@ -9,10 +9,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use common::{Balances, Tally, deposit, positioned, rename, withdraw};
+use projections::registry::AsyncEventHandler;
 use projections::registry::DuplicateProjection;
 use projections::{
-    AnyEvent, AsyncEventHandler, HandlerError, NoRetryPolicy, ProjectionRegistry, ProjectionRunner,
-    SubscriberRegistry,
+    AnyEvent, HandlerError, NoRetryPolicy, ProjectionRegistry, ProjectionRunner, SubscriberRegistry,
 };
 use uuid::Uuid;
 

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use common::{Deposited, Withdrawn, deposit, positioned};
 use projections::checkpoint::CheckpointUpdate;
 use projections::dlq::FailedEvent;
+use projections::projection::Injectable;
 use projections::runner::{EventOrder, RunnerError};
 use projections::storage::BoxFuture;
 use projections::transactional::{TransactionUnit, TransactionalRunner};
 use projections::{
     AnyEvent, CheckpointRepository, DLQRepository, DLQStatus, Envelope,
     ExponentialBackoffRetryPolicy, FailurePolicy, InMemoryCheckpointRepository,
-    InMemoryDLQRepository, Injectable, NoRetryPolicy, RetryConfig, StorageError, projection,
+    InMemoryDLQRepository, NoRetryPolicy, RetryConfig, StorageError, projection,
 };
 use uuid::Uuid;
 

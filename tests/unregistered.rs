@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use projections::coordinator::{ProjectionCoordinator, WorkerState};
+use projections::projection::UnregisteredEventPolicy;
 use projections::runner::Repositories;
 use projections::{
     AnyEvent, DLQRepository, Envelope, Event, EventStore, ExpectedVersion, FailurePolicy,
     HandlerError, InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore,
-    Projection, ProjectionRegistry, ProjectionRunner, UnregisteredEventPolicy, projection,
+    Projection, ProjectionRegistry, ProjectionRunner, projection,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

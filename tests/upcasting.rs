@@ -165,7 +165,9 @@ fn an_upcaster_that_fails_is_a_decode_error_naming_it() {
 
 #[test]
 fn a_registry_made_by_hand_reports_gaps_and_duplicates() {
-    fn step(payload: serde_json::Value) -> Result<serde_json::Value, projections::BoxError> {
+    fn step(
+        payload: serde_json::Value,
+    ) -> Result<serde_json::Value, projections::projection::BoxError> {
         Ok(payload)
     }
     let mut registry = EventRegistry::new();

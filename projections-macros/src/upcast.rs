@@ -183,7 +183,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 
             fn step(
                 payload: #private::serde_json::Value,
-            ) -> ::core::result::Result<#private::serde_json::Value, ::projections::BoxError> {
+            ) -> ::core::result::Result<#private::serde_json::Value, ::projections::projection::BoxError> {
                 #step
             }
 

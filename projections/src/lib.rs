@@ -41,11 +41,11 @@ pub use event::{
 };
 pub use failure::FailureKind;
 pub use memory::{InMemoryCheckpointRepository, InMemoryDLQRepository, InMemoryEventStore};
-pub use projection::{
-    AsyncEventHandler, BoxError, DatabaseProjection, EventHandler, EventSubscriber, HandlerError,
-    HandlerInfo, Injectable, IntoHandlerResult, NoConnection, Projection, SyncEventHandler,
-    SyncProjection, UnhandledEventError, UnregisteredEventPolicy,
-};
+// What a user must know, at the root: the three kinds of projection and the handler's error.
+// The rest of handling events is behind its module: `projection` (the connection a handler may
+// take, handler results, the unregistered-event policy) and `registry` (the push-mode handlers
+// of the `SubscriberRegistry`).
+pub use projection::{DatabaseProjection, HandlerError, Projection, SyncProjection};
 pub use projections_macros::Event;
 
 /// Declares a projection from an impl block: its `#[handles(E)]` methods become the dispatch
@@ -271,7 +271,7 @@ pub use sqlx::SqliteConnection;
 pub mod __private {
     pub use crate::event::upcast::{json_step, typed_step};
     pub use crate::event::{EventParam, EventRegistration, EventsParam, Upcaster};
-    pub use crate::projection::IntoHandlerResult;
+    pub use crate::projection::{HandlerInfo, IntoHandlerResult, UnregisteredEventPolicy};
     pub use inventory;
     pub use serde_json;
 
@@ -290,8 +290,8 @@ pub mod __private {
     pub const fn assert_event<E: crate::Event>() {}
 
     /// Checks, where the user wrote the type, that it may be injected.
-    pub const fn assert_injectable<C: crate::Injectable + ?Sized>() {}
+    pub const fn assert_injectable<C: crate::projection::Injectable + ?Sized>() {}
 
     /// Checks, where the user wrote the return type, that it is a handler result.
-    pub const fn assert_handler_result<R: crate::IntoHandlerResult>() {}
+    pub const fn assert_handler_result<R: crate::projection::IntoHandlerResult>() {}
 }

@@ -65,7 +65,7 @@ impl Balances {
     async fn deposited(
         &mut self,
         event: &Envelope<Deposited>,
-    ) -> Result<(), projections::BoxError> {
+    ) -> Result<(), projections::projection::BoxError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail_next > 0 {
             self.fail_next -= 1;
@@ -79,7 +79,7 @@ impl Balances {
     async fn withdrawn(
         &mut self,
         event: &Envelope<Withdrawn>,
-    ) -> Result<(), projections::BoxError> {
+    ) -> Result<(), projections::projection::BoxError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if event.amount == 13 {
             return Err(

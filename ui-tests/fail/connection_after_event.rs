@@ -1,6 +1,7 @@
 //! A handler's connection comes before the event: `(&mut self, conn, event)`.
 
-use projections::{Envelope, Event, NoConnection, projection};
+use projections::{Envelope, Event, projection};
+use projections::projection::{NoConnection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

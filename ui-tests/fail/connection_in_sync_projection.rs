@@ -1,7 +1,8 @@
 //! A `#[projection(sync)]` projection takes no connection: only async projections run inside
 //! the batch's transaction.
 
-use projections::{Envelope, Event, NoConnection, projection};
+use projections::{Envelope, Event, projection};
+use projections::projection::{NoConnection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

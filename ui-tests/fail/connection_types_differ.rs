@@ -1,7 +1,8 @@
 //! The handlers of one projection share one connection type: the runner holds one connection
 //! per batch.
 
-use projections::{Envelope, Event, NoConnection, projection};
+use projections::{Envelope, Event, projection};
+use projections::projection::{NoConnection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

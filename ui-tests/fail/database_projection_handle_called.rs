@@ -1,7 +1,8 @@
 //! `Projection::handle` runs a projection without a connection; a database projection is
 //! handled through `DatabaseProjection::handle`, by its `TransactionalRunner`.
 
-use projections::{AnyEvent, Envelope, Event, Injectable, Projection, projection};
+use projections::{AnyEvent, Envelope, Event, Projection, projection};
+use projections::projection::{Injectable};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

@@ -1,7 +1,8 @@
 //! A projection whose handlers take a connection is a database projection: it runs inside a
 //! `TransactionalRunner`, not as a plain `Projection`.
 
-use projections::{Envelope, Event, Injectable, ProjectionRegistry, projection};
+use projections::{Envelope, Event, ProjectionRegistry, projection};
+use projections::projection::{Injectable};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

@@ -1,6 +1,7 @@
 //! A handler takes one parameter before the event at most: the connection.
 
-use projections::{Envelope, Event, NoConnection, projection};
+use projections::{Envelope, Event, projection};
+use projections::projection::{NoConnection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

@@ -1,6 +1,7 @@
 //! Handlers with and without a connection parameter live in one projection.
 
-use projections::{DatabaseProjection, Envelope, Event, NoConnection, projection};
+use projections::{DatabaseProjection, Envelope, Event, projection};
+use projections::projection::{NoConnection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

@@ -1,6 +1,7 @@
 //! A `#[reset]` method may take the connection, like a handler.
 
-use projections::{DatabaseProjection, Envelope, Event, NoConnection, projection};
+use projections::{DatabaseProjection, Envelope, Event, projection};
+use projections::projection::{NoConnection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

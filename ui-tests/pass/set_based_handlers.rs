@@ -1,10 +1,8 @@
 //! Set-based handlers (`events: &[Envelope<E>]`) mix with per-event ones, in async, database
 //! and synchronous projections; `live_only` marks a handler that replays pass over.
 
-use projections::{
-    AnyEvent, DatabaseProjection, Envelope, Event, NoConnection, Projection, SyncProjection,
-    projection,
-};
+use projections::{AnyEvent, DatabaseProjection, Envelope, Event, Projection, SyncProjection, projection};
+use projections::projection::{NoConnection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize, Event)]

@@ -44,7 +44,7 @@ pub fn trait_impl(model: &Model, item: &ItemImpl) -> TokenStream {
         handle_items: handle_items(model),
         handle: quote! {
             #(#arms)*
-            ::projections::UnregisteredEventPolicy::#policy.apply(#name, #subscribed, event)
+            ::projections::projection::UnregisteredEventPolicy::#policy.apply(#name, #subscribed, event)
         },
         handle_set: handle_set_body(model),
         reset_items: reset_items(model),
@@ -109,7 +109,7 @@ fn emit(model: &Model, item: &ItemImpl, bodies: Bodies) -> TokenStream {
             #subscribed
         }
 
-        fn handlers(&self) -> &[::projections::HandlerInfo] {
+        fn handlers(&self) -> &[::projections::projection::HandlerInfo] {
             #handler_table
         }
 
@@ -279,7 +279,7 @@ fn handler_table(model: &Model) -> TokenStream {
         let takes_connection = h.connection.is_some();
         let (set_based, live_only) = (h.set_based, h.live_only);
         quote! {
-            ::projections::HandlerInfo {
+            ::projections::projection::HandlerInfo {
                 method: #method,
                 event_type: #event_type,
                 takes_connection: #takes_connection,

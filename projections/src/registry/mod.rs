@@ -4,6 +4,8 @@ mod erased;
 mod report;
 mod subscriber;
 
+/// The push-mode handlers a [`SubscriberRegistry`] holds (the Python library's names).
+pub use crate::projection::{AsyncEventHandler, EventHandler, EventSubscriber, SyncEventHandler};
 pub use erased::RegisteredProjection;
 pub use report::{DispatchReport, HandlerDispatch, ProjectionDispatch};
 pub use subscriber::{SubscriberId, SubscriberRegistry};
@@ -12,7 +14,7 @@ use tracing::Instrument;
 
 use crate::event::AnyEvent;
 use crate::join::join_all;
-use crate::projection::{EventHandler, Projection};
+use crate::projection::Projection;
 use crate::runner::{ProjectionRunner, RunnerError};
 use crate::storage::BoxFuture;
 use erased::{HandlerBox, RegisteredHandler};
