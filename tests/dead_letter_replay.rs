@@ -98,7 +98,7 @@ async fn a_replay_killed_in_its_handler_leaves_the_entry_unapplied_and_replayabl
     // The next process: the entry counts as not applied, health says so.
     let mut restarted = runner(Gated::default(), &storage);
     assert_eq!(restarted.dead_letter_count().await.unwrap(), 1);
-    assert_eq!(restarted.failed_events().await.unwrap()[0].id, id);
+    assert_eq!(restarted.unresolved_dead_letters().await.unwrap()[0].id, id);
     let mut registry = ProjectionRegistry::new();
     registry
         .register(runner(Gated::default(), &storage))

@@ -655,7 +655,7 @@ async fn a_panic_in_a_synchronous_handler_is_that_events_failure() {
     let outcome = runner.handle_batch(&events).await.unwrap();
     assert_eq!((outcome.applied, outcome.dead_lettered.len()), (2, 1));
     assert_eq!(runner.projection().total, 3);
-    let dead = runner.failed_events().await.unwrap();
+    let dead = runner.unresolved_dead_letters().await.unwrap();
     assert!(
         dead[0]
             .error_message
@@ -708,6 +708,6 @@ async fn a_set_based_failure_is_narrowed_down_with_repositories() {
     // [7 events] fails; [1 2 3] commits; [4 13 6 7] fails; [4 13] fails; [4] commits;
     // [13 6 7] fails; [13] fails alone and is dead-lettered; [6 7] commits.
     assert_eq!(runner.projection().calls, [7, 3, 4, 2, 1, 3, 1, 2]);
-    let dead = runner.failed_events().await.unwrap();
+    let dead = runner.unresolved_dead_letters().await.unwrap();
     assert_eq!(dead[0].position, Some(5));
 }

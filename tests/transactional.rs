@@ -856,6 +856,40 @@ async fn per_aggregate_order_gathers_each_type_of_a_batch_in_one_call() {
     }
 }
 
+/// A batch that starts with the second type (its aggregate's first event was in the previous
+/// batch, as concurrent appends interleave) is still gathered: the types run in the order
+/// that keeps each aggregate's events in order, not the order they first appear.
+#[tokio::test]
+async fn per_aggregate_order_runs_the_types_in_the_order_the_aggregates_need() {
+    let db = Arc::new(FakeDb::default());
+    let (early, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let events = positioned(
+        vec![
+            deposit(early, 10),
+            // The second batch starts here.
+            common::withdraw(early, 1),
+            deposit(a, 10),
+            deposit(b, 20),
+            common::withdraw(b, 2),
+            common::withdraw(a, 3),
+        ],
+        1,
+    );
+    let ledger = GatheredLedger::default();
+    let calls = ledger.calls.clone();
+    let mut runner = gathered_runner(&db, ledger);
+    runner.handle_batch(&events[..1]).await.unwrap();
+    calls.lock().unwrap().clear();
+    let outcome = runner.handle_batch(&events[1..]).await.unwrap();
+    assert_eq!((outcome.applied, outcome.checkpoint), (5, Some(6)));
+    // Every deposit before every withdrawal: `a` and `b` need it, `early` does not mind.
+    assert_eq!(*calls.lock().unwrap(), [("deposited", 2), ("withdrawn", 3)]);
+    assert_eq!(db.begins.load(Ordering::SeqCst), 2);
+    assert_eq!(db.balances()[&early], 9);
+    assert_eq!(db.balances()[&a], 7);
+    assert_eq!(db.balances()[&b], 18);
+}
+
 /// An aggregate whose events of two types interleave keeps its order: the batch runs in log
 /// order (runs of consecutive events only).
 #[tokio::test]

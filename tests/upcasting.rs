@@ -326,7 +326,7 @@ async fn an_event_whose_upcaster_fails_is_dead_lettered_and_the_rest_applied() {
     let outcome = runner.handle_batch(&events).await.unwrap();
     assert_eq!(outcome.applied, 2);
     assert_eq!(runner.projection().cents, 2);
-    let dead = runner.failed_events().await.unwrap();
+    let dead = runner.unresolved_dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].position, Some(2));
     assert!(

@@ -2,7 +2,7 @@
 -- aggregate (expected version: no stream), :batch events, announced with pg_notify.
 \set agg random(1, 9223372036854775807)
 WITH input AS (
-    SELECT gen_random_uuid() AS event_id, 'Order' AS aggregate_type,
+    SELECT projections_pgbench.event_id() AS event_id, 'Order' AS aggregate_type,
            'order.placed' AS event_type, 1 AS event_version,
            '{"order_id":"x","amount":1250,"lines":3}' AS payload, '{}' AS metadata,
            NULL::uuid AS tenant_id, NULL::text AS actor_id, gen_random_uuid() AS correlation_id,

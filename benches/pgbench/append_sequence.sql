@@ -6,7 +6,7 @@
 SELECT actual, first_position, last_position, appended
 FROM projections_pgbench_seq.projection_append(
     md5(:agg::text)::uuid, 0,
-    (SELECT array_agg(gen_random_uuid()) FROM generate_series(1, :batch)),
+    (SELECT array_agg(projections_pgbench.event_id()) FROM generate_series(1, :batch)),
     array_fill('Order'::text, ARRAY[:batch::integer]),
     array_fill('order.placed'::text, ARRAY[:batch::integer]),
     array_fill(1, ARRAY[:batch::integer]),

@@ -5,7 +5,9 @@
 #   benches/pgbench/run.sh [seconds per run, default 10] [rounds, default 2]
 #
 # BATCHES and CLIENTS (space-separated) choose the rows, for example
-# `BATCHES=1 CLIENTS=16 benches/pgbench/run.sh 10 4`; default "1 100" and "1 4 16".
+# `BATCHES=1 CLIENTS=16 benches/pgbench/run.sh 10 4`; default "1 100" and "1 4 16". IDS chooses
+# the event ids: `ordered` (default; time-ordered, as EventMetadata::new makes them) or
+# `random` (version 4, as before).
 #
 # Runs against $PGURL (default postgres://postgres@127.0.0.1:5432/test), in the schema
 # projections_pgbench, which it creates afresh (setup.sql). Scripts (pgbench -M prepared,
@@ -24,6 +26,10 @@ SECONDS_PER_RUN=${1:-10}
 ROUNDS=${2:-2}
 URL=${PGURL:-postgres://postgres@127.0.0.1:5432/test}
 psql -q "$URL" -f setup.sql >/dev/null 2>&1
+# The event ids every script inserts: time-ordered (as the store makes them) or random.
+IDS=${IDS:-ordered}
+psql -q -v ON_ERROR_STOP=1 "$URL" -c "CREATE FUNCTION projections_pgbench.event_id() RETURNS uuid
+    LANGUAGE sql VOLATILE AS 'SELECT projections_pgbench.${IDS}_event_id()'" >/dev/null
 # The designs: the crate's migrations, as migrate_schema applies them.
 migrations=../../projections/migrations
 for design in counter seq; do

@@ -56,3 +56,18 @@ ALTER TABLE indexed_events
 DROP INDEX indexed_events_txid_idx;
 
 DROP TABLE event_columns;
+
+-- Event ids. `ordered`, as EventMetadata::new makes them: time-ordered (UUID version 7, the
+-- milliseconds since the epoch in the first 48 bits, random bits after), so the event-id index
+-- grows at its end; `random`, as before (version 4). run.sh points event_id() at one of them
+-- (IDS=ordered by default, IDS=random).
+CREATE FUNCTION ordered_event_id() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+    SELECT encode(set_byte(overlay(uuid_send(gen_random_uuid())
+               PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                                 FROM 3)
+               FROM 1 FOR 6), 6, (get_byte(uuid_send(gen_random_uuid()), 6) & 15) | 112), 'hex')::uuid
+$$;
+CREATE FUNCTION random_event_id() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+    SELECT gen_random_uuid()
+$$;
+

@@ -199,7 +199,7 @@ async fn replay_all(
         .registry_mut()
         .get_mut(projection)
         .ok_or_else(|| unknown(projection))?;
-    let mut waiting = runner.reads().failed_events().await?;
+    let mut waiting = runner.reads().unresolved_dead_letters().await?;
     // In position order: the order the events had in the store.
     waiting.sort_by_key(|e| (e.position.unwrap_or(u64::MAX), e.id));
     let (mut applied, mut failed) = (0, 0);

@@ -116,7 +116,7 @@ async fn rows(coordinator: &ProjectionCoordinator) -> Vec<Row> {
 
 async fn last_dead_letter_error(coordinator: &ProjectionCoordinator, name: &str) -> Option<String> {
     let reads = coordinator.registry().get(name)?.reads();
-    let entries = reads.failed_events().await.ok()?;
+    let entries = reads.unresolved_dead_letters().await.ok()?;
     entries
         .into_iter()
         // The latest; of several at once, the first recorded (the cause of the others).

@@ -652,7 +652,7 @@ impl Worker {
         let ids = match entry_id {
             Some(id) => vec![id],
             None => {
-                let mut entries = self.reads.failed_events().await?;
+                let mut entries = self.reads.unresolved_dead_letters().await?;
                 entries.sort_by_key(|e| (e.position.unwrap_or(u64::MAX), e.id));
                 entries.into_iter().map(|e| e.id).collect()
             }

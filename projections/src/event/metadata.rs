@@ -16,7 +16,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct EventMetadata {
-    /// Unique id of this event.
+    /// Unique id of this event. [`EventMetadata::new`] makes a time-ordered one (UUID version
+    /// 7), so that a store's index of event ids grows at its end instead of at random pages.
     pub event_id: Uuid,
     /// The wire name of the payload type.
     pub event_type: String,
@@ -65,7 +66,9 @@ impl EventMetadata {
         aggregate_type: impl Into<String>,
     ) -> Self {
         Self {
-            event_id: Uuid::new_v4(),
+            // Time-ordered: appends of fresh events write the event-id index at its end, which
+            // PostgreSQL does with far fewer page writes than at random places.
+            event_id: Uuid::now_v7(),
             event_type: event_type.into(),
             event_version,
             occurred_at: to_microseconds(Utc::now()),

@@ -4,10 +4,13 @@
 //! A batch of orders placed and shipped reads `placed A, shipped A, placed B, shipped B, ..`:
 //! its runs of consecutive events of one type are one event long, and a set-based handler
 //! gains nothing. When the projection says that only each aggregate's own order matters, the
-//! runner may instead hand each handler all the events of its type in the batch, types in the
-//! order they first appear, provided every aggregate's events keep their order (here every
-//! `placed` comes before its `shipped`). When they would not (an aggregate's events of two
-//! types interleave, `placed A, shipped A, placed A`), the batch runs in log order.
+//! runner may instead hand each handler all the events of its type in the batch, provided
+//! every aggregate's events keep their order (here every `placed` comes before its `shipped`).
+//! The types go in an order that keeps every aggregate's events in order, the order they first
+//! appear where nothing decides: a batch that starts with `shipped Z` (its `placed Z` in the
+//! previous batch, as concurrent appends interleave) still runs every `placed` first. When no
+//! order of the types would do (an aggregate's events of two types interleave, `placed A,
+//! shipped A, placed A`), the batch runs in log order.
 //!
 //! Only with an atomic commit strategy (one transaction per batch): the gathered batch commits
 //! whole or not at all, so the checkpoint never claims an event whose effect is missing. When
@@ -58,6 +61,9 @@ fn plan<'a, T: BatchItem>(
     let mut groups: Vec<(&'static str, Vec<&'a AnyEvent>)> = Vec::new();
     // Per aggregate: the group of its last event so far.
     let mut last_group: HashMap<Uuid, usize> = HashMap::new();
+    // Per group: the groups that must run after it (an aggregate has an event of this group
+    // followed by one of that group).
+    let mut before: Vec<Vec<usize>> = Vec::new();
     let mut previous: Option<u64> = None;
     for item in &events[from..until] {
         let event = item.decoded().ok()?;
@@ -76,22 +82,48 @@ fn plan<'a, T: BatchItem>(
                     Some(group) => group,
                     None => {
                         groups.push((event.event_type(), Vec::new()));
+                        before.push(Vec::new());
                         groups.len() - 1
                     }
                 };
                 let aggregate = event.metadata().aggregate_id;
-                if last_group
-                    .insert(aggregate, group)
-                    .is_some_and(|before| before > group)
+                if let Some(earlier) = last_group.insert(aggregate, group)
+                    && earlier != group
+                    && !before[earlier].contains(&group)
                 {
-                    return None;
+                    before[earlier].push(group);
                 }
                 groups[group].1.push(event);
             }
             _ => return None,
         }
     }
+    let order = run_order(&before)?;
+    let mut slots: Vec<Option<_>> = groups.into_iter().map(Some).collect();
+    let groups = order.into_iter().filter_map(|g| slots[g].take()).collect();
     Some(Plan { groups })
+}
+
+/// An order of the groups `0..before.len()` in which each group runs before every group listed
+/// in `before[group]`, taking the lowest group whose predecessors have all run at each step (so
+/// the order of first appearance where no aggregate decides); `None` when the constraints make
+/// a cycle.
+fn run_order(before: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let mut waiting_on = vec![0usize; before.len()];
+    for next in before.iter().flatten() {
+        waiting_on[*next] += 1;
+    }
+    let mut order = Vec::with_capacity(before.len());
+    let mut done = vec![false; before.len()];
+    while order.len() < before.len() {
+        let ready = (0..before.len()).find(|&g| !done[g] && waiting_on[g] == 0)?;
+        done[ready] = true;
+        order.push(ready);
+        for next in &before[ready] {
+            waiting_on[*next] -= 1;
+        }
+    }
+    Some(order)
 }
 
 impl<P, S> Runner<P, S>
@@ -203,5 +235,28 @@ where
         outcome.not_subscribed += not_subscribed;
         outcome.other_tenant += other_tenant;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_order;
+
+    #[test]
+    fn groups_keep_first_appearance_where_nothing_decides() {
+        assert_eq!(run_order(&[vec![], vec![], vec![]]), Some(vec![0, 1, 2]));
+    }
+
+    #[test]
+    fn a_group_that_an_aggregate_needs_first_runs_first() {
+        // Group 1 (first seen second) must run before group 0.
+        assert_eq!(run_order(&[vec![], vec![0]]), Some(vec![1, 0]));
+        assert_eq!(run_order(&[vec![2], vec![0], vec![]]), Some(vec![1, 0, 2]));
+    }
+
+    #[test]
+    fn constraints_that_make_a_cycle_have_no_order() {
+        assert_eq!(run_order(&[vec![1], vec![0]]), None);
+        assert_eq!(run_order(&[vec![1], vec![2], vec![0]]), None);
     }
 }

@@ -660,18 +660,26 @@ where
 
     /// The dead-letter entries of this projection whose event is not applied, oldest first:
     /// `failed`, and `retrying` (a replay under way, or one that was interrupted).
+    pub fn unresolved_dead_letters(
+        &self,
+    ) -> impl Future<Output = Result<Vec<crate::dlq::DLQEntry>, RunnerError>> + Send + 'static {
+        reads::unresolved_dead_letters(self.storage.dead_letters(), self.name.clone())
+    }
+
+    /// Former name of [`unresolved_dead_letters`](Self::unresolved_dead_letters).
+    #[deprecated(note = "renamed `unresolved_dead_letters`, like the other `dead_letter` methods")]
     pub fn failed_events(
         &self,
     ) -> impl Future<Output = Result<Vec<crate::dlq::DLQEntry>, RunnerError>> + Send + 'static {
-        reads::failed_events(self.storage.dead_letters(), self.name.clone())
+        self.unresolved_dead_letters()
     }
 
     /// The number of dead-letter entries of this projection whose event is not applied (as
-    /// [`failed_events`](Self::failed_events)).
+    /// [`unresolved_dead_letters`](Self::unresolved_dead_letters)).
     pub fn dead_letter_count(
         &self,
     ) -> impl Future<Output = Result<u64, RunnerError>> + Send + 'static {
-        let failed = self.failed_events();
+        let failed = self.unresolved_dead_letters();
         async move { Ok(failed.await?.len() as u64) }
     }
 

@@ -45,7 +45,8 @@ where
         if self.on_failure != FailurePolicy::ParkAggregate {
             return Ok(());
         }
-        let entries = reads::failed_events(self.storage.dead_letters(), self.name.clone()).await?;
+        let entries =
+            reads::unresolved_dead_letters(self.storage.dead_letters(), self.name.clone()).await?;
         self.parked.extend(
             entries
                 .iter()
@@ -65,11 +66,12 @@ where
 
     /// The entries of `aggregate` whose event is not applied, in position order.
     async fn parked_entries(&mut self, aggregate: Uuid) -> Result<Vec<DLQEntry>, RunnerError> {
-        let mut entries = reads::failed_events(self.storage.dead_letters(), self.name.clone())
-            .await?
-            .into_iter()
-            .filter(|e| entry_aggregate(&e.event_data) == Some(aggregate))
-            .collect::<Vec<_>>();
+        let mut entries =
+            reads::unresolved_dead_letters(self.storage.dead_letters(), self.name.clone())
+                .await?
+                .into_iter()
+                .filter(|e| entry_aggregate(&e.event_data) == Some(aggregate))
+                .collect::<Vec<_>>();
         entries.sort_by_key(|e| (e.position.unwrap_or(u64::MAX), e.id));
         Ok(entries)
     }

@@ -54,7 +54,7 @@ pub(crate) async fn lag_metrics(
 
 /// The entries of projection `name` whose event is not applied: `failed`, and `retrying` (a
 /// replay under way, or one that was interrupted and left its entry so), oldest first.
-pub(crate) async fn failed_events(
+pub(crate) async fn unresolved_dead_letters(
     dead_letters: Arc<dyn DLQRepository>,
     name: String,
 ) -> Result<Vec<DLQEntry>, RunnerError> {
@@ -123,14 +123,20 @@ impl RunnerReads {
 
     /// Dead-letter entries whose event is not applied (`failed`, or `retrying`: a replay
     /// under way or interrupted), oldest first.
+    pub async fn unresolved_dead_letters(&self) -> Result<Vec<DLQEntry>, RunnerError> {
+        unresolved_dead_letters(Arc::clone(&self.dead_letters), self.name.clone()).await
+    }
+
+    /// Former name of [`unresolved_dead_letters`](Self::unresolved_dead_letters).
+    #[deprecated(note = "renamed `unresolved_dead_letters`, like the other `dead_letter` methods")]
     pub async fn failed_events(&self) -> Result<Vec<DLQEntry>, RunnerError> {
-        failed_events(Arc::clone(&self.dead_letters), self.name.clone()).await
+        self.unresolved_dead_letters().await
     }
 
     /// The number of dead-letter entries whose event is not applied (as
-    /// [`failed_events`](Self::failed_events)).
+    /// [`unresolved_dead_letters`](Self::unresolved_dead_letters)).
     pub async fn dead_letter_count(&self) -> Result<u64, RunnerError> {
-        Ok(self.failed_events().await?.len() as u64)
+        Ok(self.unresolved_dead_letters().await?.len() as u64)
     }
 
     /// The checkpoint repository.
