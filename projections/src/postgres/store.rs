@@ -1063,8 +1063,9 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
     let event_type: String = row.try_get(column::EVENT_TYPE).map_err(backend)?;
     let event_version: i32 = row.try_get(column::EVENT_VERSION).map_err(backend)?;
     let aggregate_version: i64 = row.try_get(column::AGGREGATE_VERSION).map_err(backend)?;
-    let metadata_text: String = row.try_get(column::METADATA).map_err(backend)?;
-    let payload: String = row.try_get(column::PAYLOAD).map_err(backend)?;
+    // Borrowed from the row: decoded from there, never kept.
+    let metadata_text: &str = row.try_get(column::METADATA).map_err(backend)?;
+    let payload: &str = row.try_get(column::PAYLOAD).map_err(backend)?;
 
     let undecodable = |event_type: String, error: DecodeError| {
         StoredEvent::Undecodable(UndecodableEvent {
@@ -1107,7 +1108,7 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
             return Ok(undecodable(event_type, error));
         }
     };
-    let extra: BTreeMap<String, serde_json::Value> = match serde_json::from_str(&metadata_text) {
+    let extra: BTreeMap<String, serde_json::Value> = match serde_json::from_str(metadata_text) {
         Ok(map) => map,
         Err(error) => {
             let error = malformed(
@@ -1132,10 +1133,13 @@ fn decode_row(row: &PgRow) -> Result<StoredEvent, StorageError> {
         metadata: extra,
         position: Some(position),
     };
-    let event_type_on_error = metadata.event_type.clone();
-    match EventRegistry::global().decode_str(metadata, &payload) {
+    match EventRegistry::global().decode_str(metadata, payload) {
         Ok(event) => Ok(StoredEvent::Event(event)),
-        Err(error) => Ok(undecodable(event_type_on_error, error)),
+        // The type read again rather than copied for every row in case it fails.
+        Err(error) => {
+            let event_type: String = row.try_get(column::EVENT_TYPE).map_err(backend)?;
+            Ok(undecodable(event_type, error))
+        }
     }
 }
 
