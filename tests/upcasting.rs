@@ -69,6 +69,24 @@ fn quantity_added(mut payload: serde_json::Value) -> serde_json::Value {
     payload
 }
 
+/// Version 2; version 1 had no unit. Its upcaster panics on a negative weight (a bug in user
+/// code, which must not take the reader down).
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(aggregate = "Parcel", version = 2)]
+struct ParcelWeighed {
+    weight: i64,
+    unit: String,
+}
+
+#[upcast(ParcelWeighed, from = 1)]
+fn unit_added(mut payload: serde_json::Value) -> serde_json::Value {
+    if payload["weight"].as_i64().is_some_and(|w| w < 0) {
+        panic!("a negative weight");
+    }
+    payload["unit"] = "g".into();
+    payload
+}
+
 fn v1() -> serde_json::Value {
     serde_json::json!({ "customer_id": "ada", "total": 1200 })
 }
@@ -289,6 +307,101 @@ async fn stored_versions_1_and_2_read_back_as_version_3_from_postgres() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_upcast(&events);
+    sqlx::query(&format!("DROP SCHEMA {} CASCADE", schema.name().unwrap()))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn an_upcaster_that_panics_is_a_decode_error_not_a_panic() {
+    let metadata = EventMetadata::new(ParcelWeighed::EVENT_TYPE, 1, Uuid::new_v4(), "Parcel");
+    let error = EventRegistry::global()
+        .decode_str(metadata, r#"{ "weight": -3 }"#)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, DecodeError::Upcast { from: 1, .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("unit_added") && message.contains("panicked: a negative weight"),
+        "{message}"
+    );
+}
+
+/// In a page of a thousand upcast rows read from PostgreSQL, a row whose upcaster panics is that
+/// event's failure alone: the read returns, every other event decodes, in order.
+#[tokio::test]
+async fn a_panicking_upcaster_fails_its_event_only_and_the_page_reads_whole() {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let pool = sqlx::PgPool::connect(&url)
+        .await
+        .expect("PostgreSQL must be running for this test (set DATABASE_URL)");
+    let schema = Schema::named(&format!("upcast_{}", Uuid::new_v4().simple())).unwrap();
+    projections::postgres::migrate_schema(&pool, &schema)
+        .await
+        .unwrap();
+    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
+    let parcel = Uuid::new_v4();
+    let events = (0..1_000)
+        .map(|n| {
+            Envelope::new(
+                parcel,
+                ParcelWeighed {
+                    weight: n,
+                    unit: "g".into(),
+                },
+            )
+            .into()
+        })
+        .collect();
+    store
+        .append(parcel, ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    // Every row rewritten as version 1; the 700th with a weight its upcaster panics on.
+    sqlx::query(&format!(
+        "UPDATE {0}.projection_events
+         SET event_version = 1,
+             payload = CASE WHEN aggregate_version = 700 THEN '{{\"weight\": -1}}'::jsonb
+                            ELSE payload - 'unit' END",
+        schema.name().unwrap()
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut page = Vec::new();
+    for _ in 0..600 {
+        page = store.read_all(0, 1_000).await.unwrap();
+        if page.len() == 1_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(page.len(), 1_000);
+    let positions: Vec<u64> = page.iter().filter_map(StoredEvent::position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "out of order");
+    for (n, stored) in page.iter().enumerate() {
+        if n == 699 {
+            let StoredEvent::Undecodable(undecodable) = stored else {
+                panic!("the 700th event decoded: {stored:?}");
+            };
+            assert!(
+                undecodable.error.to_string().contains("panicked"),
+                "{}",
+                undecodable.error
+            );
+            continue;
+        }
+        let event = stored
+            .event()
+            .unwrap_or_else(|| panic!("undecodable: {stored:?}"));
+        let weighed = event.downcast::<ParcelWeighed>().unwrap();
+        assert_eq!((weighed.weight, weighed.unit.as_str()), (n as i64, "g"));
+    }
     sqlx::query(&format!("DROP SCHEMA {} CASCADE", schema.name().unwrap()))
         .execute(&pool)
         .await

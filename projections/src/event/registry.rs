@@ -264,7 +264,12 @@ impl EventRegistry {
         let mut at = version;
         while at < registration.version {
             let step = self.upcasters.step(event_type, at).ok_or_else(no_path)?;
-            payload = (step.apply)(payload).map_err(|source| DecodeError::Upcast {
+            // An upcaster is user code: its panic makes this event undecodable (dead-lettered
+            // or stopped before, per policy), never the reader's or the process's end.
+            let apply = step.apply;
+            let applied = std::panic::catch_unwind(move || apply(payload))
+                .unwrap_or_else(|panic| Err(panicked(panic.as_ref()).into()));
+            payload = applied.map_err(|source| DecodeError::Upcast {
                 event_type: event_type.to_owned(),
                 from: at,
                 upcaster: step.name,
@@ -400,9 +405,10 @@ impl EventRegistry {
         payload: &serde_json::Value,
     ) -> Result<AnyEvent, DecodeError> {
         let registration = self.lookup(&metadata.event_type)?;
-        let event_type = metadata.event_type.clone();
+        // The registered wire name is the metadata's (it was looked up by it): named only
+        // when decoding fails, rather than copied for every event.
         let payload_error = |source| DecodeError::Payload {
-            event_type: event_type.clone(),
+            event_type: registration.event_type.to_owned(),
             type_name: registration.type_name,
             source,
         };
@@ -422,9 +428,10 @@ impl EventRegistry {
         payload: &str,
     ) -> Result<AnyEvent, DecodeError> {
         let registration = self.lookup(&metadata.event_type)?;
-        let event_type = metadata.event_type.clone();
+        // The registered wire name is the metadata's (it was looked up by it): named only
+        // when decoding fails, rather than copied for every event.
         let payload_error = |source| DecodeError::Payload {
-            event_type: event_type.clone(),
+            event_type: registration.event_type.to_owned(),
             type_name: registration.type_name,
             source,
         };
@@ -436,4 +443,14 @@ impl EventRegistry {
         metadata.event_version = registration.version;
         (registration.decode_value)(metadata, &current).map_err(payload_error)
     }
+}
+
+/// The message of a caught panic, as an error.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|m| (*m).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a value that is not a message".to_owned());
+    format!("panicked: {message}")
 }
