@@ -272,8 +272,8 @@ async fn stored_versions_1_and_2_read_back_as_version_3_from_sqlite() {
     }
 }
 
-#[tokio::test]
-async fn stored_versions_1_and_2_read_back_as_version_3_from_postgres() {
+/// A PostgreSQL store in a schema of the test's own.
+async fn postgres_store() -> (sqlx::PgPool, Schema, PostgreSQLEventStore) {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let pool = sqlx::PgPool::connect(&url)
@@ -284,6 +284,19 @@ async fn stored_versions_1_and_2_read_back_as_version_3_from_postgres() {
         .await
         .unwrap();
     let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
+    (pool, schema, store)
+}
+
+async fn drop_schema(pool: &sqlx::PgPool, schema: &Schema) {
+    sqlx::query(&format!("DROP SCHEMA {} CASCADE", schema.name().unwrap()))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn stored_versions_1_and_2_read_back_as_version_3_from_postgres() {
+    let (pool, schema, store) = postgres_store().await;
     append_three(&store).await;
     for (position, version, payload) in [(1i64, 1i32, v1()), (2, 2, v2())] {
         sqlx::query(&format!(
@@ -307,10 +320,7 @@ async fn stored_versions_1_and_2_read_back_as_version_3_from_postgres() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_upcast(&events);
-    sqlx::query(&format!("DROP SCHEMA {} CASCADE", schema.name().unwrap()))
-        .execute(&pool)
-        .await
-        .unwrap();
+    drop_schema(&pool, &schema).await;
 }
 
 #[test]
@@ -335,16 +345,7 @@ fn an_upcaster_that_panics_is_a_decode_error_not_a_panic() {
 /// event's failure alone: the read returns, every other event decodes, in order.
 #[tokio::test]
 async fn a_panicking_upcaster_fails_its_event_only_and_the_page_reads_whole() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let pool = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL must be running for this test (set DATABASE_URL)");
-    let schema = Schema::named(&format!("upcast_{}", Uuid::new_v4().simple())).unwrap();
-    projections::postgres::migrate_schema(&pool, &schema)
-        .await
-        .unwrap();
-    let store = PostgreSQLEventStore::with_schema(pool.clone(), schema.clone());
+    let (pool, schema, store) = postgres_store().await;
     let parcel = Uuid::new_v4();
     let events = (0..1_000)
         .map(|n| {
@@ -402,10 +403,7 @@ async fn a_panicking_upcaster_fails_its_event_only_and_the_page_reads_whole() {
         let weighed = event.downcast::<ParcelWeighed>().unwrap();
         assert_eq!((weighed.weight, weighed.unit.as_str()), (n as i64, "g"));
     }
-    sqlx::query(&format!("DROP SCHEMA {} CASCADE", schema.name().unwrap()))
-        .execute(&pool)
-        .await
-        .unwrap();
+    drop_schema(&pool, &schema).await;
 }
 
 #[derive(Default)]

@@ -43,7 +43,7 @@ pub enum EventOrder {
 
 /// A batch segment in gathered order.
 struct Plan<'a> {
-    /// Per event type, in the order the types first appear: its events, in log order.
+    /// Per event type, in the order they run: its events, in log order.
     groups: Vec<(&'static str, Vec<&'a AnyEvent>)>,
 }
 
