@@ -255,68 +255,6 @@ async fn subscriber_registry_dispatches_only_to_interested_subscribers() {
     assert_eq!(subscribers.len(), 1);
 }
 
-/// Captures formatted tracing output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Captures what is logged at `warn` and above while the guard lives.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Another test's thread may have cached "nobody listens" for the warning's callsite
-        // before this subscriber existed: ask every callsite again.
-        tracing::callsite::rebuild_interest_cache();
-        guard
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-#[tokio::test]
-async fn subscriber_failures_are_logged_with_the_subscriber_the_event_and_the_error() {
-    let captured = Captured::default();
-    let _guard = captured.install();
-    let mut subscribers = SubscriberRegistry::new();
-    subscribers.register(Tally::default());
-    subscribers.register(Balances::default());
-    let poison = withdraw(Uuid::new_v4(), 13);
-    let results = subscribers.dispatch(&poison).await;
-    assert_eq!(results.iter().filter(|(_, r)| r.is_err()).count(), 1);
-
-    let log = captured.text();
-    assert_eq!(log.matches("WARN").count(), 1, "{log}");
-    assert!(log.contains("subscriber failed"), "{log}");
-    assert!(log.contains("common::Balances"), "{log}");
-    assert!(log.contains(&poison.event_id().to_string()), "{log}");
-    assert!(log.contains("Withdrawn"), "{log}");
-    assert!(log.contains("unlucky withdrawal"), "{log}");
-
-    // `dispatch_many` logs each failure too.
-    let again = subscribers
-        .dispatch_many(&[withdraw(Uuid::new_v4(), 13), withdraw(Uuid::new_v4(), 13)])
-        .await;
-    assert_eq!(again.iter().filter(|(_, r)| r.is_err()).count(), 2);
-    assert_eq!(captured.text().matches("subscriber failed").count(), 3);
-}
-
 // --- Push mode: events without a position ------------------------------------------------
 
 #[tokio::test]
