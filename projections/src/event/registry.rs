@@ -267,8 +267,11 @@ impl EventRegistry {
             // An upcaster is user code: its panic makes this event undecodable (dead-lettered
             // or stopped before, per policy), never the reader's or the process's end.
             let apply = step.apply;
-            let applied = std::panic::catch_unwind(move || apply(payload))
-                .unwrap_or_else(|panic| Err(panicked(panic.as_ref()).into()));
+            let applied =
+                std::panic::catch_unwind(move || apply(payload)).unwrap_or_else(|panic| {
+                    let message = crate::failure::panic_message(panic.as_ref());
+                    Err(format!("panicked: {message}").into())
+                });
             payload = applied.map_err(|source| DecodeError::Upcast {
                 event_type: event_type.to_owned(),
                 from: at,
@@ -443,14 +446,4 @@ impl EventRegistry {
         metadata.event_version = registration.version;
         (registration.decode_value)(metadata, &current).map_err(payload_error)
     }
-}
-
-/// The message of a caught panic, as an error.
-fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|m| (*m).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a value that is not a message".to_owned());
-    format!("panicked: {message}")
 }

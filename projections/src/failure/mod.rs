@@ -60,3 +60,15 @@ impl fmt::Display for FailureKind {
         f.write_str(self.as_str())
     }
 }
+
+/// The message a caught panic carried (`panic!("...")` gives a `&str` or a `String`), for the
+/// error that records it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&'static str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}

@@ -43,12 +43,5 @@ where
 }
 
 fn panicked(payload: Box<dyn Any + Send>) -> HandlerError {
-    let message = if let Some(text) = payload.downcast_ref::<&'static str>() {
-        (*text).to_owned()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "a panic without a message".to_owned()
-    };
-    HandlerError::Panicked(message)
+    HandlerError::Panicked(crate::failure::panic_message(payload.as_ref()))
 }

@@ -75,7 +75,8 @@ where
     /// The entry is marked `retrying` (durably) before its handler runs, so an operator sees
     /// the replay under way. An entry left `retrying` by a replay that was interrupted (the
     /// process killed, the task cancelled) is replayed again like a `failed` one, and counts
-    /// as not applied meanwhile ([`unresolved_dead_letters`](Self::unresolved_dead_letters), health, status).
+    /// as not applied meanwhile
+    /// ([`unresolved_dead_letters`](Self::unresolved_dead_letters), health, status).
     /// With one transaction per batch an interrupted replay left nothing applied; with
     /// [`Repositories`](super::Repositories), a crash between the handler and the resolution
     /// leaves the entry unresolved although applied: a second replay applies it again (at
