@@ -5,46 +5,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
+use common::captured::Captured;
 use common::{Balances, Tally, withdraw};
 use projections::SubscriberRegistry;
 use uuid::Uuid;
-
-/// Captures formatted tracing output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Captures what is logged at `warn` and above while the guard lives.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Another test's thread may have cached "nobody listens" for the warning's callsite
-        // before this subscriber existed: ask every callsite again.
-        tracing::callsite::rebuild_interest_cache();
-        guard
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
 
 #[tokio::test]
 async fn subscriber_failures_are_logged_with_the_subscriber_the_event_and_the_error() {

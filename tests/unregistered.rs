@@ -6,9 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::{Arc, Mutex};
+#[path = "common/captured.rs"]
+mod captured;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use captured::Captured;
 use projections::coordinator::{ProjectionCoordinator, WorkerState};
 use projections::projection::UnregisteredEventPolicy;
 use projections::runner::Repositories;
@@ -154,36 +158,6 @@ async fn coordinator(
     let mut registry = ProjectionRegistry::new();
     registry.register(runner).unwrap();
     ProjectionCoordinator::new(registry, store().await)
-}
-
-/// Captures formatted tracing output at `warn` and above.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod captured;
 #[cfg(feature = "postgres")]
 pub mod cluster;
 #[cfg(feature = "postgres")]
